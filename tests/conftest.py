@@ -1,0 +1,137 @@
+"""Shared fixtures.
+
+The database under test comes from ``TEST_DATABASE_URL``: unset means a SQLite
+file; a ``postgresql+psycopg://.../NAME`` URL means a fresh database created
+next to NAME for this pytest run (so parallel runs never share one) and dropped
+afterwards. The schema is always built by the Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
+
+from webhook_service.config import Settings
+from webhook_service.db import dispose_engines, session_scope
+from webhook_service.migrate import upgrade
+from webhook_service.models import Base
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def _create_pg_database(base_url: str) -> tuple[str, str]:
+    url = make_url(base_url)
+    name = f"wst_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False), name
+
+
+def _drop_pg_database(base_url: str, name: str) -> None:
+    dispose_engines()
+    admin = create_engine(make_url(base_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> Iterator[str]:
+    """A migrated, empty database for this test run."""
+    base = os.environ.get("TEST_DATABASE_URL", "")
+    if base.startswith("postgresql"):
+        url, name = _create_pg_database(base)
+        upgrade(url)
+        yield url
+        _drop_pg_database(base, name)
+    else:
+        path = tmp_path_factory.mktemp("db") / "test.sqlite3"
+        url = f"sqlite:///{path}"
+        upgrade(url)
+        yield url
+        dispose_engines()
+
+
+def truncate_all(url: str) -> None:
+    with session_scope(url) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                session.execute(table.delete())
+
+
+@pytest.fixture
+def db_url(database_url: str) -> Iterator[str]:
+    """The test database, emptied before each test that uses it."""
+    truncate_all(database_url)
+    yield database_url
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings for one test: the test database and a private data folder."""
+    return Settings.from_env(
+        environ={},
+        data_dir=str(tmp_path / "data"),
+        database_url=db_url,
+        celery_broker_url="memory://",
+    )
+
+
+@pytest.fixture
+def app(settings: Settings):
+    from webhook_service.web import create_app
+
+    return create_app(settings, TESTING=True)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """A WSGI app served on a real socket in a background thread."""
+
+    def __init__(self, wsgi_app, host: str = "127.0.0.1", port: int = 0):
+        self._server = make_server(host, port, wsgi_app, threaded=True)
+        self.host = host
+        self.port = self._server.server_port
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> "LiveServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_app(app) -> Iterator[LiveServer]:
+    """The Flask app on a real port (the receiver as Gladia reaches it)."""
+    server = LiveServer(app).start()
+    yield server
+    server.stop()

@@ -1,0 +1,141 @@
+"""The `webhook-service` command.
+
+Every sub-command reads its settings from the environment (see config.py); a
+bad setting or bad input ends with a one-line message and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .config import ConfigError, Settings
+from .logging_setup import configure_logging
+
+
+class CLIError(click.ClickException):
+    exit_code = 2
+
+
+def load_settings() -> Settings:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise CLIError(f"invalid setting: {exc}") from None
+    settings.ensure_dirs()
+    configure_logging(settings.log_level)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Stream audio files into Gladia live sessions and keep every result in SQL."""
+
+
+# ----------------------------------------------------------------------------- db
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations to DATABASE_URL."""
+    from .config import redact_url
+    from .migrate import upgrade
+
+    settings = load_settings()
+    try:
+        upgrade(settings.database_url, revision)
+    except Exception as exc:  # connection refused, unknown revision...
+        raise CLIError(f"migration failed: {type(exc).__name__}: {exc}") from None
+    click.echo(f"database at {redact_url(settings.database_url)} is at revision {revision}")
+
+
+# -------------------------------------------------------------------- processes
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+def web(host: str, port: int, workers: int, dev: bool) -> None:
+    """Run the receiver, JSON API and dashboard."""
+    settings = load_settings()
+    if dev:
+        from .web import create_app
+
+        create_app(settings).run(host=host, port=port, threaded=True)
+        return
+    os.execvp(
+        sys.executable,
+        [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+         "--threads", "4", "--access-logfile", "-", "webhook_service.wsgi:app"],
+    )
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--concurrency", default=None, type=int, help="Worker pool size.")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None) -> None:
+    """Run a Celery worker (extra arguments go to celery)."""
+    load_settings()
+    args = [sys.executable, "-m", "celery", "-A", "webhook_service.celery_worker", "worker",
+            "--loglevel", "INFO", "-Q", "webhook_service,streams"]
+    if concurrency:
+        args += ["--concurrency", str(concurrency)]
+    os.execvp(sys.executable, args + list(ctx.args))
+
+
+@cli.command()
+def beat() -> None:
+    """Run Celery beat (the periodic sweeper)."""
+    load_settings()
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "webhook_service.celery_worker",
+                               "beat", "--loglevel", "INFO"])
+
+
+# ------------------------------------------------------------------------ status
+
+@cli.command()
+@click.argument("job_or_batch", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(job_or_batch: str | None, as_json: bool) -> None:
+    """Show jobs: one job, one batch (by id or name), or the latest jobs."""
+    from .jobs import job_summaries
+
+    settings = load_settings()
+    try:
+        rows = job_summaries(settings, job_or_batch)
+    except LookupError as exc:
+        raise CLIError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="jobs")
+    for column in ("job", "batch", "file", "state", "progress", "gladia id", "error"):
+        table.add_column(column)
+    for row in rows:
+        progress = ""
+        if row["bytes_total"]:
+            progress = f"{100 * row['bytes_acked'] / row['bytes_total']:.0f}%"
+        table.add_row(row["id"][:8], row["batch"] or "", os.path.basename(row["source_path"]), row["state"],
+                      progress, row["gladia_id"] or "", (row["last_error"] or "")[:60])
+    Console().print(table)
+
+
+def main() -> None:
+    cli(prog_name="webhook-service")
+
+
+if __name__ == "__main__":
+    main()

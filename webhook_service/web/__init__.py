@@ -1,0 +1,79 @@
+"""Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app, g, jsonify
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from ..config import Settings
+from ..db import session_factory
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, **config: Any) -> Flask:
+    """Build the web app: receiver, JSON API, dashboard, health and metrics.
+
+    ``settings`` defaults to the environment; ``config`` goes into ``app.config``
+    (tests pass ``TESTING=True``).
+    """
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_callback_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(config)
+    app.json.sort_keys = False
+
+    _register_errors(app)
+    from . import api, callbacks, dashboard, health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)
+
+    app.teardown_appcontext(_close_db)
+    return app
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def db() -> Session:
+    """The request's database session, closed when the request ends."""
+    if "db" not in g:
+        g.db = session_factory(settings().database_url)()
+    return g.db
+
+
+def _close_db(_exc: BaseException | None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+def json_error(status: int, message: str, **extra: Any):
+    body = {"error": {"status": status, "message": message, **extra}}
+    return jsonify(body), status
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        response = json_error(exc.code or 500, exc.description or exc.name)
+        if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response[0].headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return json_error(500, "internal server error")
