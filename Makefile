@@ -32,7 +32,7 @@ test-sqlite: install
 
 test-postgres: install
 	@echo "== test suite on PostgreSQL =="
-	TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest -m "not dbless" $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/python -m webhook_service.demo
