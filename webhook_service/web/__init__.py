@@ -32,11 +32,12 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.json.sort_keys = False
 
     _register_errors(app)
-    from . import api, callbacks, dashboard, health
+    from . import api, callbacks, dashboard, health, reports
 
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(reports.bp)
     app.register_blueprint(dashboard.bp)
 
     app.teardown_appcontext(_close_db)
