@@ -1,0 +1,745 @@
+"""Callback inbox and normalization: every Gladia message lands in SQL exactly once.
+
+Two layers, as Standard Webhooks and Stripe recommend:
+
+1. **Inbox** (``callback_inbox``): the raw body of each callback or account
+   webhook, committed before the receiver answers 2xx, deduplicated on the
+   sha256 of its canonical JSON (Gladia sends no delivery id) with
+   ``INSERT ... ON CONFLICT DO NOTHING``.
+2. **Normalized tables** (``events``, ``utterances``, ``addon_results``,
+   ``session_results`` and the job's state), written by
+   :func:`normalize_message` in a transaction of its own. A failure there leaves
+   the inbox row ``failed``; :func:`process_inbox_item` re-runs it later.
+
+:func:`normalize_message` is the one entry point for a Gladia message whichever
+way it reached us: a callback, the WebSocket, or ``result.messages`` of
+``GET /v2/live/:id`` during reconciliation. It is idempotent and independent
+of order: each message is one ``events`` row keyed by (session, sha256 of the
+message), and every derived row is an upsert whose ``WHERE`` keeps the most
+advanced version (a final beats a partial, a later message beats an earlier
+one), so applying any set of messages in any order, any number of times, gives
+the same end state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Optional
+
+from prometheus_client import Counter
+from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from . import metrics
+from .config import Settings
+from .db import is_postgres, session_scope
+from .logging_setup import job_context
+from .models import (
+    AddonResult,
+    Event,
+    InboxItem,
+    Job,
+    SessionResult,
+    UTCDateTime,
+    Utterance,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+# The WebSocket message types of Gladia live v2 (callback event = "live." + type).
+MESSAGE_TYPES = (
+    "audio_chunk",
+    "stop_recording",
+    "start_session",
+    "start_recording",
+    "end_recording",
+    "end_session",
+    "speech_start",
+    "speech_end",
+    "transcript",
+    "translation",
+    "named_entity_recognition",
+    "sentiment_analysis",
+    "post_transcript",
+    "post_final_transcript",
+    "post_summarization",
+    "post_chapterization",
+)
+KNOWN_TYPES = frozenset(MESSAGE_TYPES)
+KNOWN_EVENTS = frozenset(f"live.{t}" for t in MESSAGE_TYPES)
+# Lifecycle message -> the job state it proves was reached.
+LIFECYCLE_STATES = {
+    "start_session": "starting",
+    "start_recording": "streaming",
+    "end_recording": "processing",
+    "end_session": "done",
+}
+# Account webhooks carry only the session id; these events move the job too.
+WEBHOOK_EVENTS = frozenset(f"live.{t}" for t in LIFECYCLE_STATES)
+REALTIME_ADDONS = ("translation", "named_entity_recognition", "sentiment_analysis")
+SESSION_ADDONS = {"post_summarization": "summarization", "post_chapterization": "chapterization"}
+
+MAX_ID_LEN = 64  # width of gladia_id / utterance_id columns
+MAX_LANG_LEN = 16
+MAX_EVENT_LEN = 64
+MAX_JSON_DEPTH = 32
+MAX_CHANNEL = 2**15  # far above Gladia's 8, far below any integer column's limit
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-gladia-key", "x-api-key"}
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+UNKNOWN_EVENTS = Counter(
+    "webhook_unknown_events_total", "Messages of a type this version does not know, stored raw", ["source"]
+)
+
+
+class InvalidMessage(ValueError):
+    """A body or message that cannot be accepted; the text says which field and why."""
+
+
+# ------------------------------------------------------------------ canonical JSON
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialization used for every hash, so equal JSON gives equal keys."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def message_key(message: Mapping[str, Any]) -> str:
+    """sha256 hex of the canonical message: the same message has the same key from any source."""
+    return hashlib.sha256(canonical_json(message).encode("utf-8")).hexdigest()
+
+
+def metric_event(event: Any) -> str:
+    """A bounded label for metrics: unknown event names are grouped as ``other``."""
+    return event if isinstance(event, str) and (event in KNOWN_EVENTS or event in WEBHOOK_EVENTS) else "other"
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidMessage(f"JSON constant {name} is not allowed")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """Parse a request body as strict JSON that every database can store.
+
+    Refused: invalid UTF-8 or JSON, NaN/Infinity (and numbers that overflow to
+    infinity), NUL characters and lone surrogates (PostgreSQL cannot store
+    them), nesting deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidMessage("body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except InvalidMessage:
+        raise
+    except RecursionError:
+        raise InvalidMessage("JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidMessage(f"body is not valid JSON: {exc}") from None
+    _check_storable(value)
+    return value
+
+
+def _check_storable(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidMessage("JSON is nested too deeply")
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                _check_string(key)
+                stack.append((sub, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, str):
+            _check_string(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidMessage("JSON numbers must be finite")
+
+
+def _check_string(value: str) -> None:
+    if "\x00" in value:
+        raise InvalidMessage("JSON strings must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage("JSON strings must be valid Unicode (lone surrogate)") from None
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise InvalidMessage(message)
+
+
+def _check_id(value: Any, field: str) -> None:
+    _require(isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN, f"{field} must be a string of 1 to {MAX_ID_LEN} characters")
+
+
+def _check_optional_lang(value: Any, field: str) -> None:
+    _require(value is None or (isinstance(value, str) and len(value) <= MAX_LANG_LEN), f"{field} must be a language code")
+
+
+def _check_utterance(utt: Any, field: str) -> None:
+    _require(isinstance(utt, dict), f"{field} must be an object")
+    for name in ("start", "end"):
+        _require(_is_number(utt.get(name)), f"{field}.{name} must be a number")
+    _require(isinstance(utt.get("text"), str), f"{field}.text must be a string")
+    _require(utt.get("confidence") is None or _is_number(utt.get("confidence")), f"{field}.confidence must be a number")
+    channel = utt.get("channel", 0)
+    _require(
+        isinstance(channel, int) and not isinstance(channel, bool) and 0 <= channel < MAX_CHANNEL,
+        f"{field}.channel must be a non-negative integer",
+    )
+    _check_optional_lang(utt.get("language"), f"{field}.language")
+    words = utt.get("words", [])
+    _require(isinstance(words, list), f"{field}.words must be a list")
+    for i, word in enumerate(words):
+        _require(isinstance(word, dict), f"{field}.words[{i}] must be an object")
+
+
+def _check_error_field(message: Mapping[str, Any]) -> None:
+    error = message.get("error")
+    _require(error is None or isinstance(error, dict), "payload.error must be an object or null")
+
+
+def validate_message(message: Any) -> None:
+    """Check a Gladia message (the WebSocket shape) has the fields normalization relies on.
+
+    Strict on what is used, lenient on the rest: Gladia may add fields, and a
+    type this version does not know is accepted as long as it is an object
+    with a string ``type``.
+    """
+    _require(isinstance(message, dict), "payload must be an object")
+    mtype = message.get("type")
+    _require(isinstance(mtype, str) and 0 < len(mtype) <= MAX_EVENT_LEN, "payload.type must be a non-empty string")
+    session_id = message.get("session_id")
+    _require(session_id is None or isinstance(session_id, str), "payload.session_id must be a string")
+    created = message.get("created_at")
+    _require(created is None or isinstance(created, str), "payload.created_at must be a string")
+    data = message.get("data")
+    if mtype == "transcript":
+        _require(isinstance(data, dict), "payload.data must be an object")
+        _check_id(data.get("id"), "payload.data.id")
+        _require(isinstance(data.get("is_final"), bool), "payload.data.is_final must be a boolean")
+        _check_utterance(data.get("utterance"), "payload.data.utterance")
+    elif mtype in REALTIME_ADDONS:
+        _check_error_field(message)
+        _require(data is None or isinstance(data, dict), "payload.data must be an object or null")
+        if isinstance(data, dict):
+            _check_id(data.get("utterance_id"), "payload.data.utterance_id")
+            if mtype == "translation":
+                _require(
+                    isinstance(data.get("target_language"), str) and 0 < len(data["target_language"]) <= MAX_LANG_LEN,
+                    "payload.data.target_language must be a language code",
+                )
+            else:
+                _require(isinstance(data.get("results", []), list), "payload.data.results must be a list")
+    elif mtype in SESSION_ADDONS:
+        _check_error_field(message)
+        _require(data is None or isinstance(data, dict), "payload.data must be an object or null")
+    elif mtype == "post_transcript":
+        _require(isinstance(data, dict), "payload.data must be an object")
+        _check_transcription(data, "payload.data")
+    elif mtype == "post_final_transcript":
+        _require(isinstance(data, dict), "payload.data must be an object")
+        meta = data.get("metadata")
+        _require(meta is None or isinstance(meta, dict), "payload.data.metadata must be an object")
+        for name in ("audio_duration", "billing_time", "transcription_time"):
+            value = (meta or {}).get(name)
+            _require(value is None or _is_number(value), f"payload.data.metadata.{name} must be a number")
+        channels = (meta or {}).get("number_of_distinct_channels")
+        _require(
+            channels is None or (isinstance(channels, int) and not isinstance(channels, bool) and 0 <= channels < MAX_CHANNEL),
+            "payload.data.metadata.number_of_distinct_channels must be a non-negative integer",
+        )
+        transcription = data.get("transcription")
+        _require(transcription is None or isinstance(transcription, dict), "payload.data.transcription must be an object")
+        if transcription is not None:
+            _check_transcription(transcription, "payload.data.transcription")
+    elif mtype in ("end_recording", "speech_start", "speech_end", "audio_chunk", "stop_recording"):
+        _require(data is None or isinstance(data, dict), "payload.data must be an object or null")
+
+
+def _check_transcription(data: Mapping[str, Any], field: str) -> None:
+    full = data.get("full_transcript")
+    _require(full is None or isinstance(full, str), f"{field}.full_transcript must be a string")
+    languages = data.get("languages")
+    _require(languages is None or isinstance(languages, list), f"{field}.languages must be a list")
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A validated per-session callback body ``{id, event, payload}``."""
+
+    gladia_id: str
+    event: str
+    payload: dict[str, Any]
+
+
+def validate_callback(body: Any) -> Callback:
+    """Check the envelope of a per-session callback and the message inside it."""
+    _require(isinstance(body, dict), "body must be a JSON object")
+    _check_id(body.get("id"), "id")
+    event = body.get("event")
+    _require(isinstance(event, str) and event.startswith("live.") and len(event) <= MAX_EVENT_LEN + 5,
+             "event must be a string 'live.<type>'")
+    payload = body.get("payload")
+    validate_message(payload)
+    _require(payload["type"] == event[len("live."):], "event and payload.type disagree")
+    session_id = payload.get("session_id")
+    _require(session_id is None or session_id == body["id"], "payload.session_id differs from id")
+    return Callback(gladia_id=body["id"], event=event, payload=payload)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A validated account webhook body ``{event, payload: {id}}``."""
+
+    gladia_id: str
+    event: str
+
+
+def validate_webhook(body: Any) -> Webhook:
+    _require(isinstance(body, dict), "body must be a JSON object")
+    event = body.get("event")
+    _require(isinstance(event, str) and 0 < len(event) <= MAX_EVENT_LEN, "event must be a non-empty string")
+    payload = body.get("payload")
+    _require(isinstance(payload, dict), "payload must be an object")
+    _check_id(payload.get("id"), "payload.id")
+    return Webhook(gladia_id=payload["id"], event=event)
+
+
+def parse_timestamp(value: Any) -> Optional[datetime]:
+    """Gladia's ISO-8601 ``created_at`` as an aware UTC datetime; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def safe_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers worth keeping with the raw body, minus credentials."""
+    kept: dict[str, str] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in SECRET_HEADERS or "\x00" in value:
+            continue
+        kept[lname] = value[:1000]
+        if len(kept) >= 50:
+            break
+    return kept
+
+
+# -------------------------------------------------------------------- SQL helpers
+
+
+def _insert(session: Session, model: Any):
+    """The dialect's INSERT (both have ``on_conflict_do_nothing/do_update``)."""
+    if is_postgres(session):
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model.__table__)
+
+
+def _ts(column):
+    return func.coalesce(column, literal(_EPOCH, UTCDateTime()))
+
+
+# ------------------------------------------------------------------- normalization
+
+
+def normalize_message(
+    session: Session,
+    message: dict[str, Any],
+    *,
+    source: str,
+    job: Optional[Job],
+    gladia_id: str,
+    inbox_id: Optional[int] = None,
+    received_at: Optional[datetime] = None,
+) -> bool:
+    """Store one Gladia message and everything derived from it; True when it was new.
+
+    ``message`` is the WebSocket-shaped message (a callback's ``payload``, or one
+    decoded item of ``result.messages``). Runs inside the caller's transaction;
+    the caller commits. A message already stored for this session changes
+    nothing except the job's state, in case the first copy arrived before the
+    job was known.
+    """
+    if source not in ("callback", "websocket", "reconcile"):
+        raise ValueError(f"unknown source {source!r}")
+    validate_message(message)
+    mtype: str = message["type"]
+    now = utcnow()
+    received_at = received_at or now
+    created_at = parse_timestamp(message.get("created_at"))
+    job_id = job.id if job is not None else None
+
+    stmt = (
+        _insert(session, Event)
+        .values(
+            gladia_id=gladia_id,
+            job_id=job_id,
+            message_key=message_key(message),
+            type=mtype,
+            source=source,
+            created_at=created_at,
+            received_at=received_at,
+            inbox_id=inbox_id,
+            payload=message,
+        )
+        .on_conflict_do_nothing(index_elements=["gladia_id", "message_key"])
+        .returning(Event.__table__.c.id)
+    )
+    # RETURNING rather than rowcount: drivers disagree on rowcount after ON CONFLICT.
+    new = session.execute(stmt).scalar() is not None
+
+    if mtype in LIFECYCLE_STATES and job is not None:
+        _apply_lifecycle(session, job, mtype, created_at or received_at, schedule=new and source != "reconcile")
+    if not new:
+        return False
+
+    data = message.get("data")
+    if mtype == "transcript":
+        _upsert_utterance(session, gladia_id, job_id, data, source, created_at, received_at, now)
+    elif mtype in REALTIME_ADDONS:
+        data = data if isinstance(data, dict) else None
+        _upsert_addon(
+            session, gladia_id, job_id, mtype,
+            utterance_id=(data or {}).get("utterance_id", ""),
+            target_language=(data or {}).get("target_language", "") if mtype == "translation" else "",
+            data=data, error=message.get("error"), source=source, created_at=created_at, received_at=received_at,
+        )
+    elif mtype in SESSION_ADDONS:
+        _upsert_addon(
+            session, gladia_id, job_id, SESSION_ADDONS[mtype], utterance_id="", target_language="",
+            data=data if isinstance(data, dict) else None, error=message.get("error"),
+            source=source, created_at=created_at, received_at=received_at,
+        )
+    elif mtype in ("post_transcript", "post_final_transcript"):
+        _store_transcription(session, gladia_id, job_id, mtype, data, created_at or received_at)
+    elif mtype not in KNOWN_TYPES:
+        UNKNOWN_EVENTS.labels(source).inc()
+        log.warning("stored a message of unknown type %r for session %s", mtype[:64], gladia_id)
+    return True
+
+
+def _apply_lifecycle(session: Session, job: Job, mtype: str, when: datetime, *, schedule: bool) -> None:
+    # Lock the job row (PostgreSQL; SQLite transactions are serialized anyway)
+    # and re-read it, so concurrent callbacks of one session cannot lose each
+    # other's transition. Pending changes of the caller are flushed first.
+    locked = session.get(Job, job.id, with_for_update=True, populate_existing=True)
+    if locked is None:
+        return
+    state = LIFECYCLE_STATES[mtype]
+    if locked.advance(state, when=when):
+        metrics.JOBS_STATE_CHANGES.labels(state).inc()
+    if mtype == "end_session" and schedule:
+        locked.reconcile_after = utcnow()
+
+
+def _utterance_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    utt = data["utterance"]
+    words = utt.get("words") or []
+    return dict(
+        utterance_id=data["id"],
+        is_final=bool(data["is_final"]),
+        channel=int(utt.get("channel") or 0),
+        start_s=float(utt["start"]),
+        end_s=float(utt["end"]),
+        text=utt["text"],
+        language=utt.get("language"),
+        confidence=float(utt["confidence"]) if utt.get("confidence") is not None else None,
+        words=words,
+        word_count=len(words),
+    )
+
+
+def _upsert_utterance(session, gladia_id, job_id, data, source, created_at, received_at, now) -> None:
+    """One row per (session, data.id); only a more advanced version replaces it.
+
+    Rank = (is_final, created_at, text): a final beats any partial, a later
+    message beats an earlier one, and the text breaks exact ties so that the
+    result never depends on arrival order.
+    """
+    values = _utterance_values(data)
+    stmt = _insert(session, Utterance).values(
+        gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at,
+        received_at=received_at, updated_at=now, **values,
+    )
+    new, old = stmt.excluded, Utterance.__table__.c
+    more_advanced = or_(
+        new.is_final > old.is_final,
+        and_(
+            new.is_final == old.is_final,
+            or_(
+                _ts(new.created_at) > _ts(old.created_at),
+                and_(_ts(new.created_at) == _ts(old.created_at), new.text >= old.text),
+            ),
+        ),
+    )
+    replaced = {name: getattr(new, name) for name in values}
+    replaced.update(source=new.source, created_at=new.created_at, updated_at=new.updated_at,
+                    job_id=func.coalesce(new.job_id, old.job_id))
+    session.execute(
+        stmt.on_conflict_do_update(index_elements=["gladia_id", "utterance_id"], set_=replaced, where=more_advanced)
+    )
+
+
+def _upsert_addon(session, gladia_id, job_id, kind, *, utterance_id, target_language, data, error,
+                  source, created_at, received_at) -> None:
+    """One row per (session, kind, utterance, target language); the latest message wins.
+
+    Ties on ``created_at`` go to a success over an error, so order never matters.
+    """
+    stmt = _insert(session, AddonResult).values(
+        gladia_id=gladia_id, job_id=job_id, kind=kind, utterance_id=utterance_id or "",
+        target_language=target_language or "", data=data, error=error, source=source,
+        created_at=created_at, received_at=received_at,
+    )
+    new, old = stmt.excluded, AddonResult.__table__.c
+    newer = or_(
+        _ts(new.created_at) > _ts(old.created_at),
+        and_(_ts(new.created_at) == _ts(old.created_at), old.data.is_(None)),
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["gladia_id", "kind", "utterance_id", "target_language"],
+            set_=dict(data=new.data, error=new.error, source=new.source, created_at=new.created_at,
+                      received_at=new.received_at, job_id=func.coalesce(new.job_id, old.job_id)),
+            where=newer,
+        )
+    )
+
+
+def _store_transcription(session, gladia_id, job_id, mtype, data, when) -> None:
+    """Fill the session's result row; post_final_transcript wins over post_transcript."""
+    session.execute(
+        _insert(session, SessionResult)
+        .values(gladia_id=gladia_id, job_id=job_id, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["gladia_id"])
+    )
+    row = session.get(SessionResult, gladia_id, with_for_update=True, populate_existing=True)
+    assert row is not None  # inserted just above in this transaction
+    if row.job_id is None:
+        row.job_id = job_id
+    if mtype == "post_transcript":
+        row.post_transcript = data
+        if row.post_final_received_at is None:
+            row.full_transcript = data.get("full_transcript")
+            row.languages = data.get("languages")
+        return
+    transcription = data.get("transcription") or {}
+    meta = data.get("metadata") or {}
+    row.post_final_transcript = data
+    row.post_final_received_at = when
+    row.full_transcript = transcription.get("full_transcript", row.full_transcript)
+    row.languages = transcription.get("languages", row.languages)
+    row.audio_duration_s = meta.get("audio_duration", row.audio_duration_s)
+    row.billing_time_s = meta.get("billing_time", row.billing_time_s)
+    row.transcription_time_s = meta.get("transcription_time", row.transcription_time_s)
+    row.number_of_channels = meta.get("number_of_distinct_channels", row.number_of_channels)
+    row.updated_at = utcnow()
+
+
+# --------------------------------------------------------------------------- inbox
+
+
+class Forbidden(Exception):
+    """A valid callback token whose body names a session of another job."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the inbox made of one delivery."""
+
+    inbox_id: int
+    duplicate: bool
+    status: str  # the inbox row's status after this delivery: processed | failed | pending
+
+
+def bind_gladia_id(session: Session, job: Job, gladia_id: str) -> None:
+    """Make sure ``gladia_id`` is this job's session, recording it if the job has none yet.
+
+    A callback can beat the worker's own commit of the session id (Gladia sends
+    ``start_session`` as soon as POST /v2/live returns). The token already proves
+    the job; the id is recorded only when no other job holds it.
+    """
+    if job.gladia_id == gladia_id:
+        return
+    if job.gladia_id is not None:
+        raise Forbidden("the body names another session than this callback URL's job")
+    holder = session.scalar(select(Job.id).where(Job.gladia_id == gladia_id))
+    if holder is not None and holder != job.id:
+        raise Forbidden("the body names a session of another job")
+    session.execute(
+        update(Job).where(Job.id == job.id, Job.gladia_id.is_(None)).values(gladia_id=gladia_id)
+    )
+    current = session.scalar(select(Job.gladia_id).where(Job.id == job.id).execution_options(populate_existing=True))
+    if current != gladia_id:
+        raise Forbidden("the body names another session than this callback URL's job")
+    job.gladia_id = gladia_id
+
+
+def store_inbox(
+    session: Session,
+    *,
+    kind: str,
+    raw: bytes,
+    body: Any,
+    headers: Mapping[str, str],
+    event: Optional[str],
+    gladia_id: Optional[str],
+    job_id: Optional[str],
+    received_at: datetime,
+) -> Stored:
+    """Insert the raw delivery, or count it as a duplicate of the one already stored."""
+    dedupe_key = message_key(body)
+    inbox_id = session.execute(
+        _insert(session, InboxItem)
+        .values(
+            dedupe_key=dedupe_key, kind=kind, received_at=received_at, headers=dict(headers), body=raw,
+            event=event, gladia_id=gladia_id, job_id=job_id, status="pending", attempts=0, duplicates=0,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(InboxItem.__table__.c.id)
+    ).scalar()
+    if inbox_id is not None:
+        return Stored(inbox_id=inbox_id, duplicate=False, status="pending")
+    row = session.execute(
+        update(InboxItem.__table__)
+        .where(InboxItem.__table__.c.dedupe_key == dedupe_key)
+        .values(duplicates=InboxItem.__table__.c.duplicates + 1, last_duplicate_at=received_at)
+        .returning(InboxItem.__table__.c.id, InboxItem.__table__.c.status)
+    ).one()
+    return Stored(inbox_id=row.id, duplicate=True, status=row.status)
+
+
+def apply_webhook(session: Session, hook: Webhook, job: Optional[Job]) -> None:
+    """An account webhook says a lifecycle step happened; it carries no message content.
+
+    ``live.end_session`` schedules reconciliation now: GET /v2/live/:id then
+    fetches everything the callbacks did or did not deliver.
+    """
+    if job is None or hook.event not in WEBHOOK_EVENTS:
+        return
+    mtype = hook.event[len("live."):]
+    _apply_lifecycle(session, job, mtype, utcnow(), schedule=True)
+
+
+def _job_for(session: Session, job_id: Optional[str], gladia_id: Optional[str]) -> Optional[Job]:
+    if job_id:
+        job = session.get(Job, job_id)
+        if job is not None:
+            return job
+    if gladia_id:
+        return session.scalar(select(Job).where(Job.gladia_id == gladia_id))
+    return None
+
+
+def normalize_inbox(
+    settings: Settings,
+    inbox_id: int,
+    *,
+    kind: str,
+    body: Any,
+    job_id: Optional[str],
+    received_at: datetime,
+    event: Optional[str] = None,
+) -> str:
+    """Normalize one stored delivery in its own transaction; returns the row's new status.
+
+    Never raises for a bad message or a database error: the row is marked
+    ``failed`` with the error (or stays ``pending`` if even that cannot be
+    written) and the sweeper retries it.
+    """
+    label = metric_event(event)
+    try:
+        with session_scope(settings.database_url) as session:
+            if kind == "webhook":
+                hook = validate_webhook(body)
+                job = _job_for(session, job_id, hook.gladia_id)
+                with job_context(job.id if job else None, hook.gladia_id):
+                    apply_webhook(session, hook, job)
+            else:
+                callback = validate_callback(body)
+                job = _job_for(session, job_id, callback.gladia_id)
+                with job_context(job.id if job else None, callback.gladia_id):
+                    normalize_message(
+                        session, callback.payload, source="callback", job=job,
+                        gladia_id=callback.gladia_id, inbox_id=inbox_id, received_at=received_at,
+                    )
+            table = InboxItem.__table__
+            session.execute(
+                update(table)
+                .where(table.c.id == inbox_id)
+                .values(status="processed", processed_at=utcnow(), error=None, attempts=table.c.attempts + 1,
+                        job_id=func.coalesce(table.c.job_id, job.id if job else None))
+            )
+    except Exception as exc:  # noqa: BLE001 - any failure must leave the raw row for a retry
+        metrics.CALLBACKS_FAILED.labels(label).inc()
+        log.warning("normalizing inbox row %s failed: %s: %s", inbox_id, type(exc).__name__, exc)
+        try:
+            with session_scope(settings.database_url) as session:
+                table = InboxItem.__table__
+                session.execute(
+                    update(table)
+                    .where(table.c.id == inbox_id)
+                    .values(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
+                            attempts=table.c.attempts + 1)
+                )
+        except Exception:  # noqa: BLE001 - the row stays pending; the sweeper finds it
+            log.exception("could not mark inbox row %s failed", inbox_id)
+            return "pending"
+        return "failed"
+    metrics.CALLBACK_PROCESSING_SECONDS.observe(max(0.0, (utcnow() - received_at).total_seconds()))
+    return "processed"
+
+
+def process_inbox_item(settings: Settings, inbox_id: int) -> str:
+    """Re-run normalization of a ``pending`` or ``failed`` inbox row (the sweeper's retry).
+
+    Returns the row's status afterwards (``missing`` if there is no such row).
+    A row already ``processed`` is left alone, so a redelivered task is harmless.
+    """
+    with session_scope(settings.database_url) as session:
+        row = session.get(InboxItem, inbox_id)
+        if row is None:
+            return "missing"
+        if row.status not in ("pending", "failed"):
+            return row.status
+        kind, raw, job_id, event, received_at = row.kind, row.body, row.job_id, row.event, row.received_at
+    try:
+        body = parse_json_body(raw)
+    except InvalidMessage as exc:
+        with session_scope(settings.database_url) as session:
+            session.execute(
+                update(InboxItem.__table__).where(InboxItem.__table__.c.id == inbox_id)
+                .values(status="rejected", error=str(exc)[:2000])
+            )
+        return "rejected"
+    return normalize_inbox(settings, inbox_id, kind=kind, body=body, job_id=job_id, received_at=received_at, event=event)
