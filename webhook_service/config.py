@@ -126,6 +126,15 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must be an http(s) URL, got {getattr(self, name)!r}")
         if not self.callback_signing_key:
             raise ConfigError("CALLBACK_SIGNING_KEY must not be empty")
+        if self.gladia_webhook_secret:
+            import base64
+            import binascii
+
+            secret = self.gladia_webhook_secret.removeprefix("whsec_")
+            try:
+                base64.b64decode(secret + "==", validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError("GLADIA_WEBHOOK_SECRET must be a Svix secret (whsec_ + base64)") from None
         if self.close_mode not in {"close", "stop"}:
             raise ConfigError(f"CLOSE_MODE must be 'close' or 'stop', got {self.close_mode!r}")
         if self.gladia_region not in {"", "eu-west", "us-west"}:

@@ -1,7 +1,171 @@
-"""Blueprint placeholder; filled in by its own issue."""
+"""Gladia's callbacks and account webhooks: authenticate, store raw, normalize, answer fast.
+
+``POST /callbacks/gladia/<token>``: Gladia signs nothing it sends to a live
+callback URL, so the per-job token in the path is the credential (an HMAC of
+the job id, checked in constant time; see ``tokens.py``). The order of checks
+makes every refusal cheap and write-free:
+
+1. token -> job, else 404 (only a counter and a log line, never the token);
+2. body size (413), content type and JSON (400), envelope and message shape (400);
+3. the body's session id must be the job's (403);
+4. the raw body is committed to the inbox (deduplicated) before we answer;
+5. normalization runs in its own transaction; its failure leaves the row
+   ``failed`` for the sweeper and the answer is still 200.
+
+Nothing here talks to Celery or Redis: the answer depends on the database only.
+
+``POST /webhooks/gladia``: account-level webhooks ``{event, payload: {id}}``,
+verified with Standard Webhooks (the scheme Svix implements) when
+``GLADIA_WEBHOOK_SECRET`` is set.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy.exc import IntegrityError
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from .. import ingest, metrics
+from ..db import session_scope
+from ..logging_setup import job_context
+from ..models import Job, utcnow
+from ..tokens import job_id_from_token
+from . import json_error, settings
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("callbacks", __name__)
+
+
+def _reject(status: int, reason: str, message: str, **log_fields: Any):
+    metrics.CALLBACKS_REJECTED.labels(reason).inc()
+    log.info("callback refused (%s %s): %s %s", status, reason, message,
+             " ".join(f"{k}={v}" for k, v in log_fields.items()))
+    return json_error(status, message)
+
+
+def _is_json_content_type() -> bool:
+    # Gladia's exact headers are undocumented; accept application/json and +json types.
+    mimetype = request.mimetype or ""
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def _read_json_body(*, kind: str) -> tuple[bytes, Any] | tuple[None, Any]:
+    """The raw body and its parsed JSON, or (None, error response)."""
+    if request.content_length is not None and request.content_length > settings().max_callback_bytes:
+        return None, _reject(413, "too_large", f"body larger than {settings().max_callback_bytes} bytes", kind=kind)
+    if not _is_json_content_type():
+        return None, _reject(400, "content_type", "Content-Type must be application/json", kind=kind)
+    raw = request.get_data(cache=False)  # werkzeug enforces MAX_CONTENT_LENGTH on chunked bodies (413)
+    try:
+        return raw, ingest.parse_json_body(raw)
+    except ingest.InvalidMessage as exc:
+        return None, _reject(400, "invalid_json", str(exc), kind=kind)
+
+
+@bp.post("/callbacks/gladia/<token>")
+def gladia_callback(token: str):
+    cfg = settings()
+    received_at = utcnow()
+    job_id = job_id_from_token(token, cfg.callback_signing_key)
+    if job_id is None:
+        return _reject(404, "unknown_token", "unknown callback URL")
+
+    raw, body = _read_json_body(kind="callback")
+    if raw is None:
+        return body
+    try:
+        callback = ingest.validate_callback(body)
+    except ingest.InvalidMessage as exc:
+        return _reject(400, "invalid_body", str(exc), job=job_id)
+    label = ingest.metric_event(callback.event)
+
+    with job_context(job_id, callback.gladia_id):
+        try:
+            with session_scope(cfg.database_url) as session:
+                job = session.get(Job, job_id)
+                if job is None:  # a token of a deleted job (or of another deployment's key)
+                    return _reject(404, "unknown_job", "unknown callback URL")
+                ingest.bind_gladia_id(session, job, callback.gladia_id)
+                stored = ingest.store_inbox(
+                    session, kind="callback", raw=raw, body=body,
+                    headers=ingest.safe_headers(request.headers.items()), event=callback.event,
+                    gladia_id=callback.gladia_id, job_id=job_id, received_at=received_at,
+                )
+        except ingest.Forbidden as exc:
+            return _reject(403, "wrong_session", str(exc), job=job_id, gladia_id=callback.gladia_id)
+        except IntegrityError:
+            # Another job claimed this session id between our check and our update.
+            return _reject(403, "wrong_session", "the body names a session of another job", job=job_id)
+
+        metrics.CALLBACKS_RECEIVED.labels(label).inc()
+        if stored.duplicate:
+            metrics.CALLBACKS_DUPLICATE.labels(label).inc()
+            if stored.status == "processed":
+                return jsonify({"status": "duplicate", "inbox_id": stored.inbox_id})
+        status = ingest.normalize_inbox(
+            cfg, stored.inbox_id, kind="callback", body=body, job_id=job_id, received_at=received_at,
+            event=callback.event,
+        )
+    return jsonify({"status": "duplicate" if stored.duplicate else "stored", "normalized": status,
+                    "inbox_id": stored.inbox_id})
+
+
+def _verify_webhook(raw: bytes) -> str | None:
+    """None when the signature is good (or no secret is set), else why it is refused."""
+    secret = settings().gladia_webhook_secret
+    if not secret:
+        return None
+    # Svix sends svix-id/svix-timestamp/svix-signature; Standard Webhooks names
+    # them webhook-*. The signature scheme is the same, so accept either.
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    for name in ("id", "timestamp", "signature"):
+        if f"webhook-{name}" not in headers and f"svix-{name}" in headers:
+            headers[f"webhook-{name}"] = headers[f"svix-{name}"]
+    try:
+        StandardWebhook(secret).verify(raw, headers, json_parse=False)
+    except (WebhookVerificationError, ValueError, UnicodeDecodeError) as exc:
+        return str(exc) or "invalid signature"
+    return None
+
+
+@bp.post("/webhooks/gladia")
+def gladia_webhook():
+    cfg = settings()
+    received_at = utcnow()
+    if request.content_length is not None and request.content_length > cfg.max_callback_bytes:
+        return _reject(413, "too_large", f"body larger than {cfg.max_callback_bytes} bytes", kind="webhook")
+    raw = request.get_data(cache=False)
+    problem = _verify_webhook(raw)
+    if problem is not None:
+        return _reject(401, "bad_signature", f"webhook signature refused: {problem}")
+    if not _is_json_content_type():
+        return _reject(400, "content_type", "Content-Type must be application/json", kind="webhook")
+    try:
+        body = ingest.parse_json_body(raw)
+        hook = ingest.validate_webhook(body)
+    except ingest.InvalidMessage as exc:
+        return _reject(400, "invalid_body", str(exc), kind="webhook")
+    label = ingest.metric_event(hook.event)
+
+    with job_context(None, hook.gladia_id):
+        with session_scope(cfg.database_url) as session:
+            job_id = session.scalar(Job.__table__.select().with_only_columns(Job.id).where(Job.gladia_id == hook.gladia_id))
+            stored = ingest.store_inbox(
+                session, kind="webhook", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
+                event=hook.event, gladia_id=hook.gladia_id, job_id=job_id, received_at=received_at,
+            )
+        metrics.CALLBACKS_RECEIVED.labels(label).inc()
+        if stored.duplicate:
+            metrics.CALLBACKS_DUPLICATE.labels(label).inc()
+            if stored.status == "processed":
+                return jsonify({"status": "duplicate", "inbox_id": stored.inbox_id})
+        status = ingest.normalize_inbox(
+            cfg, stored.inbox_id, kind="webhook", body=body, job_id=job_id, received_at=received_at, event=hook.event
+        )
+    return jsonify({"status": "duplicate" if stored.duplicate else "stored", "normalized": status,
+                    "inbox_id": stored.inbox_id})

@@ -1,0 +1,409 @@
+"""The callback receiver and the account-webhook endpoint, over HTTP against a real database."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from sqlalchemy import func, select, text
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+
+from test_ingest import GID, all_messages, callback_body, msg, transcript
+from webhook_service.db import session_scope
+from webhook_service.models import Event, InboxItem, Job, Utterance
+from webhook_service.tokens import callback_token
+
+OTHER_GID = "0b9e2c1a-7f43-4c53-9a34-0d6c2f1e0e11"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a-32-byte-secret-for-the-tests!!").decode()
+
+
+@pytest.fixture
+def job(settings) -> Job:
+    with session_scope(settings.database_url) as s:
+        j = Job(source_path="/audio/a.wav", gladia_id=GID)
+        j.advance("starting")
+        j.advance("streaming")
+        s.add(j)
+    return j
+
+
+def url_for(job_id: str, settings) -> str:
+    return "/callbacks/gladia/" + callback_token(job_id, settings.callback_signing_key)
+
+
+def post(client, path, body, **kw):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    kw.setdefault("content_type", "application/json")
+    return client.post(path, data=data, **kw)
+
+
+def counts(settings) -> dict[str, int]:
+    with session_scope(settings.database_url) as s:
+        return {
+            "inbox": s.scalar(select(func.count()).select_from(InboxItem)),
+            "events": s.scalar(select(func.count()).select_from(Event)),
+            "utterances": s.scalar(select(func.count()).select_from(Utterance)),
+        }
+
+
+# --------------------------------------------------------------------- happy paths
+
+
+def test_every_event_type_is_accepted_and_stored(client, settings, job):
+    messages = all_messages()
+    for m in messages:
+        r = post(client, url_for(job.id, settings), callback_body(m))
+        assert r.status_code == 200, r.get_json()
+        assert r.get_json()["status"] == "stored" and r.get_json()["normalized"] == "processed"
+    with session_scope(settings.database_url) as s:
+        rows = s.scalars(select(InboxItem)).all()
+        assert len(rows) == len(messages)
+        assert {r.status for r in rows} == {"processed"}
+        assert {r.event for r in rows} == {f"live.{m['type']}" for m in messages}
+        assert all(r.job_id == job.id and r.gladia_id == GID and r.kind == "callback" for r in rows)
+        assert json.loads(rows[0].body) == callback_body(messages[0])
+        assert rows[0].headers["content-type"] == "application/json"
+        assert s.scalar(select(func.count()).select_from(Event)) == len(messages)
+        assert s.scalars(select(Utterance.text)).one() == " Hola mundo"
+        j = s.get(Job, job.id)
+        assert j.state == "done" and j.reconcile_after is not None
+
+
+def test_same_body_twice_is_one_row(client, settings, job):
+    body = callback_body(transcript())
+    first = post(client, url_for(job.id, settings), body)
+    second = post(client, url_for(job.id, settings), json.dumps(body, indent=2))  # same JSON, other bytes
+    assert first.status_code == second.status_code == 200
+    assert second.get_json()["status"] == "duplicate"
+    with session_scope(settings.database_url) as s:
+        row = s.scalars(select(InboxItem)).one()
+        assert row.duplicates == 1 and row.last_duplicate_at is not None
+    assert counts(settings) == {"inbox": 1, "events": 1, "utterances": 1}
+
+
+def test_same_body_concurrently_over_a_real_socket_is_one_row(live_app, settings, job):
+    body = json.dumps(callback_body(transcript())).encode()
+    url = live_app.url + url_for(job.id, settings)
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def send():
+        barrier.wait()
+        statuses.append(requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 8
+    assert counts(settings) == {"inbox": 1, "events": 1, "utterances": 1}
+    with session_scope(settings.database_url) as s:
+        row = s.scalars(select(InboxItem)).one()
+        assert (row.duplicates, row.status) == (7, "processed")
+
+
+def test_many_distinct_callbacks_concurrently_lose_nothing(live_app, settings, job):
+    bodies = [json.dumps(callback_body(transcript(f"00_{i:08d}", text=f" word {i}", at=i))).encode() for i in range(40)]
+    url = live_app.url + url_for(job.id, settings)
+    lock = threading.Lock()
+    statuses: list[int] = []
+
+    def send(chunk):
+        with requests.Session() as http:
+            for b in chunk:
+                code = http.post(url, data=b, headers={"Content-Type": "application/json"}, timeout=30).status_code
+                with lock:
+                    statuses.append(code)
+
+    threads = [threading.Thread(target=send, args=(bodies[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 40
+    assert counts(settings) == {"inbox": 40, "events": 40, "utterances": 40}
+
+
+def test_out_of_order_callbacks(client, settings, job):
+    for m in reversed(all_messages()):
+        assert post(client, url_for(job.id, settings), callback_body(m)).status_code == 200
+    with session_scope(settings.database_url) as s:
+        assert s.get(Job, job.id).state == "done"
+        utt = s.scalars(select(Utterance)).one()
+        assert (utt.is_final, utt.text) == (True, " Hola mundo")
+
+
+def test_callback_before_the_worker_stored_the_session_id(client, settings):
+    with session_scope(settings.database_url) as s:
+        j = Job(source_path="/audio/b.wav")
+        j.advance("starting")
+        s.add(j)
+    r = post(client, url_for(j.id, settings), callback_body(msg("start_session", 0)))
+    assert r.status_code == 200
+    with session_scope(settings.database_url) as s:
+        assert s.get(Job, j.id).gladia_id == GID
+        assert s.scalars(select(InboxItem.job_id)).one() == j.id
+    # Now that the job holds GID, another session's body is refused.
+    r = post(client, url_for(j.id, settings), callback_body(msg("start_session", 0, gid=OTHER_GID), gid=OTHER_GID))
+    assert r.status_code == 403
+
+
+def test_job_without_session_id_cannot_take_another_jobs_session(client, settings, job):
+    with session_scope(settings.database_url) as s:
+        other = Job(source_path="/audio/c.wav")
+        s.add(other)
+    before = counts(settings)
+    r = post(client, url_for(other.id, settings), callback_body(transcript()))  # GID belongs to `job`
+    assert r.status_code == 403
+    assert counts(settings) == before
+    with session_scope(settings.database_url) as s:
+        assert s.get(Job, other.id).gladia_id is None
+
+
+def _install_failing_trigger(settings) -> None:
+    with session_scope(settings.database_url) as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("CREATE OR REPLACE FUNCTION wst_fail() RETURNS trigger AS $$ "
+                           "BEGIN RAISE EXCEPTION 'utterances are read-only'; END $$ LANGUAGE plpgsql"))
+            s.execute(text("CREATE TRIGGER wst_fail BEFORE INSERT ON utterances FOR EACH ROW EXECUTE FUNCTION wst_fail()"))
+        else:
+            s.execute(text("CREATE TRIGGER wst_fail BEFORE INSERT ON utterances "
+                           "BEGIN SELECT RAISE(ABORT, 'utterances are read-only'); END"))
+
+
+def _drop_failing_trigger(settings) -> None:
+    with session_scope(settings.database_url) as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("DROP TRIGGER IF EXISTS wst_fail ON utterances"))
+            s.execute(text("DROP FUNCTION IF EXISTS wst_fail()"))
+        else:
+            s.execute(text("DROP TRIGGER IF EXISTS wst_fail"))
+
+
+def test_normalization_failure_keeps_the_raw_row_and_answers_2xx(client, settings, job):
+    from webhook_service.ingest import process_inbox_item
+
+    _install_failing_trigger(settings)
+    try:
+        r = post(client, url_for(job.id, settings), callback_body(transcript()))
+        assert r.status_code == 200 and r.get_json()["normalized"] == "failed"
+        with session_scope(settings.database_url) as s:
+            row = s.scalars(select(InboxItem)).one()
+            assert row.status == "failed" and "read-only" in row.error and row.attempts == 1
+        assert counts(settings) == {"inbox": 1, "events": 0, "utterances": 0}  # no partial write
+    finally:
+        _drop_failing_trigger(settings)
+    # A duplicate delivery of a failed row is a retry.
+    r = post(client, url_for(job.id, settings), callback_body(transcript()))
+    assert r.get_json() == {"status": "duplicate", "normalized": "processed", "inbox_id": row.id}
+    assert process_inbox_item(settings, row.id) == "processed"
+    assert counts(settings) == {"inbox": 1, "events": 1, "utterances": 1}
+
+
+# ----------------------------------------------------------------------- bad input
+
+HUGE = b'{"id": "' + b"x" * 2_000_000 + b'"}'
+
+
+def _bad_cases():
+    good = callback_body(transcript())
+    t = transcript()
+    return [
+        ("malformed json", "POST", None, b'{"id": "x", "event": ', "application/json", 400),
+        ("not utf-8", "POST", None, b"\xff\xfe{}", "application/json", 400),
+        ("json array", "POST", None, b"[]", "application/json", 400),
+        ("NaN", "POST", None, json.dumps(good).replace('"start": 0.188', '"start": NaN', 1).encode(), "application/json", 400),
+        ("id not a string", "POST", None, {**good, "id": 5}, "application/json", 400),
+        ("event not live.*", "POST", None, {**good, "event": "transcript"}, "application/json", 400),
+        ("missing payload", "POST", None, {"id": GID, "event": "live.transcript"}, "application/json", 400),
+        ("payload type disagrees", "POST", None, {**good, "event": "live.end_session"}, "application/json", 400),
+        ("session_id disagrees", "POST", None, {**good, "payload": {**t, "session_id": OTHER_GID}}, "application/json", 400),
+        ("is_final not bool", "POST", None,
+         {**good, "payload": {**t, "data": {**t["data"], "is_final": "true"}}}, "application/json", 400),
+        ("utterance missing", "POST", None,
+         {**good, "payload": {**t, "data": {"id": "00_1", "is_final": True}}}, "application/json", 400),
+        ("words not a list", "POST", None,
+         {**good, "payload": {**t, "data": {**t["data"], "utterance": {**t["data"]["utterance"], "words": "a b"}}}},
+         "application/json", 400),
+        ("channel huge", "POST", None,
+         {**good, "payload": {**t, "data": {**t["data"], "utterance": {**t["data"]["utterance"], "channel": 2**70}}}},
+         "application/json", 400),
+        ("utterance id too long", "POST", None,
+         {**good, "payload": {**t, "data": {**t["data"], "id": "x" * 65}}}, "application/json", 400),
+        ("NUL in text", "POST", None,
+         {**good, "payload": {**t, "data": {**t["data"], "utterance": {**t["data"]["utterance"], "text": "a\x00b"}}}},
+         "application/json", 400),
+        ("text/plain", "POST", None, good, "text/plain", 400),
+        ("form", "POST", None, b"id=1", "application/x-www-form-urlencoded", 400),
+        ("empty body", "POST", None, b"", "application/json", 400),
+        ("huge body", "POST", None, HUGE, "application/json", 413),
+        ("garbage token", "POST", "/callbacks/gladia/nope", good, "application/json", 404),
+        ("forged token", "POST", "forged", good, "application/json", 404),
+        ("token of a missing job", "POST", "missing", good, "application/json", 404),
+        ("token of another session", "POST", "other", good, "application/json", 403),
+        ("wrong method", "GET", None, None, None, 405),
+        ("wrong method PUT", "PUT", None, good, "application/json", 405),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_input_gets_the_right_status_and_writes_nothing(client, settings, job, case):
+    _name, method, path, body, content_type, status = case
+    with session_scope(settings.database_url) as s:
+        other = Job(source_path="/audio/o.wav", gladia_id=OTHER_GID)
+        s.add(other)
+    if path is None:
+        path = url_for(job.id, settings)
+    elif path == "forged":
+        path = url_for(job.id, settings)[:-4] + "0000"
+    elif path == "missing":
+        path = url_for("7d7f4a5e-0000-4000-8000-000000000000", settings)
+    elif path == "other":
+        path = url_for(other.id, settings)
+    kwargs = {}
+    if body is not None:
+        kwargs["data"] = body if isinstance(body, bytes) else json.dumps(body)
+    if content_type:
+        kwargs["content_type"] = content_type
+    r = client.open(path, method=method, **kwargs)
+    assert r.status_code == status
+    assert r.is_json and r.get_json()["error"]["status"] == status
+    assert counts(settings) == {"inbox": 0, "events": 0, "utterances": 0}
+    with session_scope(settings.database_url) as s:
+        assert s.get(Job, job.id).state == "streaming" and s.get(Job, other.id).gladia_id == OTHER_GID
+
+
+def test_unknown_event_is_stored_not_refused(client, settings, job):
+    m = msg("speaker_change", 1.0, data={"speaker": 1})
+    r = post(client, url_for(job.id, settings), callback_body(m))
+    assert r.status_code == 200 and r.get_json()["normalized"] == "processed"
+    with session_scope(settings.database_url) as s:
+        assert s.scalars(select(Event.type)).one() == "speaker_change"
+        assert s.scalars(select(InboxItem.event)).one() == "live.speaker_change"
+
+
+def test_secret_headers_are_not_stored(client, settings, job):
+    post(client, url_for(job.id, settings), callback_body(transcript()),
+         headers={"Authorization": "Bearer s3cret", "X-Gladia-Key": "k3y", "X-Trace": "t"})
+    with session_scope(settings.database_url) as s:
+        headers = s.scalars(select(InboxItem.headers)).one()
+    assert headers["x-trace"] == "t"
+    assert "authorization" not in headers and "x-gladia-key" not in headers
+    assert "s3cret" not in json.dumps(headers)
+
+
+# --------------------------------------------------------------- property-based
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _near_valid_bodies():
+    """Valid bodies with one field replaced by a random JSON value, to reach deep validation."""
+    base = [callback_body(m) for m in all_messages()]
+
+    @st.composite
+    def build(draw):
+        body = json.loads(json.dumps(draw(st.sampled_from(base))))
+        target = body
+        path = draw(st.lists(st.sampled_from(["payload", "data", "utterance", "words", "id", "event", "type",
+                                              "is_final", "start", "text", "target_language", "metadata",
+                                              "transcription", "results", "error", "channel", "created_at"]),
+                             min_size=1, max_size=4))
+        for key in path[:-1]:
+            nxt = target.get(key) if isinstance(target, dict) else None
+            if not isinstance(nxt, dict):
+                break
+            target = nxt
+        target[path[-1]] = draw(json_values)
+        return json.dumps(body).encode()
+
+    return build()
+
+
+@hsettings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()), _near_valid_bodies()))
+def test_random_bodies_never_give_a_500(client, settings, job, body):
+    r = client.post(url_for(job.id, settings), data=body, content_type="application/json")
+    assert r.status_code in (200, 400, 403), r.get_data()
+    assert r.is_json
+
+
+# ------------------------------------------------------------------- webhooks
+
+
+def _signed(body: bytes, *, secret=WEBHOOK_SECRET, when=None, prefix="webhook") -> dict[str, str]:
+    when = when or datetime.now(timezone.utc)
+    sig = StandardWebhook(secret).sign("msg_1", when, body.decode())
+    return {f"{prefix}-id": "msg_1", f"{prefix}-timestamp": str(int(when.timestamp())), f"{prefix}-signature": sig}
+
+
+@pytest.fixture
+def signed_client(settings):
+    from webhook_service.web import create_app
+
+    return create_app(replace(settings, gladia_webhook_secret=WEBHOOK_SECRET), TESTING=True).test_client()
+
+
+def test_signed_end_session_webhook_schedules_reconciliation(signed_client, settings, job):
+    body = json.dumps({"event": "live.end_session", "payload": {"id": GID}}).encode()
+    r = signed_client.post("/webhooks/gladia", data=body, content_type="application/json", headers=_signed(body))
+    assert r.status_code == 200, r.get_json()
+    with session_scope(settings.database_url) as s:
+        j = s.get(Job, job.id)
+        assert j.state == "done" and j.reconcile_after is not None
+        row = s.scalars(select(InboxItem)).one()
+        assert (row.kind, row.event, row.gladia_id, row.job_id, row.status) == (
+            "webhook", "live.end_session", GID, job.id, "processed")
+    again = signed_client.post("/webhooks/gladia", data=body, content_type="application/json", headers=_signed(body))
+    assert again.get_json()["status"] == "duplicate"
+
+
+def test_svix_headers_are_accepted(signed_client, settings, job):
+    body = json.dumps({"event": "live.start_recording", "payload": {"id": GID}}).encode()
+    r = signed_client.post("/webhooks/gladia", data=body, content_type="application/json",
+                           headers=_signed(body, prefix="svix"))
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    lambda body: {},
+    lambda body: _signed(body, secret="whsec_" + base64.b64encode(b"another secret").decode()),
+    lambda body: _signed(body, when=datetime.now(timezone.utc) - timedelta(minutes=10)),
+    lambda body: _signed(b'{"event": "live.end_session", "payload": {"id": "someone else"}}'),
+    lambda body: {**_signed(body), "webhook-signature": "v1,not base64!"},
+], ids=["unsigned", "wrong secret", "stale timestamp", "signature of another body", "garbage signature"])
+def test_bad_webhook_signature_is_401_and_writes_nothing(signed_client, settings, job, headers):
+    body = json.dumps({"event": "live.end_session", "payload": {"id": GID}}).encode()
+    r = signed_client.post("/webhooks/gladia", data=body, content_type="application/json", headers=headers(body))
+    assert r.status_code == 401 and r.is_json
+    assert counts(settings)["inbox"] == 0
+    with session_scope(settings.database_url) as s:
+        assert s.get(Job, job.id).reconcile_after is None
+
+
+def test_unsigned_webhook_is_accepted_without_a_secret(client, settings):
+    body = {"event": "live.end_session", "payload": {"id": "c0ffee00-0000-4000-8000-000000000000"}}
+    r = post(client, "/webhooks/gladia", body)
+    assert r.status_code == 200  # a session of another application on the account: stored, no job
+    with session_scope(settings.database_url) as s:
+        row = s.scalars(select(InboxItem)).one()
+        assert (row.job_id, row.status) == (None, "processed")
+
+
+@pytest.mark.parametrize("body", [b"{", b"[]", b'{"event": "live.end_session"}', b'{"event": 1, "payload": {"id": "x"}}',
+                                  b'{"event": "live.end_session", "payload": {"id": ""}}'])
+def test_bad_webhook_body_is_400(client, settings, body):
+    r = client.post("/webhooks/gladia", data=body, content_type="application/json")
+    assert r.status_code == 400 and r.is_json
+    assert counts(settings)["inbox"] == 0
