@@ -133,6 +133,54 @@ def status(job_or_batch: str | None, as_json: bool) -> None:
     Console().print(table)
 
 
+# --------------------------------------------------------------------- reconcile
+
+@cli.command()
+@click.argument("session_id", required=False)
+@click.option("--pending", is_flag=True, help="Every job whose stream ended and that is not settled yet.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reconcile(session_id: str | None, pending: bool, as_json: bool) -> None:
+    """Check sessions against GET /v2/live/:id and repair what callbacks missed.
+
+    SESSION_ID is a Gladia session id or a job id. Runs in this process (no
+    broker needed). Exit status 1 when a reconciliation failed.
+    """
+    from .reconcile import JobNotFound, find_job_id, pending_job_ids, reconcile_job
+
+    if bool(session_id) == pending:
+        raise CLIError("give either a SESSION_ID or --pending")
+    settings = load_settings()
+    if pending:
+        job_ids = pending_job_ids(settings)
+    else:
+        try:
+            job_ids = [find_job_id(settings, session_id or "")]
+        except JobNotFound as exc:
+            raise CLIError(str(exc)) from None
+    results = []
+    for job_id in job_ids:
+        try:
+            results.append(reconcile_job(settings, job_id, trigger="cli"))
+        except JobNotFound:  # deleted meanwhile
+            continue
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2, default=str))
+    else:
+        if not results:
+            click.echo("nothing to reconcile")
+        for r in results:
+            line = (f"{r.gladia_id or r.job_id}: {r.outcome}  expected={r.expected} received={r.received} "
+                    f"missing={r.missing} duplicates={r.duplicates} mismatched={r.mismatched} "
+                    f"repaired={r.repaired}")
+            if r.reason:
+                line += f"  ({r.reason})"
+            if r.next_attempt_at:
+                line += f"  next attempt at {r.next_attempt_at:%H:%M:%S} UTC"
+            click.echo(line)
+    if any(r.outcome == "failed" for r in results):
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="webhook-service")
 

@@ -67,11 +67,14 @@ class Settings:
     reconcile_delay_s: float = 10.0
     reconcile_deadline_s: float = 3600.0
     sweep_interval_s: float = 30.0
+    stale_queued_s: float = 300.0  # a job queued this long that no worker touched is re-sent
+    inbox_retry_after_s: float = 10.0  # an inbox row still pending after this is normalized again
+    inbox_max_attempts: int = 5  # normalization attempts of a failed inbox row by the sweeper
     # Receiver
     max_callback_bytes: int = 1_048_576
     log_level: str = "INFO"
 
-    _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024}
+    _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1}
     _FLOAT_MIN = {
         "stream_speed": 0.0,
         "heartbeat_interval_s": 0.1,
@@ -79,6 +82,8 @@ class Settings:
         "reconcile_delay_s": 0.0,
         "reconcile_deadline_s": 1.0,
         "sweep_interval_s": 0.5,
+        "stale_queued_s": 1.0,
+        "inbox_retry_after_s": 0.0,
     }
 
     @classmethod

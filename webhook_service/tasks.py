@@ -113,10 +113,19 @@ def process_inbox(inbox_id: int) -> None:
 
 @shared_task(name="webhook_service.reconcile")
 def reconcile(job_id: str, trigger: str = "task") -> None:
-    """Check a session against GET /v2/live/:id and repair what callbacks missed."""
-    from .reconcile import reconcile_job
+    """Check a session against GET /v2/live/:id and repair what callbacks missed.
 
-    reconcile_job(_settings(), job_id, trigger=trigger)
+    Safe to run twice (a redelivery, or the sweeper re-sending after its
+    lease): a second run finds nothing missing. Failures are recorded by the
+    reconciler itself as runs with outcome ``retry``, so nothing is raised
+    back to Celery for it to retry on its own.
+    """
+    from .reconcile import JobNotFound, reconcile_job
+
+    try:
+        reconcile_job(_settings(), job_id, trigger=trigger)
+    except JobNotFound:
+        log.warning("reconcile: job %s no longer exists", job_id)
 
 
 @shared_task(name="webhook_service.sweep")

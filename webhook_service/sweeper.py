@@ -1,0 +1,260 @@
+"""The sweeper: re-drive stale work from SQL state (Celery beat, every SWEEP_INTERVAL_S).
+
+The database, not the broker, says what remains to be done, so anything the
+broker lost (a message dropped by Redis, a task on a SIGKILLed worker under
+the filesystem transport, which never redelivers) is found here and sent
+again. One sweep:
+
+1. schedules a reconciliation for every job whose stream has ended but that
+   nobody scheduled (``stream_closed``/``processing``/``done`` with no
+   ``reconcile_after``);
+2. enqueues ``tasks.reconcile`` for every job whose ``reconcile_after`` is due;
+3. re-drives jobs in ``starting``/``streaming`` whose heartbeat went stale
+   (the worker died) and jobs ``queued`` but never picked up (the task was
+   lost): ``tasks.stream_job`` again, which resumes on the same session;
+4. re-runs the normalization of inbox rows left ``pending`` (the receiver
+   died between commit and normalization) or ``failed`` (bounded attempts).
+
+Every task is idempotent, so a double enqueue is harmless; to avoid
+flooding, each re-drive is claimed with a compare-and-set UPDATE that pushes
+the job's ``reconcile_after`` (reconciliations) or ``heartbeat_at``
+(streams) forward by a lease: the same job is not re-driven again before the
+lease runs out, even by two sweeps running at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Optional, Protocol
+
+from sqlalchemy import and_, func, or_, select, update
+
+from .config import Settings
+from .db import session_scope
+from .models import InboxItem, Job, utcnow
+
+log = logging.getLogger(__name__)
+
+# How many rows of each kind one sweep handles (the next sweep takes the rest).
+SWEEP_BATCH = 500
+# States in which the worker owns a job; a silent heartbeat means it died.
+ACTIVE_STATES = ("starting", "streaming")
+# States after the stream ended, waiting for reconciliation.
+ENDED_STATES = ("stream_closed", "processing", "done")
+
+
+class Dispatcher(Protocol):
+    """Where the sweeper sends work (Celery in production)."""
+
+    def reconcile(self, job_id: str, trigger: str) -> None: ...
+
+    def stream(self, job_id: str) -> None: ...
+
+
+class CeleryDispatcher:
+    """Sends the tasks through the Celery app of the running process."""
+
+    def reconcile(self, job_id: str, trigger: str) -> None:
+        from .tasks import reconcile
+
+        reconcile.delay(job_id, trigger=trigger)
+
+    def stream(self, job_id: str) -> None:
+        from .tasks import stream_job
+
+        stream_job.delay(job_id)
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (logged, returned to tests and the CLI)."""
+
+    scheduled: list[str] = field(default_factory=list)  # reconcile_after set by the sweep
+    reconciles: list[str] = field(default_factory=list)  # tasks.reconcile sent
+    cleared: list[str] = field(default_factory=list)  # stale reconcile_after of settled jobs
+    restarted_stale: list[str] = field(default_factory=list)  # stream_job for a silent worker
+    restarted_queued: list[str] = field(default_factory=list)  # stream_job for a lost task
+    inbox_retried: list[int] = field(default_factory=list)
+    inbox_errors: int = 0
+    dispatch_errors: int = 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "scheduled": len(self.scheduled),
+            "reconciles": len(self.reconciles),
+            "cleared": len(self.cleared),
+            "restarted_stale": len(self.restarted_stale),
+            "restarted_queued": len(self.restarted_queued),
+            "inbox_retried": len(self.inbox_retried),
+            "inbox_errors": self.inbox_errors,
+            "dispatch_errors": self.dispatch_errors,
+        }
+
+
+def reconcile_lease_s(settings: Settings) -> float:
+    """How long an enqueued reconciliation owns its job before a sweep sends it again.
+
+    Long enough for a run to finish (its GET retries take seconds), short
+    enough that a task lost with its worker is sent again soon.
+    """
+    return max(settings.stale_heartbeat_s, 2 * settings.sweep_interval_s)
+
+
+def sweep(settings: Settings, *, dispatcher: Optional[Dispatcher] = None,
+          now: Optional[datetime] = None) -> SweepReport:
+    """Run one sweep; see the module docstring. Safe to run concurrently with itself."""
+    dispatcher = dispatcher or CeleryDispatcher()
+    now = now or utcnow()
+    report = SweepReport()
+    _schedule_unscheduled(settings, now, report)
+    _enqueue_due_reconciliations(settings, now, dispatcher, report)
+    _restart_stale_streams(settings, now, dispatcher, report)
+    _restart_lost_queued(settings, now, dispatcher, report)
+    _retry_inbox(settings, now, report)
+    summary = {k: v for k, v in report.summary().items() if v}
+    if summary:
+        log.info("sweep: %s", ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return report
+
+
+def _schedule_unscheduled(settings: Settings, now: datetime, report: SweepReport) -> None:
+    """Jobs whose stream ended but that nobody scheduled for reconciliation.
+
+    ``done`` is due at once; otherwise RECONCILE_DELAY_S after the stream
+    closed, the same delay the worker uses when it closes a stream.
+    """
+    delay = timedelta(seconds=settings.reconcile_delay_s)
+    with session_scope(settings.database_url) as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(Job.state.in_(ENDED_STATES), Job.gladia_id.is_not(None), Job.reconcile_after.is_(None))
+            .limit(SWEEP_BATCH)
+        ).all()
+        for job in jobs:
+            if job.state == "done":
+                job.reconcile_after = now
+            else:
+                closed = job.stream_closed_at or job.processing_at or now
+                job.reconcile_after = max(now, closed + delay)
+            report.scheduled.append(job.id)
+
+
+def _enqueue_due_reconciliations(settings: Settings, now: datetime, dispatcher: Dispatcher,
+                                 report: SweepReport) -> None:
+    lease_until = now + timedelta(seconds=reconcile_lease_s(settings))
+    with session_scope(settings.database_url) as session:
+        # A settled job needs no further look (e.g. an end_session callback
+        # that arrived after the session was reconciled).
+        cleared = session.scalars(
+            update(Job)
+            .where(Job.state == "reconciled", Job.reconcile_after.is_not(None))
+            .values(reconcile_after=None)
+            .returning(Job.id)
+        ).all()
+        report.cleared.extend(cleared)
+        due = session.scalars(
+            select(Job.id)
+            .where(Job.reconcile_after <= now, Job.state != "reconciled")
+            .order_by(Job.reconcile_after)
+            .limit(SWEEP_BATCH)
+        ).all()
+    for job_id in due:
+        # Claim: only the sweep whose UPDATE matched sends the task.
+        with session_scope(settings.database_url) as session:
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.reconcile_after <= now)
+                .values(reconcile_after=lease_until)
+            ).rowcount
+        if not claimed:
+            continue
+        if _dispatch(lambda: dispatcher.reconcile(job_id, "sweep"), report):
+            report.reconciles.append(job_id)
+
+
+def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispatcher,
+                           report: SweepReport) -> None:
+    """Jobs a worker owned but stopped reporting on: send stream_job again.
+
+    The stream task resumes on the job's existing session url from the last
+    acknowledged byte (it never creates a second session). The heartbeat is
+    pushed to now, so the next re-drive of this job waits another
+    STALE_HEARTBEAT_S: the new worker's own heartbeats take over from there.
+    """
+    cutoff = now - timedelta(seconds=settings.stale_heartbeat_s)
+    last_sign = func.coalesce(Job.heartbeat_at, Job.starting_at, Job.queued_at, Job.created_at)
+    with session_scope(settings.database_url) as session:
+        stale = session.scalars(
+            select(Job.id).where(Job.state.in_(ACTIVE_STATES), last_sign < cutoff).limit(SWEEP_BATCH)
+        ).all()
+    for job_id in stale:
+        if _claim_stream(settings, job_id, now, cutoff, Job.state.in_(ACTIVE_STATES)):
+            if _dispatch(lambda: dispatcher.stream(job_id), report):
+                report.restarted_stale.append(job_id)
+
+
+def _restart_lost_queued(settings: Settings, now: datetime, dispatcher: Dispatcher,
+                         report: SweepReport) -> None:
+    """Jobs queued long ago that no worker ever touched: the broker lost the task."""
+    cutoff = now - timedelta(seconds=settings.stale_queued_s)
+    last_sign = func.coalesce(Job.heartbeat_at, Job.queued_at, Job.created_at)
+    never_started = and_(Job.state == "queued", Job.worker_id.is_(None))
+    with session_scope(settings.database_url) as session:
+        lost = session.scalars(select(Job.id).where(never_started, last_sign < cutoff).limit(SWEEP_BATCH)).all()
+    for job_id in lost:
+        if _claim_stream(settings, job_id, now, cutoff, never_started):
+            if _dispatch(lambda: dispatcher.stream(job_id), report):
+                report.restarted_queued.append(job_id)
+
+
+def _claim_stream(settings: Settings, job_id: str, now: datetime, cutoff: datetime, condition) -> bool:
+    last_sign = func.coalesce(Job.heartbeat_at, Job.starting_at, Job.queued_at, Job.created_at)
+    with session_scope(settings.database_url) as session:
+        return session.execute(
+            update(Job).where(Job.id == job_id, condition, last_sign < cutoff).values(heartbeat_at=now)
+        ).rowcount == 1
+
+
+def _retry_inbox(settings: Settings, now: datetime, report: SweepReport) -> None:
+    """Normalize again the inbox rows the receiver could not finish.
+
+    ``pending`` rows older than INBOX_RETRY_AFTER_S were committed by a
+    receiver that died before normalizing them; ``failed`` rows are retried
+    until INBOX_MAX_ATTEMPTS. Runs here directly rather than through the
+    broker: ingest must never depend on it.
+    """
+    from .ingest import process_inbox_item
+
+    cutoff = now - timedelta(seconds=settings.inbox_retry_after_s)
+    with session_scope(settings.database_url) as session:
+        ids = session.scalars(
+            select(InboxItem.id)
+            .where(
+                or_(
+                    and_(InboxItem.status == "pending", InboxItem.received_at < cutoff),
+                    and_(InboxItem.status == "failed", InboxItem.attempts < settings.inbox_max_attempts),
+                )
+            )
+            .order_by(InboxItem.id)
+            .limit(SWEEP_BATCH)
+        ).all()
+    for inbox_id in ids:
+        try:
+            process_inbox_item(settings, inbox_id)
+            report.inbox_retried.append(inbox_id)
+        except Exception:  # recorded on the row by process_inbox_item; keep sweeping the rest
+            log.exception("inbox item %s still fails", inbox_id)
+            report.inbox_errors += 1
+
+
+def _dispatch(send, report: SweepReport) -> bool:
+    """Send one task; a broker outage is logged and retried by the next sweep after the lease."""
+    try:
+        send()
+        return True
+    except Exception:
+        log.exception("could not enqueue a task; the next sweep retries after the lease")
+        report.dispatch_errors += 1
+        return False
