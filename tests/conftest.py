@@ -135,3 +135,36 @@ def live_app(app) -> Iterator[LiveServer]:
     server = LiveServer(app).start()
     yield server
     server.stop()
+
+
+# ------------------------------------------------------------------ emulator
+
+@pytest.fixture
+def emulator_factory() -> Iterator:
+    """Start local Gladia emulators: ``emulator_factory(engine="vad", faults={...}, idle_timeout_s=...)``.
+
+    Each runs in a background thread with its own event loop on a free port and
+    returns a handle with ``.url`` (for ``GLADIA_API_URL``), ``.api_key``,
+    ``.set_faults(**kw)``, ``.reset_faults()``, ``.ledger(session_id=None)``,
+    ``.wait_callbacks(timeout)``, ``.wait_session_done(id)``,
+    ``.received_audio(id)`` and ``.stop()``. All are stopped after the test.
+    """
+    from webhook_service.emulator import start_emulator
+
+    started = []
+
+    def start(**options):
+        options.setdefault("api_keys", (f"test-key-{uuid.uuid4().hex[:8]}",))
+        handle = start_emulator(**options)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
+def emulator(emulator_factory):
+    """An emulator with the fast ``vad`` engine and no faults."""
+    return emulator_factory()

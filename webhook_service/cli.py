@@ -181,6 +181,86 @@ def reconcile(session_id: str | None, pending: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------- emulator
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--engine", type=click.Choice(["sphinx", "vad"]), default="sphinx", show_default=True,
+              help="sphinx: real English recognition; vad: energy detection with placeholder words (cheap).")
+@click.option("--api-key", "api_keys", multiple=True,
+              help="Accepted x-gladia-key (repeatable). Default: $GLADIA_API_KEY or local-dev-key.")
+@click.option("--max-sessions-per-key", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Live sessions running at once per key; more -> 429.")
+@click.option("--idle-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds without audio on an open socket before the session ends.")
+@click.option("--resume-grace", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a disconnected (or never connected) session waits for a connection.")
+@click.option("--max-session-seconds", default=10800.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Audio cap per session (Gladia: 3 hours).")
+@click.option("--callback-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--callback-retries", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Retries of a callback answered non-2xx or timed out.")
+@click.option("--callback-backoff", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="First retry delay in seconds (doubles each retry, at most 10 s).")
+@click.option("--spool-dir", default="", help="Folder for received audio (default: a temporary folder).")
+@click.option("--seed", default=None, type=int, help="Seed of the fault generator (reproducible runs).")
+@click.option("--drop-callbacks", default=0.0, type=click.FloatRange(0, 1), help="Fraction of callbacks dropped.")
+@click.option("--duplicate-callbacks", default=0.0, type=click.FloatRange(0, 1),
+              help="Fraction of callbacks delivered twice.")
+@click.option("--delay-callbacks", default=0.0, type=click.FloatRange(0, 1),
+              help="Fraction of callbacks delayed by --callback-delay.")
+@click.option("--callback-delay", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--reorder-callbacks", default=0.0, type=click.FloatRange(0, 1),
+              help="Fraction of callbacks swapped with the next one of their session.")
+@click.option("--rest-errors", default=0.0, type=click.FloatRange(0, 1), help="Fraction of REST calls failing 5xx.")
+@click.option("--rest-error-status", default=503, show_default=True, type=click.IntRange(500, 599))
+@click.option("--rest-429", default=0.0, type=click.FloatRange(0, 1), help="Fraction of REST calls answered 429.")
+@click.option("--rest-fault-route", "rest_fault_routes", multiple=True,
+              help="Limit REST faults to these routes: a method ('GET') or 'METHOD /path' "
+                   "('GET /v2/live/{id}'). Repeatable.")
+@click.option("--cut-after-chunks", default=0, type=click.IntRange(min=0),
+              help="Cut each WebSocket connection after N audio chunks (0 = never).")
+@click.option("--cut-rate", default=0.0, type=click.FloatRange(0, 1),
+              help="Probability, per audio chunk, of cutting the connection.")
+@click.option("--cut-code", default=1011, show_default=True, type=int,
+              help="Close code of a cut (1006 = drop the TCP connection without a close frame).")
+@click.option("--ack-delay", default=0.0, type=click.FloatRange(min=0), help="Seconds before each ack is sent.")
+def emulator(host: str, port: int, engine: str, api_keys: tuple[str, ...], max_sessions_per_key: int,
+             idle_timeout: float, resume_grace: float, max_session_seconds: float, callback_timeout: float,
+             callback_retries: int, callback_backoff: float, spool_dir: str, seed: int | None,
+             drop_callbacks: float, duplicate_callbacks: float, delay_callbacks: float, callback_delay: float,
+             reorder_callbacks: float, rest_errors: float, rest_error_status: int, rest_429: float,
+             rest_fault_routes: tuple[str, ...], cut_after_chunks: int, cut_rate: float, cut_code: int,
+             ack_delay: float) -> None:
+    """Run the local Gladia-compatible live v2 server (REST + WebSocket + callbacks + faults)."""
+    from .emulator.options import EmulatorOptions, Faults, OptionError
+    from .emulator.server import run
+
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    keys = api_keys or (os.environ.get("GLADIA_API_KEY") or "local-dev-key",)
+    try:
+        faults = Faults(seed=seed, callback_drop_rate=drop_callbacks, callback_duplicate_rate=duplicate_callbacks,
+                        callback_delay_rate=delay_callbacks, callback_delay_s=callback_delay,
+                        callback_reorder_rate=reorder_callbacks, rest_error_rate=rest_errors,
+                        rest_error_status=rest_error_status, rest_429_rate=rest_429,
+                        rest_fault_routes=rest_fault_routes, ws_cut_after_chunks=cut_after_chunks,
+                        ws_cut_rate=cut_rate, ws_cut_code=cut_code, ack_delay_s=ack_delay)
+        options = EmulatorOptions(host=host, port=port, engine=engine, api_keys=keys,
+                                  max_sessions_per_key=max_sessions_per_key, idle_timeout_s=idle_timeout,
+                                  resume_grace_s=resume_grace, max_session_s=max_session_seconds,
+                                  callback_timeout_s=callback_timeout, callback_retries=callback_retries,
+                                  callback_backoff_s=callback_backoff, spool_dir=spool_dir,
+                                  faults=faults).validated()
+    except OptionError as exc:
+        raise CLIError(f"invalid emulator option: {exc}") from None
+    click.echo(f"Gladia emulator ({engine}) on http://{host}:{port} (admin API under /_emulator/)", err=True)
+    try:
+        run(options)
+    except OSError as exc:  # port in use, bad host
+        raise CLIError(f"cannot serve on {host}:{port}: {exc}") from None
+
+
 def main() -> None:
     cli(prog_name="webhook-service")
 
