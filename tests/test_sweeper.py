@@ -130,6 +130,8 @@ def test_streams_whose_worker_went_silent_are_redriven(ssettings):
     assert sorted(report.restarted_stale) == sorted([stale, starting])
     assert sorted(rec.sent) == sorted([("stream", stale), ("stream", starting)])
     assert job(url, stale).heartbeat_at == NOW
+    # The silent owner's claim is released so that the new run can claim the job.
+    assert job(url, stale).worker_id is None and job(url, alive).worker_id == "w:2"
     assert job(url, alive).heartbeat_at == NOW - timedelta(seconds=5)
     # The next sweeps leave them alone for another STALE_HEARTBEAT_S.
     sweep(ssettings, dispatcher=rec, now=NOW + timedelta(seconds=30))

@@ -179,9 +179,12 @@ def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispat
     """Jobs a worker owned but stopped reporting on: send stream_job again.
 
     The stream task resumes on the job's existing session url from the last
-    acknowledged byte (it never creates a second session). The heartbeat is
-    pushed to now, so the next re-drive of this job waits another
-    STALE_HEARTBEAT_S: the new worker's own heartbeats take over from there.
+    acknowledged byte (it never creates a second session). The silent
+    owner's claim is released (``worker_id`` cleared: should that worker
+    still be alive, its next heartbeat finds it lost the job and it stops),
+    and the heartbeat is pushed to now, so the next re-drive of this job
+    waits another STALE_HEARTBEAT_S: the new run's own heartbeats take over
+    from there.
     """
     cutoff = now - timedelta(seconds=settings.stale_heartbeat_s)
     last_sign = func.coalesce(Job.heartbeat_at, Job.starting_at, Job.queued_at, Job.created_at)
@@ -190,7 +193,7 @@ def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispat
             select(Job.id).where(Job.state.in_(ACTIVE_STATES), last_sign < cutoff).limit(SWEEP_BATCH)
         ).all()
     for job_id in stale:
-        if _claim_stream(settings, job_id, now, cutoff, Job.state.in_(ACTIVE_STATES)):
+        if _claim_stream(settings, job_id, now, cutoff, Job.state.in_(ACTIVE_STATES), release_owner=True):
             if _dispatch(lambda: dispatcher.stream(job_id), report):
                 report.restarted_stale.append(job_id)
 
@@ -209,11 +212,16 @@ def _restart_lost_queued(settings: Settings, now: datetime, dispatcher: Dispatch
                 report.restarted_queued.append(job_id)
 
 
-def _claim_stream(settings: Settings, job_id: str, now: datetime, cutoff: datetime, condition) -> bool:
+def _claim_stream(settings: Settings, job_id: str, now: datetime, cutoff: datetime, condition, *,
+                  release_owner: bool = False) -> bool:
+    """Compare-and-set: only the sweep whose UPDATE matched re-drives the job."""
     last_sign = func.coalesce(Job.heartbeat_at, Job.starting_at, Job.queued_at, Job.created_at)
+    values: dict = {"heartbeat_at": now}
+    if release_owner:
+        values["worker_id"] = None
     with session_scope(settings.database_url) as session:
         return session.execute(
-            update(Job).where(Job.id == job_id, condition, last_sign < cutoff).values(heartbeat_at=now)
+            update(Job).where(Job.id == job_id, condition, last_sign < cutoff).values(**values)
         ).rowcount == 1
 
 
