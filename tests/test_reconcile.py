@@ -367,6 +367,22 @@ def test_a_session_still_processing_is_retried_later_with_a_growing_delay(rsetti
     assert third.outcome == "reconciled"
 
 
+def test_a_session_just_completed_is_compared_once_callbacks_in_flight_had_time_to_land(rsettings, stub):
+    _messages, body = build_session(utterances=1)
+    completed = datetime.now(timezone.utc).replace(microsecond=0)
+    stub.answer(GID, (200, dict(body, completed_at=completed.isoformat().replace("+00:00", "Z"))))
+    job_id = make_job(rsettings.database_url)
+
+    waiting = reconcile_job(rsettings, job_id, now=completed + timedelta(seconds=1))
+
+    settled_at = completed + timedelta(seconds=rsettings.reconcile_delay_s)
+    assert waiting.outcome == "retry" and waiting.run_id is None and waiting.next_attempt_at == settled_at
+    with session_scope(rsettings.database_url) as session:
+        assert session.get(Job, job_id).reconcile_after == settled_at
+        assert session.scalar(select(func.count()).select_from(ReconciliationRun)) == 0
+    assert reconcile_job(rsettings, job_id, now=settled_at).outcome == "reconciled"
+
+
 def test_past_the_deadline_a_session_still_processing_fails(rsettings, stub):
     _messages, body = build_session()
     stub.answer(GID, (200, dict(body, status="processing", result=None)))

@@ -160,7 +160,7 @@ def reconcile(session_id: str | None, pending: bool, as_json: bool) -> None:
     results = []
     for job_id in job_ids:
         try:
-            results.append(reconcile_job(settings, job_id, trigger="cli"))
+            results.append(reconcile_job(settings, job_id, trigger="cli", settle=False))
         except JobNotFound:  # deleted meanwhile
             continue
     if as_json:

@@ -312,13 +312,17 @@ def reconcile_job(
     *,
     fetch: Optional[SessionFetcher] = None,
     now: Optional[datetime] = None,
+    settle: bool = True,
 ) -> ReconcileResult:
     """Reconcile one job's session; see the module docstring.
 
     ``trigger`` says who asked (end_session, webhook, stream_closed, sweep,
-    cli) and is recorded. ``fetch`` replaces the HTTP client (tests of the
-    retry logic); ``now`` fixes the clock. Raises :class:`JobNotFound` for an
-    unknown job; every other problem is recorded as a run.
+    cli) and is recorded. With ``settle``, a session that completed less
+    than RECONCILE_DELAY_S ago is looked at again once that time has passed,
+    without recording a run: callbacks still in flight then land first and
+    are not counted as missing. ``fetch`` replaces the HTTP client;
+    ``now`` fixes the clock. Raises :class:`JobNotFound` for an unknown job;
+    every other problem is recorded as a run.
     """
     view = _load(settings, job_id)
     with job_context(view.id, view.gladia_id):
@@ -331,7 +335,7 @@ def reconcile_job(
         started = now or utcnow()
         fetch = fetch or default_fetcher(settings)
         try:
-            result = _run(settings, view, trigger, fetch, started)
+            result = _run(settings, view, trigger, fetch, started, settle)
         except JobNotFound:
             raise
         except Exception as exc:  # a bug or a database outage: try again later, keep the reason
@@ -356,7 +360,7 @@ def _settle_without_session(settings: Settings, job_id: str) -> None:
 
 
 def _run(settings: Settings, view: _JobView, trigger: str, fetch: SessionFetcher,
-         started: datetime) -> ReconcileResult:
+         started: datetime, settle: bool) -> ReconcileResult:
     gladia_id = view.gladia_id
     assert gladia_id
     answer = fetch(gladia_id)
@@ -377,7 +381,20 @@ def _run(settings: Settings, view: _JobView, trigger: str, fetch: SessionFetcher
         return _finish_failed(settings, view, trigger, started, f"gladia_error: status error (error_code {code})")
     if status != "done":
         return _retry_or_deadline(settings, view, trigger, started, f"unexpected session status {status!r}")
+    completed = _parse_time(body.get("completed_at"))
+    settled_at = completed + timedelta(seconds=settings.reconcile_delay_s) if completed else None
+    if settle and settled_at and started < settled_at:
+        return _wait_for_settling(settings, view, settled_at)
     return _compare_and_repair(settings, view, trigger, started, body)
+
+
+def _wait_for_settling(settings: Settings, view: _JobView, settled_at: datetime) -> ReconcileResult:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, view.id)
+        if job is not None:
+            job.reconcile_after = settled_at
+    return ReconcileResult(view.id, view.gladia_id, "retry", reason="waiting for callbacks still in flight",
+                           next_attempt_at=settled_at)
 
 
 def _store_session_result(settings: Settings, view: _JobView, body: dict[str, Any]) -> None:
