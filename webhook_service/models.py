@@ -386,3 +386,60 @@ class ReconciliationRun(Base):
     mismatched: Mapped[int] = mapped_column(Integer, default=0)
     repaired: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[Optional[Any]] = mapped_column(JSONType)
+
+
+# ------------------------------------------------------------------ reporting cache
+
+class SessionStats(Base):
+    """Per-session aggregates of the large tables, so reports stay fast at any size.
+
+    Reports read utterances, events and callbacks through this table instead of
+    scanning millions of rows. Triggers (migration 0002) put a session in
+    :class:`SessionStatsStale` whenever one of its rows changes;
+    ``reports.refresh_session_stats`` recomputes exactly those sessions before
+    a report is read. Every column has the meaning of the view
+    ``report_session_summary`` (docs/reporting.md).
+    """
+
+    __tablename__ = "session_stats"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    utterances: Mapped[int] = mapped_column(Integer, default=0)
+    words: Mapped[int] = mapped_column(Integer, default=0)
+    speech_s: Mapped[float] = mapped_column(Float, default=0.0)
+    confidence_mean: Mapped[Optional[float]] = mapped_column(Float)
+    confidence_p10: Mapped[Optional[float]] = mapped_column(Float)
+    languages: Mapped[Optional[str]] = mapped_column(String(200))
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    callback_events: Mapped[int] = mapped_column(Integer, default=0)
+    websocket_events: Mapped[int] = mapped_column(Integer, default=0)
+    reconcile_events: Mapped[int] = mapped_column(Integer, default=0)
+    callback_delay_median_s: Mapped[Optional[float]] = mapped_column(Float)
+    callback_delay_max_s: Mapped[Optional[float]] = mapped_column(Float)
+    callbacks_received: Mapped[int] = mapped_column(Integer, default=0)
+    callback_duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    callbacks_failed: Mapped[int] = mapped_column(Integer, default=0)
+    callbacks_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    callbacks_pending: Mapped[int] = mapped_column(Integer, default=0)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SessionLanguageStats(Base):
+    """Final utterances per session and language ('' = language not reported)."""
+
+    __tablename__ = "session_language_stats"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    language: Mapped[str] = mapped_column(String(16), primary_key=True)
+    utterances: Mapped[int] = mapped_column(Integer, default=0)
+    words: Mapped[int] = mapped_column(Integer, default=0)
+    speech_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SessionStatsStale(Base):
+    """Sessions whose :class:`SessionStats` row must be recomputed (filled by triggers)."""
+
+    __tablename__ = "session_stats_stale"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    marked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

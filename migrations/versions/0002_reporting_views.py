@@ -1,4 +1,17 @@
-"""Reporting views (work in progress placeholder; filled in by the reporting change).
+"""Reporting: per-session statistics cache, its staleness triggers, and the report views.
+
+The views are the schema analysts query (docs/reporting.md documents each
+column). They read the large tables (utterances, events, callback_inbox)
+through ``session_stats`` / ``session_language_stats``, a per-session cache:
+triggers put a session in ``session_stats_stale`` whenever one of its rows in
+those tables changes, and ``webhook_service.reports.refresh_session_stats``
+recomputes exactly those sessions before any report is read. That keeps every
+report at a few milliseconds with millions of utterances.
+
+The SQL is the same on SQLite and PostgreSQL except two expressions (the UTC
+day of a timestamp, and the seconds between two timestamps) and the trigger
+syntax; those are the only dialect branches. The SQL is frozen here on purpose:
+a migration must keep meaning what it meant when it ran.
 
 Revision ID: 0002
 Revises: 0001
@@ -6,15 +19,362 @@ Revises: 0001
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+from alembic import op
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+STALE_SOURCES = ("utterances", "events", "callback_inbox")
+
+VIEWS = (
+    "report_session_summary",
+    "report_session_languages",
+    "report_errors",
+    "report_unmatched_callbacks",
+    "report_daily_usage",
+    "report_callback_health",
+    "report_language_mix",
+    "report_error_breakdown",
+)
+
+
+def _day(column: str, dialect: str) -> str:
+    """The UTC calendar day of a timestamp as 'YYYY-MM-DD' text (same text on both databases)."""
+    if dialect == "postgresql":
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    return f"date({column})"
+
+
+def _seconds(start: str, end: str, dialect: str) -> str:
+    """Seconds from ``start`` to ``end``, rounded to the millisecond; NULL when either is NULL.
+
+    SQLite has no interval type: julianday() differences carry ~50 µs of
+    floating-point error, so both dialects round to 1 ms to give equal results.
+    """
+    if dialect == "postgresql":
+        return f"CAST(round(EXTRACT(EPOCH FROM ({end} - {start})), 3) AS DOUBLE PRECISION)"
+    return f"round((julianday({end}) - julianday({start})) * 86400.0, 3)"
+
+
+def _view_sql(dialect: str) -> dict[str, str]:
+    day = lambda column: _day(column, dialect)  # noqa: E731
+    secs = lambda start, end: _seconds(start, end, dialect)  # noqa: E731
+    return {
+        "report_session_summary": f"""
+SELECT
+    j.id AS job_id,
+    j.gladia_id AS gladia_id,
+    j.batch_id AS batch_id,
+    b.name AS batch,
+    j.source_path AS source_path,
+    j.state AS state,
+    j.created_at AS created_at,
+    {day('j.created_at')} AS day,
+    j.audio_duration_s AS audio_duration_s,
+    j.audio_channels AS audio_channels,
+    j.audio_duration_s * j.audio_channels AS billed_s,
+    r.audio_duration_s AS gladia_audio_duration_s,
+    r.billing_time_s AS gladia_billing_time_s,
+    {secs('j.queued_at', 'j.streaming_at')} AS queue_s,
+    {secs('j.streaming_at', 'j.stream_closed_at')} AS stream_s,
+    {secs('j.stream_closed_at', 'r.post_final_received_at')} AS close_to_final_s,
+    {secs('j.created_at', 'COALESCE(j.reconciled_at, j.failed_at)')} AS total_s,
+    s.utterances AS utterances,
+    s.words AS words,
+    s.speech_s AS speech_s,
+    s.confidence_mean AS confidence_mean,
+    s.confidence_p10 AS confidence_p10,
+    s.languages AS languages,
+    s.events AS events,
+    s.callback_events AS callback_events,
+    s.websocket_events AS websocket_events,
+    s.reconcile_events AS reconcile_events,
+    s.callback_delay_median_s AS callback_delay_median_s,
+    s.callback_delay_max_s AS callback_delay_max_s,
+    s.callbacks_received AS callbacks_received,
+    s.callback_duplicates AS callback_duplicates,
+    s.callbacks_rejected AS callbacks_rejected,
+    s.callbacks_failed AS callbacks_failed,
+    s.callbacks_pending AS callbacks_pending,
+    COALESCE(rc.runs, 0) AS reconciliation_runs,
+    rc.latest_outcome AS reconciliation_outcome,
+    rc.latest_expected AS expected_messages,
+    rc.missing AS missing_found,
+    rc.duplicates AS duplicates_found,
+    rc.repaired AS repaired,
+    CASE
+        WHEN rc.latest_expected > 0 AND rc.missing >= rc.latest_expected THEN 0.0
+        WHEN rc.latest_expected > 0 THEN (rc.latest_expected - rc.missing) * 1.0 / rc.latest_expected
+    END AS callback_completeness,
+    r.gladia_status AS gladia_status,
+    r.gladia_error_code AS gladia_error_code,
+    CASE WHEN j.state = 'failed' THEN 1 ELSE 0 END
+        + CASE WHEN r.gladia_status = 'error' OR r.gladia_error_code IS NOT NULL THEN 1 ELSE 0 END
+        + COALESCE(s.callbacks_failed, 0) + COALESCE(s.callbacks_rejected, 0)
+        + COALESCE(rc.failed_runs, 0) AS errors,
+    j.last_error AS last_error
+FROM jobs j
+LEFT JOIN batches b ON b.id = j.batch_id
+LEFT JOIN session_stats s ON s.job_id = j.id
+LEFT JOIN session_results r ON r.job_id = j.id
+LEFT JOIN (
+    SELECT
+        job_id,
+        count(*) AS runs,
+        sum(missing) AS missing,
+        sum(duplicates) AS duplicates,
+        sum(repaired) AS repaired,
+        sum(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS failed_runs,
+        max(CASE WHEN rn = 1 THEN expected END) AS latest_expected,
+        max(CASE WHEN rn = 1 THEN outcome END) AS latest_outcome
+    FROM (
+        SELECT job_id, expected, missing, duplicates, repaired, outcome,
+               row_number() OVER (PARTITION BY job_id ORDER BY started_at DESC, id DESC) AS rn
+        FROM reconciliation_runs
+        WHERE job_id IS NOT NULL
+    ) ranked
+    GROUP BY job_id
+) rc ON rc.job_id = j.id
+""",
+        "report_session_languages": f"""
+SELECT
+    j.id AS job_id,
+    j.batch_id AS batch_id,
+    j.created_at AS created_at,
+    {day('j.created_at')} AS day,
+    NULLIF(l.language, '') AS language,
+    l.utterances AS utterances,
+    l.words AS words,
+    l.speech_s AS speech_s
+FROM session_language_stats l
+JOIN jobs j ON j.id = l.job_id
+""",
+        "report_errors": f"""
+SELECT 'session' AS source, j.id AS job_id, j.batch_id AS batch_id, j.created_at AS created_at,
+       {day('j.created_at')} AS day, COALESCE(j.failed_at, j.updated_at) AS occurred_at,
+       substr(COALESCE(j.last_error, '(no message)'), 1, 200) AS error
+FROM jobs j
+WHERE j.state = 'failed'
+UNION ALL
+SELECT 'gladia', j.id, j.batch_id, j.created_at, {day('j.created_at')},
+       COALESCE(r.gladia_completed_at, r.updated_at),
+       CASE WHEN r.gladia_error_code IS NULL THEN 'Gladia status error'
+            ELSE 'Gladia error code ' || CAST(r.gladia_error_code AS VARCHAR(12)) END
+FROM session_results r
+JOIN jobs j ON j.id = r.job_id
+WHERE r.gladia_status = 'error' OR r.gladia_error_code IS NOT NULL
+UNION ALL
+SELECT 'callback_' || i.status, i.job_id, j.batch_id, COALESCE(j.created_at, i.received_at),
+       {day('COALESCE(j.created_at, i.received_at)')}, i.received_at,
+       substr(COALESCE(i.error, '(no message)'), 1, 200)
+FROM callback_inbox i
+LEFT JOIN jobs j ON j.id = i.job_id
+WHERE i.status IN ('failed', 'rejected')
+UNION ALL
+SELECT 'reconciliation', rr.job_id, j.batch_id, COALESCE(j.created_at, rr.started_at),
+       {day('COALESCE(j.created_at, rr.started_at)')}, rr.started_at,
+       substr(COALESCE(rr.reason, '(no message)'), 1, 200)
+FROM reconciliation_runs rr
+LEFT JOIN jobs j ON j.id = rr.job_id
+WHERE rr.outcome = 'failed'
+""",
+        "report_unmatched_callbacks": f"""
+SELECT
+    i.id AS inbox_id,
+    i.received_at AS created_at,
+    {day('i.received_at')} AS day,
+    i.status AS status,
+    i.duplicates AS duplicates
+FROM callback_inbox i
+WHERE i.job_id IS NULL
+""",
+        "report_daily_usage": """
+SELECT
+    day,
+    count(*) AS sessions,
+    sum(CASE WHEN state IN ('done', 'reconciled') THEN 1 ELSE 0 END) AS completed_sessions,
+    sum(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed_sessions,
+    sum(audio_duration_s) / 3600.0 AS audio_hours,
+    sum(CASE WHEN audio_duration_s IS NULL THEN 1 ELSE 0 END) AS sessions_without_duration,
+    sum(billed_s) / 3600.0 AS billed_hours,
+    sum(gladia_billing_time_s) / 3600.0 AS gladia_billed_hours,
+    sum(speech_s) AS speech_s,
+    sum(utterances) AS utterances,
+    sum(words) AS words,
+    sum(errors) AS errors
+FROM report_session_summary
+GROUP BY day
+""",
+        "report_callback_health": """
+SELECT
+    day,
+    sum(sessions) AS sessions,
+    sum(received) AS callbacks_received,
+    sum(duplicates) AS duplicates,
+    sum(rejected) AS rejected,
+    sum(failed) AS failed,
+    sum(pending) AS pending,
+    sum(unmatched) AS unmatched,
+    sum(reconciled_sessions) AS reconciled_sessions,
+    sum(expected) AS expected_messages,
+    sum(missing) AS missing_found,
+    sum(repaired) AS repaired,
+    CASE WHEN sum(expected) > 0 THEN 1.0 - sum(missing) * 1.0 / sum(expected) END AS callback_completeness
+FROM (
+    SELECT day, 1 AS sessions, callbacks_received AS received, callback_duplicates AS duplicates,
+           callbacks_rejected AS rejected, callbacks_failed AS failed, callbacks_pending AS pending,
+           0 AS unmatched, CASE WHEN reconciliation_runs > 0 THEN 1 ELSE 0 END AS reconciled_sessions,
+           expected_messages AS expected, missing_found AS missing, repaired AS repaired
+    FROM report_session_summary
+    UNION ALL
+    SELECT day, 0, 1, duplicates,
+           CASE WHEN status = 'rejected' THEN 1 ELSE 0 END,
+           CASE WHEN status = 'failed' THEN 1 ELSE 0 END,
+           CASE WHEN status = 'pending' THEN 1 ELSE 0 END,
+           1, 0, NULL, NULL, NULL
+    FROM report_unmatched_callbacks
+) rows_by_day
+GROUP BY day
+""",
+        "report_language_mix": """
+SELECT
+    language,
+    count(DISTINCT job_id) AS sessions,
+    sum(utterances) AS utterances,
+    sum(words) AS words,
+    sum(speech_s) AS speech_s,
+    sum(speech_s) / NULLIF(sum(sum(speech_s)) OVER (), 0) AS speech_share
+FROM report_session_languages
+GROUP BY language
+""",
+        "report_error_breakdown": """
+SELECT
+    source,
+    error,
+    count(*) AS occurrences,
+    count(DISTINCT job_id) AS sessions,
+    min(occurred_at) AS first_seen,
+    max(occurred_at) AS last_seen
+FROM report_errors
+GROUP BY source, error
+""",
+    }
+
+
+_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+def _create_triggers(dialect: str) -> None:
+    if dialect == "postgresql":
+        op.execute("""
+CREATE FUNCTION session_stats_mark_stale() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.job_id IS DISTINCT FROM NEW.job_id) THEN
+        IF OLD.job_id IS NOT NULL THEN
+            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (OLD.job_id, now())
+            ON CONFLICT (job_id) DO UPDATE SET marked_at = EXCLUDED.marked_at;
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        IF NEW.job_id IS NOT NULL THEN
+            -- DO UPDATE (not DO NOTHING) locks the row, so a refresh that deletes it
+            -- waits for this transaction and then sees its rows.
+            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now())
+            ON CONFLICT (job_id) DO UPDATE SET marked_at = EXCLUDED.marked_at;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$body$
+""")
+        for table in STALE_SOURCES:
+            op.execute(f"CREATE TRIGGER trg_{table}_stats_stale AFTER INSERT OR UPDATE OR DELETE ON {table} "
+                       f"FOR EACH ROW EXECUTE FUNCTION session_stats_mark_stale()")
+        return
+    upsert = ("INSERT INTO session_stats_stale (job_id, marked_at) SELECT {ref}.job_id, " + _SQLITE_NOW
+              + " WHERE {ref}.job_id IS NOT NULL ON CONFLICT (job_id) DO UPDATE SET marked_at = excluded.marked_at;")
+    for table in STALE_SOURCES:
+        op.execute(f"CREATE TRIGGER trg_{table}_stats_stale_insert AFTER INSERT ON {table} BEGIN "
+                   f"{upsert.format(ref='NEW')} END")
+        op.execute(f"CREATE TRIGGER trg_{table}_stats_stale_update AFTER UPDATE ON {table} BEGIN "
+                   f"{upsert.format(ref='OLD')} {upsert.format(ref='NEW')} END")
+        op.execute(f"CREATE TRIGGER trg_{table}_stats_stale_delete AFTER DELETE ON {table} BEGIN "
+                   f"{upsert.format(ref='OLD')} END")
+
+
+def _drop_triggers(dialect: str) -> None:
+    if dialect == "postgresql":
+        for table in STALE_SOURCES:
+            op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_stats_stale ON {table}")
+        op.execute("DROP FUNCTION IF EXISTS session_stats_mark_stale()")
+        return
+    for table in STALE_SOURCES:
+        for when in ("insert", "update", "delete"):
+            op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_stats_stale_{when}")
+
 
 def upgrade() -> None:
-    pass
+    dialect = op.get_bind().dialect.name
+    op.create_table(
+        "session_stats",
+        sa.Column("job_id", sa.String(length=36), nullable=False),
+        sa.Column("utterances", sa.Integer(), nullable=False),
+        sa.Column("words", sa.Integer(), nullable=False),
+        sa.Column("speech_s", sa.Float(), nullable=False),
+        sa.Column("confidence_mean", sa.Float(), nullable=True),
+        sa.Column("confidence_p10", sa.Float(), nullable=True),
+        sa.Column("languages", sa.String(length=200), nullable=True),
+        sa.Column("events", sa.Integer(), nullable=False),
+        sa.Column("callback_events", sa.Integer(), nullable=False),
+        sa.Column("websocket_events", sa.Integer(), nullable=False),
+        sa.Column("reconcile_events", sa.Integer(), nullable=False),
+        sa.Column("callback_delay_median_s", sa.Float(), nullable=True),
+        sa.Column("callback_delay_max_s", sa.Float(), nullable=True),
+        sa.Column("callbacks_received", sa.Integer(), nullable=False),
+        sa.Column("callback_duplicates", sa.Integer(), nullable=False),
+        sa.Column("callbacks_failed", sa.Integer(), nullable=False),
+        sa.Column("callbacks_rejected", sa.Integer(), nullable=False),
+        sa.Column("callbacks_pending", sa.Integer(), nullable=False),
+        sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_session_stats_job_id_jobs"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_session_stats")),
+    )
+    op.create_table(
+        "session_language_stats",
+        sa.Column("job_id", sa.String(length=36), nullable=False),
+        sa.Column("language", sa.String(length=16), nullable=False),
+        sa.Column("utterances", sa.Integer(), nullable=False),
+        sa.Column("words", sa.Integer(), nullable=False),
+        sa.Column("speech_s", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_session_language_stats_job_id_jobs"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("job_id", "language", name=op.f("pk_session_language_stats")),
+    )
+    op.create_table(
+        "session_stats_stale",
+        sa.Column("job_id", sa.String(length=36), nullable=False),
+        sa.Column("marked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_session_stats_stale")),
+    )
+    _create_triggers(dialect)
+    # Sessions that already have rows get their statistics at the first report.
+    op.execute("INSERT INTO session_stats_stale (job_id) "
+               "SELECT DISTINCT job_id FROM utterances WHERE job_id IS NOT NULL "
+               "UNION SELECT DISTINCT job_id FROM events WHERE job_id IS NOT NULL "
+               "UNION SELECT DISTINCT job_id FROM callback_inbox WHERE job_id IS NOT NULL")
+    for name, body in _view_sql(dialect).items():
+        op.execute(f"CREATE VIEW {name} AS {body}")
 
 
 def downgrade() -> None:
-    pass
+    dialect = op.get_bind().dialect.name
+    for name in reversed(VIEWS):
+        op.execute(f"DROP VIEW IF EXISTS {name}")
+    _drop_triggers(dialect)
+    op.drop_table("session_stats_stale")
+    op.drop_table("session_language_stats")
+    op.drop_table("session_stats")

@@ -1,7 +1,40 @@
-"""Blueprint placeholder; filled in by its own issue."""
+"""`GET /api/reports` and `GET /api/reports/<name>`: the CLI's reports as JSON.
+
+Query parameters are the CLI's filters (``since``, ``until``, ``batch``); an
+unknown parameter is refused rather than ignored, so a typo never silently
+returns an unfiltered report.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
+
+from .. import reports
+from . import json_error, settings
 
 bp = Blueprint("reports", __name__)
+
+FILTER_PARAMS = ("since", "until", "batch")
+
+
+@bp.get("/api/reports")
+def list_reports():
+    return {
+        "reports": [
+            {"name": r.name, "title": r.title, "description": r.description,
+             "columns": [{"name": c.name, "type": c.kind, "description": c.description} for c in r.columns]}
+            for r in reports.REPORTS.values()
+        ]
+    }
+
+
+@bp.get("/api/reports/<name>")
+def get_report(name: str):
+    unknown = sorted(set(request.args) - set(FILTER_PARAMS))
+    if unknown:
+        return json_error(400, f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(FILTER_PARAMS)}")
+    try:
+        result = reports.run_report(settings().database_url, name, **{k: request.args.get(k) for k in FILTER_PARAMS})
+    except reports.ReportError as exc:
+        return json_error(exc.status, str(exc))
+    return result.as_json()
