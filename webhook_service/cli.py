@@ -81,15 +81,19 @@ def web(host: str, port: int, workers: int, dev: bool) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--concurrency", default=None, type=int, help="Worker pool size.")
+@click.option("--concurrency", default=None, type=int,
+              help="Worker threads, i.e. concurrent streams and tasks (default WORKER_CONCURRENCY).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None) -> None:
-    """Run a Celery worker (extra arguments go to celery)."""
-    load_settings()
+    """Run a Celery worker (extra arguments go to celery).
+
+    The pool is Celery's `threads`: every stream of the process runs on one
+    shared asyncio loop, and a thread per task only waits for its stream.
+    """
+    settings = load_settings()
     args = [sys.executable, "-m", "celery", "-A", "webhook_service.celery_worker", "worker",
-            "--loglevel", "INFO", "-Q", "webhook_service,streams"]
-    if concurrency:
-        args += ["--concurrency", str(concurrency)]
+            "--loglevel", settings.log_level.upper(), "-Q", "webhook_service,streams", "--pool", "threads",
+            "--concurrency", str(concurrency or settings.worker_concurrency)]
     os.execvp(sys.executable, args + list(ctx.args))
 
 
@@ -99,6 +103,122 @@ def beat() -> None:
     load_settings()
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "webhook_service.celery_worker",
                                "beat", "--loglevel", "INFO"])
+
+
+# ------------------------------------------------------------------------ submit
+
+def _parse_metadata(items: tuple[str, ...]) -> dict[str, str]:
+    metadata = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--metadata expects KEY=VALUE, got {item!r}")
+        metadata[key.strip()] = value
+    return metadata
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--batch", "batch_name", help="Batch name (created, or added to when it exists).")
+@click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is finished or failed.")
+@click.option("--until", type=click.Choice(["streamed", "done", "reconciled"]), default="done", show_default=True,
+              help="With --wait: the state that counts as finished.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="Session options for Gladia's POST /v2/live, as a JSON or YAML file.")
+@click.option("--language", "languages", multiple=True, help="Language code (repeat for several; none = detect).")
+@click.option("--code-switching/--no-code-switching", default=None, help="Detect the language per utterance.")
+@click.option("--translate-to", multiple=True, help="Real-time translation target language (repeatable).")
+@click.option("--sample-rate", type=click.Choice(["8000", "16000", "32000", "44100", "48000"]),
+              help="Session sample rate (default: the file's when Gladia accepts it, else 16000).")
+@click.option("--bit-depth", type=click.Choice(["8", "16", "24", "32"]), help="PCM bit depth (default 16).")
+@click.option("--endpointing", type=float, help="Seconds of silence that end an utterance (0.01-10).")
+@click.option("--chunk-ms", type=int, help="Audio per WebSocket frame, in ms (default CHUNK_MS).")
+@click.option("--speed", type=float, help="Pace: 1 = real time, 0 = as fast as acknowledgements allow (default STREAM_SPEED).")
+@click.option("--metadata", multiple=True, help="KEY=VALUE added to every session's custom_metadata (repeatable).")
+@click.option("--no-enqueue", is_flag=True, hidden=True, help="Write the jobs but send no task (the sweeper sends them).")
+def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: str, timeout: float | None,
+           as_json: bool, config_file: str | None, languages: tuple[str, ...], code_switching: bool | None,
+           translate_to: tuple[str, ...], sample_rate: str | None, bit_depth: str | None,
+           endpointing: float | None, chunk_ms: int | None, speed: float | None, metadata: tuple[str, ...],
+           no_enqueue: bool) -> None:
+    """Stream audio files into Gladia live sessions: files, folders, glob patterns or a CSV manifest.
+
+    A CSV manifest has a `path` column and optional `language`, `chunk_ms`, `speed`, `sample_rate`,
+    `config` (JSON) columns; any other column goes to the session's custom_metadata. Prints the job ids.
+    """
+    from .gladia import session_config as sc
+    from . import submit as submission
+
+    settings = load_settings()
+    if batch_name is not None and not (0 < len(batch_name) <= 200):
+        raise CLIError("--batch must be 1 to 200 characters")
+    try:
+        config = sc.load_file(config_file) if config_file else {}
+        options = sc.from_options(
+            languages=languages, code_switching=code_switching, translate_to=translate_to,
+            sample_rate=int(sample_rate) if sample_rate else None, bit_depth=int(bit_depth) if bit_depth else None,
+            endpointing=endpointing, chunk_ms=chunk_ms, speed=speed, metadata=_parse_metadata(metadata))
+        config = sc.validate(sc.merge(config, options))
+        plans = submission.plan(settings, paths, config)
+    except (sc.SessionConfigError, submission.SubmitError) as exc:
+        raise CLIError(str(exc)) from None
+    result = submission.record(settings, plans, batch_name, config)
+    queued = [j["id"] for j in result.jobs if j["state"] == "queued"]
+    unsent = [] if no_enqueue else submission.enqueue(settings, queued)
+    if not as_json:
+        click.echo(f"batch {result.batch_name} ({result.batch_id}): {len(queued)} queued, "
+                   f"{len(result.jobs) - len(queued)} failed")
+        for job in result.jobs:
+            line = f"{job['id']}  {job['state']:<7} {job['path']}"
+            click.echo(line + (f"  ({job['error']})" if job["error"] else ""))
+        if unsent:
+            click.echo(f"warning: the broker refused {len(unsent)} task(s); the sweeper will send them", err=True)
+    if wait_ and queued:
+        final = _wait_with_progress(settings, queued, until, timeout, quiet=as_json)
+        if as_json:
+            _print_submission_json(settings, result, final)
+        sys.exit(0 if final.failed == 0 and final.settled else 1)
+    if as_json:
+        _print_submission_json(settings, result, None)
+
+
+def _print_submission_json(settings, result, final) -> None:
+    from .jobs import job_summaries
+
+    jobs = job_summaries(settings, result.batch_id) if final is not None else result.jobs
+    ids = {j["id"] for j in result.jobs}
+    body = {"batch_id": result.batch_id, "batch": result.batch_name,
+            "jobs": [j for j in jobs if j["id"] in ids]}
+    if final is not None:
+        body["summary"] = {"total": final.total, "finished": final.finished, "failed": final.failed,
+                           "states": final.states, "audio_seconds": round(final.audio_s_total, 3)}
+    click.echo(json.dumps(body, indent=2, default=str))
+
+
+def _wait_with_progress(settings, job_ids: list[str], until: str, timeout: float | None, quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from . import submit as submission
+
+    if quiet:
+        return submission.wait(settings, job_ids, until, timeout_s=timeout)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        files = bar.add_task(f"files {until}", total=len(job_ids), extra="")
+        audio = bar.add_task("audio seconds streamed", total=None, extra="")
+
+        def show(p) -> None:
+            bar.update(files, completed=p.finished + p.failed, extra=f"{p.failed} failed")
+            bar.update(audio, total=max(p.audio_s_total, 0.001), completed=p.audio_s_streamed,
+                       extra=" ".join(f"{k}:{v}" for k, v in sorted(p.states.items())))
+
+        final = submission.wait(settings, job_ids, until, timeout_s=timeout, on_progress=show)
+    click.echo(f"{final.finished} {until}, {final.failed} failed, {final.total - final.finished - final.failed} "
+               f"unfinished, of {final.total}")
+    return final
 
 
 # ------------------------------------------------------------------------ status
@@ -122,15 +242,26 @@ def status(job_or_batch: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title="jobs")
-    for column in ("job", "batch", "file", "state", "progress", "gladia id", "error"):
-        table.add_column(column)
+    for column in ("job", "batch", "file", "state", "audio", "streamed", "tries", "gladia id", "error"):
+        table.add_column(column, justify="right" if column in ("audio", "streamed", "tries") else "left")
+    counts: dict[str, int] = {}
     for row in rows:
-        progress = ""
-        if row["bytes_total"]:
-            progress = f"{100 * row['bytes_acked'] / row['bytes_total']:.0f}%"
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+        duration = row.get("audio_duration_s")
+        streamed = ""
+        if row["state"] in ("stream_closed", "processing", "done", "reconciled") and duration:
+            streamed = "100%"
+        elif row["bytes_total"]:
+            share = min(1.0, (row["bytes_acked"] or 0) / row["bytes_total"])
+            streamed = f"{100 * share:.0f}%" + (f" ({share * duration:.0f}s)" if duration else "")
+        tries = f"{row.get('attempts') or 0}" + (f"/{row['reconnects']}r" if row.get("reconnects") else "")
         table.add_row(row["id"][:8], row["batch"] or "", os.path.basename(row["source_path"]), row["state"],
-                      progress, row["gladia_id"] or "", (row["last_error"] or "")[:60])
-    Console().print(table)
+                      f"{duration:.1f}s" if duration else "", streamed, tries, row["gladia_id"] or "",
+                      (row["last_error"] or "")[:60])
+    console = Console()
+    console.print(table)
+    if rows:
+        console.print(", ".join(f"{state}: {n}" for state, n in sorted(counts.items())) + f" (total {len(rows)})")
 
 
 # --------------------------------------------------------------------- reconcile

@@ -63,6 +63,8 @@ class Settings:
     close_mode: str = "close"  # "close": close 1000 after the last ack; "stop": stop_recording and wait
     heartbeat_interval_s: float = 5.0
     stale_heartbeat_s: float = 60.0
+    # Celery threads per worker process: each live stream occupies one (they share one event loop).
+    worker_concurrency: int = 100
     # Reconciliation and sweeping
     reconcile_delay_s: float = 10.0
     reconcile_deadline_s: float = 3600.0
@@ -74,7 +76,8 @@ class Settings:
     max_callback_bytes: int = 1_048_576
     log_level: str = "INFO"
 
-    _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1}
+    _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
+                "worker_concurrency": 1}
     _FLOAT_MIN = {
         "stream_speed": 0.0,
         "heartbeat_interval_s": 0.1,

@@ -96,11 +96,21 @@ from celery import shared_task  # noqa: E402  (after the app helpers, as in Flas
 
 
 @shared_task(name="webhook_service.stream_job", bind=True)
-def stream_job(self, job_id: str) -> None:
-    """Create (or find) the job's Gladia session and stream its audio."""
-    from .gladia.streamer import run_job
+def stream_job(self, job_id: str) -> str:
+    """Create (or find) the job's Gladia session and stream its audio.
 
-    run_job(_settings(), job_id)
+    Safe to deliver twice: the run claims the job row first, and a second
+    delivery finds it owned and returns. Back-pressure (no free concurrency
+    slot, Gladia's 429) and transient outages re-queue the task with a delay;
+    the job's own ``attempts`` counter, not Celery's, bounds real retries.
+    """
+    from .gladia.streamer import Deferred, run_job
+
+    try:
+        return run_job(_settings(), job_id)
+    except Deferred as exc:
+        log.info("job %s deferred %.0fs: %s", job_id, exc.countdown, exc)
+        raise self.retry(countdown=exc.countdown, max_retries=None) from None
 
 
 @shared_task(name="webhook_service.process_inbox")

@@ -1,0 +1,257 @@
+"""The streamer against the emulator, over real sockets and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from webhook_service import concurrency, submit
+from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
+from webhook_service.config import Settings
+from webhook_service.db import session_scope
+from webhook_service.gladia.client import GladiaClient
+from webhook_service.gladia.streamer import Deferred, LatencyRecorder, LiveStream, run_job, runtime
+from webhook_service.models import ConcurrencySlot, Job
+from webhook_service.tokens import callback_token
+
+AUDIO_CACHE: dict[tuple, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("audio")
+
+
+def audio_file(folder: Path, name: str, seconds: float, rate: int = 16000, channels: int = 1) -> Path:
+    key = (folder, name, seconds, rate, channels)
+    if key not in AUDIO_CACHE:
+        AUDIO_CACHE[key] = synth_speechlike(folder / name, seconds, sample_rate=rate, channels=channels)
+    return AUDIO_CACHE[key]
+
+
+def decoded(path: Path, fmt: PcmFormat) -> bytes:
+    with PcmReader(path, fmt) as reader:
+        return b"".join(reader.chunks(65536))
+
+
+def job_format(settings: Settings, job_id: str) -> PcmFormat:
+    job = load_job(settings, job_id)
+    config = job.session_config
+    return PcmFormat(config["sample_rate"], config["channels"], config["bit_depth"])
+
+
+def load_job(settings: Settings, job_id: str) -> Job:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def make_jobs(settings: Settings, *paths: Path, config: dict | None = None, batch: str | None = None) -> list[str]:
+    plans = submit.plan(settings, [str(p) for p in paths], config or {})
+    result = submit.record(settings, plans, batch, config or {})
+    return [job["id"] for job in result.jobs]
+
+
+@pytest.fixture
+def stream_settings(settings: Settings, emulator) -> Settings:
+    return replace(settings, gladia_api_url=emulator.url, gladia_api_key=emulator.api_key, stream_speed=4.0,
+                   heartbeat_interval_s=0.2, stale_heartbeat_s=2.0, reconcile_delay_s=5.0)
+
+
+def test_job_streams_every_byte_once_and_closes(stream_settings, emulator, audio_dir):
+    path = audio_file(audio_dir, "two.wav", 2.0)
+    [job_id] = make_jobs(stream_settings, path, batch="first")
+
+    assert run_job(stream_settings, job_id) == "stream_closed"
+
+    job = load_job(stream_settings, job_id)
+    expected = decoded(path, job_format(stream_settings, job_id))
+    assert job.state == "stream_closed"
+    assert job.bytes_total == job.bytes_acked == job.bytes_sent == len(expected)
+    assert job.worker_id is None and job.attempts == 1
+    assert job.reconcile_after is not None and job.reconcile_after > job.stream_closed_at
+    assert emulator.received_audio(job.gladia_id) == expected
+    # The session was created as the contract says.
+    gladia = GladiaClient(emulator.url, emulator.api_key).get_live(job.gladia_id)
+    assert gladia["custom_metadata"]["job_id"] == job_id
+    assert gladia["custom_metadata"]["batch_id"] == job.batch_id
+    ledger = emulator.ledger(job.gladia_id)
+    assert callback_token(job_id, stream_settings.callback_signing_key) in str(ledger)
+    with session_scope(stream_settings.database_url) as session:
+        assert session.execute(select(ConcurrencySlot)).first() is None
+    # Running the task again (a redelivery) changes nothing and opens no second session.
+    assert run_job(stream_settings, job_id).startswith("skipped")
+    assert len(GladiaClient(emulator.url, emulator.api_key).list_live(custom_metadata={"job_id": job_id})["items"]) == 1
+
+
+def test_resume_after_repeated_socket_cuts_is_byte_identical(stream_settings, emulator_factory, audio_dir):
+    emulator = emulator_factory(faults={"ws_cut_after_chunks": 4, "ws_cut_code": 1011})
+    settings = replace(stream_settings, gladia_api_url=emulator.url, gladia_api_key=emulator.api_key,
+                       stream_speed=0.0)
+    path = audio_file(audio_dir, "stereo.flac", 3.0, rate=44100, channels=2)
+    [job_id] = make_jobs(settings, path)
+
+    assert run_job(settings, job_id) == "stream_closed"
+
+    job = load_job(settings, job_id)
+    fmt = job_format(settings, job_id)
+    assert (fmt.sample_rate, fmt.channels) == (44100, 2)
+    expected = decoded(path, fmt)
+    assert job.reconnects >= 2  # cut several times in one session
+    assert job.bytes_acked == len(expected)
+    assert emulator.received_audio(job.gladia_id) == expected
+
+
+def test_pacing_follows_the_schedule(stream_settings, emulator, audio_dir):
+    """Structure, not speed: chunks of the configured size, never ahead of the real-time schedule."""
+    path = audio_file(audio_dir, "pace.wav", 1.0)
+    client = GladiaClient(emulator.url, emulator.api_key)
+    fmt = PcmFormat(16000, 1, 16)
+    session = client.create_live({"encoding": "wav/pcm", "sample_rate": 16000, "bit_depth": 16, "channels": 1})
+    lateness = LatencyRecorder()
+    stream = LiveStream(url=session["url"], path=str(path), fmt=fmt, chunk_ms=50, speed=2.0, lateness=lateness)
+    started = time.monotonic()
+    result = runtime(stream_settings).run(stream.run())
+    elapsed = time.monotonic() - started
+
+    assert result.outcome == "complete"
+    assert len(lateness.samples) == 21  # 20 chunks of 50 ms, then the end-of-file check
+    assert min(lateness.samples) >= 0  # never sent before its due time
+    assert elapsed >= 1.0 / 2.0 * 0.95  # 1 s of audio at twice real time cannot take less than 0.5 s
+    assert emulator.received_audio(session["id"]) == decoded(path, fmt)
+
+
+def test_429_is_back_pressure_not_failure(stream_settings, emulator, audio_dir):
+    path = audio_file(audio_dir, "short.wav", 1.0)
+    [job_id] = make_jobs(stream_settings, path)
+    emulator.set_faults(rest_429_rate=1.0, rest_fault_routes=["POST /v2/live"])
+
+    with pytest.raises(Deferred) as deferred:
+        run_job(stream_settings, job_id)
+
+    assert deferred.value.countdown > 0
+    job = load_job(stream_settings, job_id)
+    assert job.state in ("queued", "starting") and job.gladia_id is None and job.worker_id is None
+    with session_scope(stream_settings.database_url) as session:
+        assert session.execute(select(ConcurrencySlot)).first() is None  # the slot went back
+    emulator.reset_faults()
+    assert run_job(stream_settings, job_id) == "stream_closed"
+    assert load_job(stream_settings, job_id).state == "stream_closed"
+
+
+def test_concurrent_runs_of_one_job_stream_it_once(stream_settings, emulator, audio_dir):
+    path = audio_file(audio_dir, "twice.wav", 1.5)
+    [job_id] = make_jobs(stream_settings, path)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(3)
+
+    def run() -> None:
+        barrier.wait()
+        outcomes.append(run_job(stream_settings, job_id))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(o.split(":")[0] for o in outcomes) == ["skipped", "skipped", "stream_closed"]
+    sessions = GladiaClient(emulator.url, emulator.api_key).list_live(custom_metadata={"job_id": job_id})["items"]
+    assert len(sessions) == 1
+    job = load_job(stream_settings, job_id)
+    assert emulator.received_audio(job.gladia_id) == decoded(path, job_format(stream_settings, job_id))
+
+
+def test_orphan_session_from_a_crash_is_not_doubled(stream_settings, emulator, audio_dir):
+    path = audio_file(audio_dir, "orphan.wav", 1.0)
+    [job_id] = make_jobs(stream_settings, path)
+    client = GladiaClient(emulator.url, emulator.api_key)
+    # A run that crashed after POST /v2/live, before it could record the session.
+    orphan = client.create_live({"custom_metadata": {"job_id": job_id}})
+
+    assert run_job(stream_settings, job_id) == "stream_closed"
+
+    job = load_job(stream_settings, job_id)
+    expected = decoded(path, job_format(stream_settings, job_id))
+    assert emulator.received_audio(job.gladia_id) == expected
+    if job.gladia_id != orphan["id"]:
+        # Gladia's list does not give the socket URL back, so the orphan cannot be fed; it must have
+        # been left without audio (deleted when Gladia allows it), never a second session with audio.
+        remaining = {s["id"] for s in client.list_live(custom_metadata={"job_id": job_id})["items"]}
+        assert orphan["id"] not in remaining or emulator.received_audio(orphan["id"]) == b""
+
+
+def test_concurrency_limit_is_global(stream_settings, emulator, audio_dir):
+    settings = replace(stream_settings, max_concurrent_sessions=1, stream_speed=2.0)
+    first, second = make_jobs(settings, audio_file(audio_dir, "slot1.wav", 1.0), audio_file(audio_dir, "slot2.wav", 1.0))
+    results: dict[str, str] = {}
+    threads = [threading.Thread(target=lambda j=j: results.__setitem__(j, run_job(settings, j)))
+               for j in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert results == {first: "stream_closed", second: "stream_closed"}
+    a, b = load_job(settings, first), load_job(settings, second)
+    earlier, later = sorted((a, b), key=lambda j: j.starting_at)
+    assert later.starting_at >= earlier.stream_closed_at  # never two live sessions at once
+
+
+def test_slot_leases_expire_and_are_taken_over(settings):
+    from datetime import timedelta
+
+    from webhook_service.models import utcnow
+
+    ids = make_jobs_raw(settings, 3)
+    now = utcnow()
+    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, now) == 0
+    assert concurrency.acquire_slot(settings.database_url, ids[1], 2, 30, now) == 1
+    assert concurrency.acquire_slot(settings.database_url, ids[2], 2, 30, now) is None
+    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, now) == 0  # a resume keeps its slot
+    later = now + timedelta(seconds=31)
+    assert concurrency.acquire_slot(settings.database_url, ids[2], 2, 30, later) == 0  # expired lease taken over
+    concurrency.release_slot(settings.database_url, ids[1])
+    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, later) == 1
+
+
+def make_jobs_raw(settings: Settings, n: int) -> list[str]:
+    with session_scope(settings.database_url) as session:
+        jobs = [Job(source_path=f"/nowhere/{i}.wav") for i in range(n)]
+        session.add_all(jobs)
+        session.flush()
+        return [j.id for j in jobs]
+
+
+def test_file_removed_after_submit_fails_with_reason(stream_settings, audio_dir, tmp_path):
+    path = synth_speechlike(tmp_path / "gone.wav", 0.5)
+    [job_id] = make_jobs(stream_settings, path)
+    path.unlink()
+
+    assert run_job(stream_settings, job_id) == "failed"
+    job = load_job(stream_settings, job_id)
+    assert job.state == "failed" and "no such file" in job.last_error and job.gladia_id is None
+
+
+def test_session_gone_is_left_to_reconciliation(stream_settings, emulator, audio_dir):
+    path = audio_file(audio_dir, "gone.wav", 1.0)
+    [job_id] = make_jobs(stream_settings, path)
+    client = GladiaClient(emulator.url, emulator.api_key)
+    session = client.create_live({"custom_metadata": {"job_id": job_id}})
+    bogus = session["url"].split("?")[0] + "?token=00000000-0000-0000-0000-000000000000"
+    with session_scope(stream_settings.database_url) as db:
+        job = db.get(Job, job_id)
+        job.gladia_id, job.ws_url = session["id"], bogus
+
+    assert run_job(stream_settings, job_id) == "stream_closed"
+    job = load_job(stream_settings, job_id)
+    assert job.state == "stream_closed"
+    assert "before all audio" in job.last_error
+    assert job.reconcile_after is not None

@@ -1,0 +1,450 @@
+"""The ``POST /v2/live`` body: defaults, user options, validation.
+
+A batch's configuration comes from CLI options and/or a JSON or YAML file; a
+CSV manifest can override it per file. Everything is validated here, before
+any row is written, against Gladia's ``StreamingRequest`` schema (reference
+section 1.1): unknown keys, wrong types, values out of range or outside an
+enum are reported all at once with their JSON path.
+
+What the service decides, whatever the user says:
+
+* ``encoding``/``sample_rate``/``bit_depth``/``channels`` describe the PCM the
+  worker produces (channels always follow the file);
+* ``callback: true`` and ``callback_config.url`` (a per-job secret URL, added
+  only when the request is sent, never stored);
+* ``messages_config.receive_acknowledgments: true``: the worker cannot resume
+  without acknowledgements;
+* ``custom_metadata`` carries ``job_id`` and ``batch_id`` (user metadata is
+  kept beside them), so that an orphaned session can be found again.
+
+Streaming options that are not part of Gladia's body (chunk length, speed)
+travel in the stored configuration under the key ``"_stream"``, which is
+removed from what is sent.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..audio import BIT_DEPTHS, SAMPLE_RATES
+
+STREAM_KEY = "_stream"
+CUSTOM_METADATA_MAX_CHARS = 2000
+RESERVED_METADATA = ("job_id", "batch_id")
+
+LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu "
+    "hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt "
+    "ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh".split()
+)
+TRANSLATION_LANGUAGES = LANGUAGES | {"wo"}
+
+MESSAGE_FLAGS = (
+    "receive_partial_transcripts",
+    "receive_final_transcripts",
+    "receive_speech_events",
+    "receive_pre_processing_events",
+    "receive_realtime_processing_events",
+    "receive_post_processing_events",
+    "receive_acknowledgments",
+    "receive_errors",
+    "receive_lifecycle_events",
+)
+
+# The worker reads the socket only for acknowledgements, errors and the
+# lifecycle; results travel by callback and are checked by reconciliation, so
+# by default they are not sent twice over the socket.
+DEFAULT_MESSAGES_CONFIG = {
+    "receive_partial_transcripts": False,
+    "receive_final_transcripts": False,
+    "receive_speech_events": False,
+    "receive_pre_processing_events": False,
+    "receive_realtime_processing_events": False,
+    "receive_post_processing_events": False,
+    "receive_acknowledgments": True,
+    "receive_errors": True,
+    "receive_lifecycle_events": True,
+}
+# Everything that carries a result, plus the lifecycle that triggers reconciliation.
+DEFAULT_CALLBACK_CONFIG = {
+    "receive_partial_transcripts": False,
+    "receive_final_transcripts": True,
+    "receive_speech_events": False,
+    "receive_pre_processing_events": True,
+    "receive_realtime_processing_events": True,
+    "receive_post_processing_events": True,
+    "receive_acknowledgments": False,
+    "receive_errors": True,
+    "receive_lifecycle_events": True,
+}
+
+
+class SessionConfigError(ValueError):
+    """The configuration is invalid; ``errors`` lists every problem with its path."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+# ------------------------------------------------------------------ the schema
+# Each spec: ("bool"), ("number", lo, hi), ("int", lo, hi), ("enum", values),
+# ("string",), ("object", {child specs}), ("list", item spec, min_items),
+# ("dict_of_str_lists",), ("any_object",), ("vocabulary",).
+
+_B = ("bool",)
+_FLAGS = {flag: _B for flag in MESSAGE_FLAGS}
+SCHEMA: dict[str, tuple] = {
+    "encoding": ("enum", ("wav/pcm",)),
+    "bit_depth": ("enum", BIT_DEPTHS),
+    "sample_rate": ("enum", SAMPLE_RATES),
+    "channels": ("int", 1, 8),
+    "custom_metadata": ("any_object",),
+    "model": ("enum", ("solaria-1",)),
+    "endpointing": ("number", 0.01, 10),
+    "maximum_duration_without_endpointing": ("number", 5, 60),
+    "language_config": ("object", {
+        "languages": ("list", ("enum", tuple(sorted(LANGUAGES))), 0),
+        "code_switching": _B,
+    }),
+    "pre_processing": ("object", {"audio_enhancer": _B, "speech_threshold": ("number", 0, 1)}),
+    "realtime_processing": ("object", {
+        "custom_vocabulary": _B,
+        "custom_vocabulary_config": ("object", {
+            "vocabulary": ("vocabulary",),
+            "default_intensity": ("number", 0, 1),
+        }),
+        "custom_spelling": _B,
+        "custom_spelling_config": ("object", {"spelling_dictionary": ("dict_of_str_lists",)}),
+        "translation": _B,
+        "translation_config": ("object", {
+            "target_languages": ("list", ("enum", tuple(sorted(TRANSLATION_LANGUAGES))), 1),
+            "model": ("enum", ("base", "enhanced")),
+            "match_original_utterances": _B,
+            "lipsync": _B,
+            "context_adaptation": _B,
+            "context": ("string",),
+            "informal": _B,
+        }),
+        "named_entity_recognition": _B,
+        "sentiment_analysis": _B,
+    }),
+    "post_processing": ("object", {
+        "summarization": _B,
+        "summarization_config": ("object", {"type": ("enum", ("general", "bullet_points", "concise"))}),
+        "chapterization": _B,
+    }),
+    "messages_config": ("object", dict(_FLAGS)),
+    "callback": _B,
+    "callback_config": ("object", dict(_FLAGS)),
+}
+# Required sub-keys when the parent flag is on.
+_REQUIRES = (
+    ("realtime_processing", "custom_vocabulary", "custom_vocabulary_config", "vocabulary"),
+    ("realtime_processing", "custom_spelling", "custom_spelling_config", "spelling_dictionary"),
+    ("realtime_processing", "translation", "translation_config", "target_languages"),
+)
+STREAM_SCHEMA = {"chunk_ms": ("int", 10, 5000), "speed": ("number", 0, 1000)}
+
+
+def _check(value: Any, spec: tuple, path: str, errors: list[str]) -> None:
+    kind = spec[0]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            errors.append(f"{path}: must be true or false")
+    elif kind in ("number", "int"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if kind == "int" and ok and not float(value).is_integer():
+            ok = False
+        if not ok:
+            errors.append(f"{path}: must be {'an integer' if kind == 'int' else 'a number'}")
+        elif not spec[1] <= value <= spec[2]:
+            errors.append(f"{path}: must be between {spec[1]} and {spec[2]}, got {value}")
+    elif kind == "enum":
+        if isinstance(value, bool) or value not in spec[1]:
+            shown = ", ".join(map(str, spec[1])) if len(spec[1]) <= 12 else "a supported code"
+            errors.append(f"{path}: must be one of {shown}, got {value!r}")
+    elif kind == "string":
+        if not isinstance(value, str):
+            errors.append(f"{path}: must be a string")
+    elif kind == "any_object":
+        if not isinstance(value, dict):
+            errors.append(f"{path}: must be an object")
+    elif kind == "object":
+        if not isinstance(value, dict):
+            errors.append(f"{path}: must be an object")
+            return
+        for key, child in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in spec[1]:
+                errors.append(f"{sub}: unknown option")
+            else:
+                _check(child, spec[1][key], sub, errors)
+    elif kind == "list":
+        if not isinstance(value, list):
+            errors.append(f"{path}: must be a list")
+            return
+        if len(value) < spec[2]:
+            errors.append(f"{path}: needs at least {spec[2]} item(s)")
+        for i, item in enumerate(value):
+            _check(item, spec[1], f"{path}[{i}]", errors)
+    elif kind == "dict_of_str_lists":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in value.items()
+        ):
+            errors.append(f"{path}: must map each spelling to a list of strings")
+    elif kind == "vocabulary":
+        if not isinstance(value, list) or not value:
+            errors.append(f"{path}: must be a non-empty list")
+            return
+        entry = {"value": ("string",), "intensity": ("number", 0, 1), "pronunciations": ("list", ("string",), 0),
+                 "language": ("enum", tuple(sorted(LANGUAGES)))}
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                continue
+            if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+                errors.append(f"{path}[{i}]: must be a string or an object with a string 'value'")
+                continue
+            _check(item, ("object", entry), f"{path}[{i}]", errors)
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a (partial) session configuration; returns it, or raises :class:`SessionConfigError`."""
+    errors: list[str] = []
+    if not isinstance(config, dict):
+        raise SessionConfigError(["the session configuration must be a JSON/YAML object"])
+    body = {k: v for k, v in config.items() if k != STREAM_KEY}
+    _check(body, ("object", SCHEMA), "", errors)
+    stream = config.get(STREAM_KEY)
+    if stream is not None:
+        _check(stream, ("object", STREAM_SCHEMA), STREAM_KEY, errors)
+    for parent, flag, sub, key in _REQUIRES:
+        section = body.get(parent)
+        if isinstance(section, dict) and section.get(flag) is True:
+            sub_config = section.get(sub)
+            if not isinstance(sub_config, dict) or key not in sub_config:
+                errors.append(f"{parent}.{sub}.{key}: required when {parent}.{flag} is true")
+    callback_config = body.get("callback_config")
+    if isinstance(callback_config, dict) and "url" in callback_config:
+        errors.append("callback_config.url: set by the service (a per-job secret URL); remove it")
+    if body.get("callback") is False:
+        errors.append("callback: the service relies on callbacks; it cannot be false")
+    messages = body.get("messages_config")
+    if isinstance(messages, dict) and messages.get("receive_acknowledgments") is False:
+        errors.append("messages_config.receive_acknowledgments: the worker needs acknowledgements to resume")
+    metadata = body.get("custom_metadata")
+    if isinstance(metadata, dict):
+        for key in RESERVED_METADATA:
+            if key in metadata:
+                errors.append(f"custom_metadata.{key}: reserved (set by the service)")
+        if len(json.dumps(metadata, separators=(",", ":"))) > CUSTOM_METADATA_MAX_CHARS - 120:
+            errors.append(f"custom_metadata: too long (Gladia allows {CUSTOM_METADATA_MAX_CHARS} characters in all)")
+    if errors:
+        raise SessionConfigError(errors)
+    return config
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: objects merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A configuration file: JSON, or YAML (``.yaml``/``.yml``; JSON is valid YAML too)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SessionConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SessionConfigError([f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({first})"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SessionConfigError([f"{path}: must hold an object of session options"])
+    try:
+        return validate(data)
+    except SessionConfigError as exc:
+        raise SessionConfigError([f"{path}: {e}" for e in exc.errors]) from None
+
+
+def from_options(*, languages: tuple[str, ...] = (), code_switching: Optional[bool] = None,
+                 sample_rate: Optional[int] = None, bit_depth: Optional[int] = None,
+                 endpointing: Optional[float] = None, translate_to: tuple[str, ...] = (),
+                 chunk_ms: Optional[int] = None, speed: Optional[float] = None,
+                 metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The partial configuration that CLI options stand for."""
+    config: dict[str, Any] = {}
+    if languages:
+        config.setdefault("language_config", {})["languages"] = list(languages)
+    if code_switching is not None:
+        config.setdefault("language_config", {})["code_switching"] = code_switching
+    if sample_rate is not None:
+        config["sample_rate"] = sample_rate
+    if bit_depth is not None:
+        config["bit_depth"] = bit_depth
+    if endpointing is not None:
+        config["endpointing"] = endpointing
+    if translate_to:
+        config["realtime_processing"] = {"translation": True,
+                                         "translation_config": {"target_languages": list(translate_to)}}
+    stream: dict[str, Any] = {}
+    if chunk_ms is not None:
+        stream["chunk_ms"] = chunk_ms
+    if speed is not None:
+        stream["speed"] = speed
+    if stream:
+        config[STREAM_KEY] = stream
+    if metadata:
+        config["custom_metadata"] = dict(metadata)
+    return validate(config)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    chunk_ms: int
+    speed: float
+
+
+def stream_options(job_config: dict[str, Any], settings) -> StreamOptions:
+    """Chunk length and speed for one job: its own options, else the worker's settings."""
+    stream = job_config.get(STREAM_KEY) or {}
+    return StreamOptions(chunk_ms=int(stream.get("chunk_ms", settings.chunk_ms)),
+                         speed=float(stream.get("speed", settings.stream_speed)))
+
+
+def job_config(batch_config: dict[str, Any], file_config: Optional[dict[str, Any]], *,
+               channels: int, sample_rate: int, bit_depth: int) -> dict[str, Any]:
+    """The configuration stored on a job: batch options, per-file options, the audio format.
+
+    User metadata stays in ``custom_metadata`` here; the job and batch ids are
+    added by :func:`post_body` when the session is created.
+    """
+    config = merge(batch_config, file_config or {})
+    config.pop("channels", None)
+    config.update(encoding="wav/pcm", sample_rate=sample_rate, bit_depth=bit_depth, channels=channels)
+    config["messages_config"] = merge(DEFAULT_MESSAGES_CONFIG, config.get("messages_config") or {})
+    config["messages_config"]["receive_acknowledgments"] = True
+    config["callback_config"] = merge(DEFAULT_CALLBACK_CONFIG, config.get("callback_config") or {})
+    config["callback"] = True
+    return validate(config)
+
+
+def post_body(config: dict[str, Any], *, callback_url: str, job_id: str, batch_id: Optional[str],
+              extra_metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The exact ``POST /v2/live`` body for a job (holds the secret callback URL: never store or log it)."""
+    body = {k: copy.deepcopy(v) for k, v in config.items() if k != STREAM_KEY}
+    metadata = dict(body.get("custom_metadata") or {})
+    metadata.update(extra_metadata or {})
+    metadata["job_id"] = job_id
+    if batch_id:
+        metadata["batch_id"] = batch_id
+    body["custom_metadata"] = metadata
+    body["callback"] = True
+    body["callback_config"] = dict(body.get("callback_config") or DEFAULT_CALLBACK_CONFIG)
+    body["callback_config"]["url"] = callback_url
+    body.setdefault("messages_config", dict(DEFAULT_MESSAGES_CONFIG))["receive_acknowledgments"] = True
+    return body
+
+
+# --------------------------------------------------------------------- manifest
+
+MANIFEST_OPTION_COLUMNS = ("language", "languages", "chunk_ms", "speed", "sample_rate", "config")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: Path
+    config: dict[str, Any]  # per-file options (validated, partial)
+    metadata: dict[str, Any]  # user metadata for custom_metadata
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """A CSV manifest: a ``path`` column, optional option columns, every other column is metadata.
+
+    Option columns: ``language``/``languages`` (codes separated by ``;`` or
+    ``,``), ``chunk_ms``, ``speed``, ``sample_rate``, ``config`` (a JSON
+    object merged into the session options). Relative paths are relative to
+    the manifest's folder. Empty cells are ignored.
+    """
+    manifest = Path(path)
+    try:
+        handle = manifest.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise SessionConfigError([f"{manifest}: cannot read ({exc.strerror or exc})"]) from None
+    rows: list[ManifestRow] = []
+    errors: list[str] = []
+    with handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "path" not in [f.strip() for f in reader.fieldnames]:
+            raise SessionConfigError([f"{manifest}: needs a header row with a 'path' column"])
+        for line, raw in enumerate(reader, start=2):
+            record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            where = f"{manifest}:{line}"
+            if not record.get("path"):
+                errors.append(f"{where}: empty path")
+                continue
+            file_path = Path(record.pop("path")).expanduser()
+            if not file_path.is_absolute():
+                file_path = manifest.parent / file_path
+            config: dict[str, Any] = {}
+            metadata: dict[str, Any] = {}
+            try:
+                langs = record.pop("languages", "") or record.pop("language", "")
+                record.pop("language", None)
+                if langs:
+                    config["language_config"] = {"languages": [c.strip() for c in langs.replace(",", ";").split(";") if c.strip()]}
+                stream: dict[str, Any] = {}
+                if record.get("chunk_ms"):
+                    stream["chunk_ms"] = int(record.pop("chunk_ms"))
+                if record.get("speed"):
+                    stream["speed"] = float(record.pop("speed"))
+                if stream:
+                    config[STREAM_KEY] = stream
+                if record.get("sample_rate"):
+                    config["sample_rate"] = int(record.pop("sample_rate"))
+                if record.get("config"):
+                    extra = json.loads(record.pop("config"))
+                    if not isinstance(extra, dict):
+                        raise ValueError("the config column must hold a JSON object")
+                    config = merge(extra, config)
+            except ValueError as exc:
+                errors.append(f"{where}: {str(exc).splitlines()[0]}")
+                continue
+            for key in MANIFEST_OPTION_COLUMNS:
+                record.pop(key, None)
+            metadata = {k: v for k, v in record.items() if k and v}
+            if metadata:
+                config["custom_metadata"] = merge(config.get("custom_metadata") or {}, metadata)
+            try:
+                validate(config)
+            except SessionConfigError as exc:
+                errors.extend(f"{where}: {e}" for e in exc.errors)
+                continue
+            rows.append(ManifestRow(path=file_path, config=config, metadata=metadata))
+    if errors:
+        raise SessionConfigError(errors)
+    if not rows:
+        raise SessionConfigError([f"{manifest}: no rows"])
+    return rows

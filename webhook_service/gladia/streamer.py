@@ -1,0 +1,759 @@
+"""Stream one job's audio into its Gladia live session, and survive anything on the way.
+
+Two layers:
+
+* :class:`LiveStream` (asyncio) owns one WebSocket: paced chunks, the
+  acknowledgement window, reconnects that resend from the last acknowledged
+  byte, and the final close. It touches no database.
+* :func:`run_job` (synchronous, called by the Celery task) owns the job row:
+  it claims the job, takes a concurrency slot, creates or finds the Gladia
+  session, runs the :class:`LiveStream` on the process's shared event loop and
+  records the outcome.
+
+Why one shared event loop per worker process: streaming is waiting (for the
+next chunk's time, for acknowledgements), so hundreds of streams fit in one
+thread; Celery's ``threads`` pool gives each task a thread that only blocks on
+its stream's future, while all sockets, timers and decoding run on one loop
+(see ``bench/bench_streaming.py`` for the measurements). Progress of every
+stream of the process is written in one transaction per heartbeat interval.
+
+Crash safety rests on the job row:
+
+* a job is *claimed* with a conditional UPDATE (its ``worker_id`` is free or
+  its heartbeat is stale), so two runs of one job never stream at once; a run
+  that loses its claim (its heartbeat UPDATE matches no row) drops its socket
+  without closing the session;
+* the Gladia session is created only when the row has none, and committed at
+  once; a crash between the POST and that commit leaves an orphan that the
+  next run finds by ``custom_metadata.job_id`` before creating another;
+* the resume point is ``bytes_acked`` (Gladia's ``byte_range`` end), so a new
+  run or a reconnect sends exactly the bytes Gladia has not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Optional
+
+from sqlalchemy import or_, select, update
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from .. import concurrency
+from ..audio import AudioError, PcmFormat, PcmReader, estimated_bytes, probe, session_format
+from ..config import Settings
+from ..db import session_scope
+from ..logging_setup import job_context, set_gladia_id
+from ..metrics import JOBS_STATE_CHANGES, STREAM_BYTES_SENT, STREAM_RECONNECTS
+from ..models import ACTIVE_STATES, Job, utcnow
+from ..tokens import callback_token, redact_ws_url
+from . import session_config
+from .client import (
+    GladiaAuthError,
+    GladiaBadRequest,
+    GladiaClient,
+    GladiaError,
+    GladiaNotFound,
+    GladiaRateLimited,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 1 << 20  # Gladia closes the socket with 1009 above 1 MiB
+# Unacknowledged audio a stream may hold (and so resend) before it waits for acknowledgements.
+WINDOW_S = 1.0
+# Per-connection reconnect attempts before the run gives up and the job is re-driven later.
+MAX_RECONNECT_ATTEMPTS = 8
+RECONNECT_MAX_DELAY_S = 5.0
+# How long the last acknowledgement may take once every byte is sent before the socket is presumed dead.
+FINAL_ACK_TIMEOUT_S = 30.0
+# How long CLOSE_MODE=stop waits for end_session after stop_recording.
+STOP_WAIT_S = 600.0
+# A claimed job waits this long for a free concurrency slot before the task is re-queued.
+SLOT_WAIT_S = 30.0
+# POST /v2/live attempts within one run when Gladia is unreachable or answers 5xx.
+CREATE_ATTEMPTS = 4
+
+
+# ============================================================== the WebSocket
+
+@dataclass
+class StreamResult:
+    outcome: str  # complete | session_gone | lost_claim | failed_audio | transient
+    bytes_sent: int
+    bytes_acked: int
+    bytes_total: Optional[int]
+    reconnects: int
+    error: Optional[str] = None
+
+
+@dataclass
+class LatencyRecorder:
+    """Lateness of each paced send against its schedule (used by the benchmark)."""
+
+    samples: list[float] = field(default_factory=list)
+
+    def add(self, late_s: float) -> None:
+        self.samples.append(late_s)
+
+
+class LiveStream:
+    """One live session's socket: send ``path`` from ``start`` on, paced, acknowledged, resumable."""
+
+    def __init__(self, *, url: str, path: str, fmt: PcmFormat, start: int = 0, chunk_ms: int = 100,
+                 speed: float = 1.0, close_mode: str = "close", window_s: float = WINDOW_S,
+                 max_duration_s: float = 3 * 3600, session_alive: Optional[Callable[[], Any]] = None,
+                 lateness: Optional[LatencyRecorder] = None, label: str = "", reconnects_before: int = 0):
+        self.url = url
+        self.path = path
+        self.fmt = fmt
+        self.chunk_bytes = fmt.chunk_bytes(chunk_ms, MAX_FRAME_BYTES)
+        self.speed = speed
+        self.close_mode = close_mode
+        self.window_bytes = max(int(window_s * fmt.bytes_per_second) // fmt.bytes_per_frame * fmt.bytes_per_frame,
+                                2 * self.chunk_bytes)
+        self.max_duration_s = max_duration_s
+        self.session_alive = session_alive  # async callable: False when Gladia says the session is over
+        self.lateness = lateness
+        self.label = label or redact_ws_url(url) or ""
+        self.bytes_acked = start
+        self.bytes_sent = start
+        self.bytes_total: Optional[int] = None
+        self.reconnects = 0
+        self.reconnects_before = reconnects_before  # counted by earlier runs of the job
+        self.last_error: Optional[str] = None
+        self.lost_claim = False  # set by the heartbeat when another run owns the job
+        self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
+        self._reader: Optional[PcmReader] = None
+        self._acked = asyncio.Event()
+        self._ended = asyncio.Event()  # end_session seen
+        self._ws = None
+
+    # ------------------------------------------------------------ main loop
+
+    async def run(self) -> StreamResult:
+        attempt = 0
+        try:
+            self._reader = PcmReader(self.path, self.fmt, self.bytes_acked, max_duration_s=self.max_duration_s)
+            while True:
+                if self.lost_claim:
+                    return self._result("lost_claim")
+                progressed_from = self.bytes_acked
+                try:
+                    async with connect(self.url, compression=None, max_size=64 << 20, proxy=None,
+                                       open_timeout=10, ping_interval=20, ping_timeout=30,
+                                       close_timeout=5, user_agent_header="webhook-service") as ws:
+                        self._ws = ws
+                        outcome = await self._converse(ws)
+                        if outcome is not None:
+                            return self._result(outcome)
+                except InvalidStatus as exc:
+                    status = exc.response.status_code
+                    self.last_error = f"WebSocket handshake refused with HTTP {status}"
+                    if 400 <= status < 500 and status not in (408, 429):
+                        return self._result("session_gone")
+                except ConnectionClosed as exc:
+                    code = exc.rcvd.code if exc.rcvd is not None else None
+                    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                    self.last_error = f"socket closed with {code or 'no close frame'} {reason}".strip()
+                    if code is not None and 4400 <= code <= 4499:
+                        return self._result("session_gone")
+                    if code == 1000:
+                        # Gladia ended the session although audio was still due.
+                        return self._result("session_gone")
+                except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+                    self.last_error = f"connection failed: {type(exc).__name__}: {str(exc)[:200]}"
+                finally:
+                    self._ws = None
+                if self.lost_claim:
+                    return self._result("lost_claim")
+                attempt = 1 if self.bytes_acked > progressed_from else attempt + 1
+                if attempt > MAX_RECONNECT_ATTEMPTS:
+                    return self._result("transient")
+                if attempt >= 3 and self.session_alive is not None and not await self.session_alive():
+                    self.last_error = (self.last_error or "") + "; Gladia reports the session as ended"
+                    return self._result("session_gone")
+                self.reconnects += 1
+                STREAM_RECONNECTS.inc()
+                delay = min(RECONNECT_MAX_DELAY_S, 0.3 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                log.warning("stream %s interrupted (%s); reconnecting in %.2fs from byte %d",
+                            self.label, self.last_error, delay, self.bytes_acked)
+                await asyncio.sleep(delay)
+        except AudioError as exc:
+            self.last_error = str(exc)
+            await self._close_quietly(1000)
+            return self._result("failed_audio")
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+
+    def _result(self, outcome: str) -> StreamResult:
+        return StreamResult(outcome, self.bytes_sent, self.bytes_acked, self.bytes_total, self.reconnects,
+                            self.last_error)
+
+    async def _close_quietly(self, code: int) -> None:
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.close(code)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+    def abort(self) -> None:
+        """Drop the socket without a close frame: Gladia keeps the session for the next owner."""
+        self.lost_claim = True
+        ws = self._ws
+        if ws is not None and ws.transport is not None:
+            ws.transport.abort()
+
+    # ------------------------------------------------------ one connection
+
+    async def _converse(self, ws) -> Optional[str]:
+        """Resend what is unacknowledged, stream the rest, finish. None means: reconnect."""
+        receiver = asyncio.create_task(self._receive(ws))
+        try:
+            sender_done = asyncio.create_task(self._send_all(ws))
+            done, _ = await asyncio.wait({receiver, sender_done}, return_when=asyncio.FIRST_COMPLETED)
+            if sender_done in done:
+                outcome = sender_done.result()  # raises what the sender raised
+                return outcome
+            sender_done.cancel()
+            try:
+                await sender_done
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+            receiver.result()  # re-raise ConnectionClosed from the receiver
+            raise ConnectionClosed(None, None)  # the server stopped talking without a close frame
+        finally:
+            if not receiver.done():
+                receiver.cancel()
+            try:
+                await receiver
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+
+    async def _send_all(self, ws) -> Optional[str]:
+        # 1. Resend the unacknowledged tail (session-relative offsets make this exact).
+        pending = bytes(self._unacked)
+        limit = MAX_FRAME_BYTES // self.fmt.bytes_per_frame * self.fmt.bytes_per_frame
+        for i in range(0, len(pending), limit):
+            await ws.send(pending[i:i + limit])
+        # 2. New audio, paced against a monotonic clock: chunk k is due at t0 + k * chunk_duration / speed,
+        #    so sleeping late never accumulates drift.
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        base = self.bytes_sent
+        rate = self.fmt.bytes_per_second * self.speed
+        reader = self._reader
+        assert reader is not None
+        while self.bytes_total is None:
+            if self.lost_claim:
+                return "lost_claim"
+            while len(self._unacked) + self.chunk_bytes > self.window_bytes:
+                self._acked.clear()
+                await self._acked.wait()
+            if rate > 0:
+                due = t0 + (self.bytes_sent - base) / rate
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self.lateness is not None:
+                    self.lateness.add(loop.time() - due)
+            chunk = reader.read(self.chunk_bytes)
+            if not chunk:
+                self.bytes_total = self.bytes_sent
+                break
+            self._unacked += chunk
+            self.bytes_sent += len(chunk)
+            await ws.send(chunk)
+            STREAM_BYTES_SENT.inc(len(chunk))
+        # 3. Every byte sent: wait for the last acknowledgement, then end.
+        deadline = loop.time() + FINAL_ACK_TIMEOUT_S
+        while self.bytes_acked < self.bytes_total:
+            self._acked.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.last_error = "no acknowledgement for the last audio; resending"
+                await ws.close(4000, "no acknowledgement")  # a non-1000 code: the session survives
+                return None
+            try:
+                await asyncio.wait_for(self._acked.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        if self.close_mode == "stop":
+            await ws.send(json.dumps({"type": "stop_recording"}))
+            try:
+                await asyncio.wait_for(self._ended.wait(), STOP_WAIT_S)
+            except asyncio.TimeoutError:
+                self.last_error = "stop_recording sent; end_session did not arrive in time"
+            await self._close_quietly(1000)
+            return "complete"
+        await ws.close(1000)
+        return "complete"
+
+    async def _receive(self, ws) -> None:
+        async for raw in ws:
+            if isinstance(raw, bytes):
+                continue
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            kind = message.get("type")
+            if kind == "audio_chunk":
+                data = message.get("data") or {}
+                byte_range = data.get("byte_range") if isinstance(data, dict) else None
+                if message.get("acknowledged") and isinstance(byte_range, list) and len(byte_range) == 2:
+                    end = int(byte_range[1])
+                    if end > self.bytes_acked:
+                        drop = min(end - self.bytes_acked, len(self._unacked))
+                        del self._unacked[:drop]
+                        self.bytes_acked = min(end, self.bytes_sent)
+                        self._acked.set()
+                else:
+                    error = (message.get("error") or {}).get("message") if isinstance(message.get("error"), dict) else None
+                    self.last_error = f"chunk not acknowledged: {error or 'no reason given'}"
+                    log.warning("stream %s: %s", self.label, self.last_error)
+            elif kind == "end_session":
+                self._ended.set()
+            elif kind == "error":
+                self.last_error = f"Gladia error: {json.dumps(message.get('error') or message.get('data'))[:300]}"
+                log.warning("stream %s: %s", self.label, self.last_error)
+
+
+# ===================================================== process-wide runtime
+
+class _Runtime:
+    """The worker process's event loop (one thread) and its progress writer."""
+
+    def __init__(self, heartbeat_interval_s: float):
+        self.loop = asyncio.new_event_loop()
+        self.db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-db")
+        self.streams: dict[str, tuple[LiveStream, str, Settings]] = {}  # job id -> (stream, run id, settings)
+        self.lock = threading.Lock()
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.thread = threading.Thread(target=self._run, name="stream-loop", daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._heartbeat_forever(), self.loop)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro, timeout: Optional[float] = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def register(self, job_id: str, stream: LiveStream, run_id: str, settings: Settings) -> None:
+        with self.lock:
+            self.streams[job_id] = (stream, run_id, settings)
+
+    def unregister(self, job_id: str) -> None:
+        with self.lock:
+            self.streams.pop(job_id, None)
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            with self.lock:
+                entries = list(self.streams.items())
+            if not entries:
+                continue
+            try:
+                lost = await self.loop.run_in_executor(self.db_pool, write_progress, entries)
+            except Exception:  # noqa: BLE001 - the next beat retries; a dead DB must not kill streams
+                log.exception("progress write failed")
+                continue
+            for job_id in lost:
+                log.warning("job %s was claimed by another run; dropping this stream", job_id)
+                entry = self.streams.get(job_id)
+                if entry is not None:
+                    entry[0].abort()
+
+
+_runtime: Optional[_Runtime] = None
+_runtime_lock = threading.Lock()
+
+
+def runtime(settings: Settings) -> _Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = _Runtime(settings.heartbeat_interval_s)
+        return _runtime
+
+
+def _forget_runtime() -> None:
+    global _runtime
+    _runtime = None
+
+
+os.register_at_fork(after_in_child=_forget_runtime)
+
+
+def lease_s(settings: Settings) -> float:
+    """Concurrency-slot lease: long enough to survive a few missed heartbeats."""
+    return max(settings.stale_heartbeat_s, 3 * settings.heartbeat_interval_s)
+
+
+def write_progress(entries: list[tuple[str, tuple[LiveStream, str, Settings]]]) -> list[str]:
+    """One transaction per database: each stream's progress and heartbeat, and its slot lease.
+
+    Returns the job ids whose claim belongs to another run now.
+    """
+    lost: list[str] = []
+    by_db: dict[str, list] = {}
+    for job_id, (stream, run_id, settings) in entries:
+        by_db.setdefault(settings.database_url, []).append((job_id, stream, run_id, settings))
+    for url, items in by_db.items():
+        now = utcnow()
+        with session_scope(url) as session:
+            for job_id, stream, run_id, _settings in items:
+                result = session.execute(
+                    update(Job).where(Job.id == job_id, Job.worker_id == run_id)
+                    .values(bytes_sent=stream.bytes_sent, bytes_acked=stream.bytes_acked,
+                            reconnects=stream.reconnects_before + stream.reconnects,
+                            heartbeat_at=now)
+                )
+                if result.rowcount == 0:
+                    lost.append(job_id)
+            concurrency.renew_slots(session, [i[0] for i in items if i[0] not in lost], lease_s(items[0][3]), now)
+    return lost
+
+
+# ================================================================= the job
+
+class Deferred(Exception):
+    """Nothing wrong, but not now (no free slot, Gladia's 429, a transient outage): retry later."""
+
+    def __init__(self, reason: str, countdown: float):
+        super().__init__(reason)
+        self.countdown = countdown
+
+
+@dataclass
+class _Claim:
+    run_id: str
+    job: Job
+
+
+def _new_run_id() -> str:
+    from ..tasks import WORKER_ID  # the worker's host:pid; tasks imports nothing from here at import time
+
+    return f"{WORKER_ID}:{uuid.uuid4().hex[:8]}"[:200]
+
+
+def claim_job(settings: Settings, job_id: str, run_id: str) -> tuple[Optional[Job], str]:
+    """Take ownership of a job that nobody streams (free, or its owner's heartbeat is stale).
+
+    Returns (job, "") on success, or (None, why-not).
+    """
+    now = utcnow()
+    stale_before = now - timedelta(seconds=settings.stale_heartbeat_s)
+    with session_scope(settings.database_url) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_(("queued",) + ACTIVE_STATES),
+                   or_(Job.worker_id.is_(None), Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before))
+            .values(worker_id=run_id, heartbeat_at=now)
+        )
+        job = session.get(Job, job_id)
+        if job is None:
+            return None, "no such job"
+        if result.rowcount == 0:
+            if job.state not in ("queued",) + ACTIVE_STATES:
+                return None, f"job is already {job.state}"
+            return None, f"job is being streamed by {job.worker_id} (heartbeat {job.heartbeat_at:%H:%M:%S})"
+        session.expunge(job)
+        return job, ""
+
+
+def _update_owned(settings: Settings, job_id: str, run_id: str, **values: Any) -> bool:
+    with session_scope(settings.database_url) as session:
+        result = session.execute(update(Job).where(Job.id == job_id, Job.worker_id == run_id).values(**values))
+        return result.rowcount == 1
+
+
+def _with_job(settings: Settings, job_id: str, run_id: str, change: Callable[[Job], None]) -> bool:
+    """Apply ``change`` to the job row if this run still owns it (row locked on PostgreSQL)."""
+    with session_scope(settings.database_url) as session:
+        job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+        if job is None or job.worker_id != run_id:
+            return False
+        before = job.state
+        change(job)
+        if job.state != before:
+            JOBS_STATE_CHANGES.labels(job.state).inc()
+        return True
+
+
+def _fail(settings: Settings, job_id: str, run_id: str, reason: str, *, reconcile: bool = False) -> None:
+    def change(job: Job) -> None:
+        job.advance("failed")
+        job.last_error = reason[:2000]
+        job.worker_id = None
+        if reconcile and job.gladia_id:
+            job.reconcile_after = utcnow()
+
+    _with_job(settings, job_id, run_id, change)
+    concurrency.release_slot(settings.database_url, job_id)
+    log.error("job failed: %s", reason)
+
+
+def _release(settings: Settings, job_id: str, run_id: str, error: Optional[str] = None) -> None:
+    values: dict[str, Any] = {"worker_id": None}
+    if error:
+        values["last_error"] = error[:2000]
+    _update_owned(settings, job_id, run_id, **values)
+
+
+def run_job(settings: Settings, job_id: str) -> str:
+    """Stream one job to its end; safe to call again, and safe against concurrent calls.
+
+    Returns a short outcome (``stream_closed``, ``failed``, ``skipped: ...``);
+    raises :class:`Deferred` when the task should be retried later.
+    """
+    from ..tasks import MAX_JOB_ATTEMPTS
+
+    run_id = _new_run_id()
+    with job_context(job_id):
+        job, why = claim_job(settings, job_id, run_id)
+        if job is None:
+            log.info("not streaming: %s", why)
+            return f"skipped: {why}"
+        if job.gladia_id:
+            set_gladia_id(job.gladia_id)
+        try:
+            return _run_claimed(settings, job, run_id, MAX_JOB_ATTEMPTS)
+        except Deferred:
+            _release(settings, job_id, run_id)
+            raise
+        except BaseException as exc:
+            # Unexpected: let the job be re-driven (bounded by its attempts) rather than stuck.
+            _release(settings, job_id, run_id, f"{type(exc).__name__}: {str(exc)[:300]}")
+            concurrency.release_slot(settings.database_url, job_id)
+            raise
+
+
+def _audio_facts(settings: Settings, job: Job, run_id: str) -> Optional[PcmFormat]:
+    """The session's PCM format; probes the file when submit did not (or the file changed). None: failed."""
+    config = job.session_config or {}
+    try:
+        if job.audio_channels is None or job.audio_duration_s is None:
+            info = probe(job.source_path)
+            fmt = session_format(info, config.get("sample_rate"), config.get("bit_depth", 16))
+            total = estimated_bytes(info, fmt)
+
+            def store(row: Job) -> None:
+                row.audio_channels, row.audio_duration_s = info.channels, info.duration_s
+                row.audio_sample_rate, row.audio_sha256 = info.sample_rate, info.sha256
+                row.bytes_total = row.bytes_total or total
+                row.session_config = session_config.job_config(
+                    config, None, channels=fmt.channels, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth)
+
+            _with_job(settings, job.id, run_id, store)
+            job.session_config = session_config.job_config(
+                config, None, channels=fmt.channels, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth)
+            return fmt
+        if not os.path.isfile(job.source_path):
+            raise AudioError(f"{job.source_path}: no such file (moved or deleted after submit)")
+        return PcmFormat(sample_rate=int(config.get("sample_rate", 16000)), channels=int(config.get("channels", job.audio_channels)),
+                         bit_depth=int(config.get("bit_depth", 16)))
+    except AudioError as exc:
+        _fail(settings, job.id, run_id, str(exc))
+        return None
+
+
+def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
+    deadline = time.monotonic() + SLOT_WAIT_S
+    delay = 0.2
+    while True:
+        slot = concurrency.acquire_slot(settings.database_url, job.id, settings.max_concurrent_sessions,
+                                        lease_s(settings))
+        if slot is not None:
+            log.debug("holding concurrency slot %d", slot)
+            return
+        if time.monotonic() >= deadline:
+            raise Deferred(f"all {settings.max_concurrent_sessions} session slots are busy", random.uniform(2, 10))
+        # Keep the claim fresh while waiting, so nobody presumes this run dead.
+        if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
+            raise Deferred("claim lost while waiting for a slot", 1)
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 1.6, 2.0)
+
+
+def _find_orphan(client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
+    """A session created for this job whose id never reached the database (crash after POST)."""
+    try:
+        page = client.list_live(custom_metadata={"job_id": job.id}, limit=10)
+    except GladiaError as exc:
+        log.warning("cannot look for an orphaned session: %s", exc)
+        raise Deferred(f"orphan lookup failed: {exc}", random.uniform(5, 15)) from None
+    items = [i for i in page.get("items") or [] if (i.get("custom_metadata") or {}).get("job_id") == job.id]
+    return items[0] if items else None
+
+
+def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: str) -> Optional[tuple[str, str]]:
+    """(gladia_id, ws_url) of the job's one session, created if it has none. None: job failed."""
+    if job.gladia_id and job.ws_url:
+        return job.gladia_id, job.ws_url
+    callback_url = (settings.public_base_url.rstrip("/") + "/callbacks/gladia/"
+                    + callback_token(job.id, settings.callback_signing_key))
+    body = session_config.post_body(job.session_config or {}, callback_url=callback_url, job_id=job.id,
+                                    batch_id=job.batch_id)
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        orphan = _find_orphan(client, job)
+        if orphan is not None:
+            if isinstance(orphan.get("url"), str):
+                log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
+                created = orphan
+                break
+            # Gladia's list does not return the socket URL: that session cannot be fed. It has received no
+            # audio; delete it so the job still ends up with exactly one session holding audio.
+            log.warning("deleting orphaned session %s (no audio, its URL was never recorded)", orphan["id"])
+            try:
+                client.delete_live(orphan["id"])
+            except GladiaError as exc:
+                log.warning("could not delete orphaned session %s: %s", orphan["id"], exc)
+        try:
+            created = client.create_live(body)
+            break
+        except GladiaRateLimited as exc:
+            # Back-pressure (Gladia's own concurrency limit), not a failure.
+            concurrency.release_slot(settings.database_url, job.id)
+            raise Deferred(f"Gladia answered 429: {exc}", exc.retry_after or random.uniform(5, 20)) from None
+        except (GladiaBadRequest, GladiaAuthError) as exc:
+            _fail(settings, job.id, run_id, f"Gladia refused the session: {exc}")
+            return None
+        except GladiaError as exc:
+            if attempt == CREATE_ATTEMPTS:
+                concurrency.release_slot(settings.database_url, job.id)
+                raise Deferred(f"cannot create the session: {exc}", random.uniform(10, 30)) from None
+            log.warning("POST /v2/live failed (%s); looking for an orphan, then retrying", exc)
+            time.sleep(min(5.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
+    gladia_id, url = created["id"], created["url"]
+    set_gladia_id(gladia_id)
+    created_at = created.get("created_at")
+
+    def store(row: Job) -> None:
+        row.gladia_id, row.ws_url = gladia_id, url
+        if isinstance(created_at, str):
+            from datetime import datetime
+
+            try:
+                row.gladia_created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+
+    if not _with_job(settings, job.id, run_id, store):
+        raise Deferred("claim lost while creating the session", 1)
+    log.info("session %s created, socket %s", gladia_id, redact_ws_url(url))
+    return gladia_id, url
+
+
+def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -> str:
+    fmt = _audio_facts(settings, job, run_id)
+    if fmt is None:
+        return "failed"
+    _acquire_slot(settings, job, run_id)
+    state = {"attempts": 0}
+
+    def start(row: Job) -> None:
+        row.attempts = (row.attempts or 0) + 1
+        state["attempts"] = row.attempts
+        row.advance("starting")
+
+    _with_job(settings, job.id, run_id, start)
+    if state["attempts"] > max_attempts:
+        _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: {job.last_error}",
+              reconcile=True)
+        return "failed"
+    client = GladiaClient.from_settings(settings)
+    try:
+        found = _ensure_session(settings, client, job, run_id)
+        if found is None:
+            return "failed"
+        gladia_id, url = found
+        _with_job(settings, job.id, run_id, lambda row: row.advance("streaming"))
+        options = session_config.stream_options(job.session_config or {}, settings)
+
+        rt = runtime(settings)
+
+        async def session_alive() -> bool:
+            def check() -> bool:
+                try:
+                    return client.get_live(gladia_id).get("status") not in ("done", "error")
+                except GladiaNotFound:
+                    return False
+                except GladiaError:
+                    return True
+            return await asyncio.get_running_loop().run_in_executor(rt.db_pool, check)
+
+        async def build() -> LiveStream:
+            return LiveStream(url=url, path=job.source_path, fmt=fmt, start=job.bytes_acked or 0,
+                                chunk_ms=options.chunk_ms, speed=options.speed, close_mode=settings.close_mode,
+                                session_alive=session_alive, label=redact_ws_url(url) or gladia_id,
+                                reconnects_before=job.reconnects or 0)
+
+        stream = rt.run(build())
+        rt.register(job.id, stream, run_id, settings)
+        log.info("streaming %s from byte %d (chunk %d ms, speed %g)", job.source_path, stream.bytes_acked,
+                 options.chunk_ms, options.speed)
+        try:
+            result = rt.run(stream.run())
+        finally:
+            rt.unregister(job.id)
+        return _finish(settings, job, run_id, result, stream)
+    finally:
+        client.close()
+
+
+def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, stream: LiveStream) -> str:
+    now = utcnow()
+    reconnects = (job.reconnects or 0) + result.reconnects
+
+    def progress(row: Job) -> None:
+        row.bytes_sent, row.bytes_acked, row.reconnects, row.heartbeat_at = (
+            result.bytes_sent, result.bytes_acked, reconnects, now)
+        if result.bytes_total is not None:
+            row.bytes_total = result.bytes_total
+
+    if result.outcome == "lost_claim":
+        log.warning("another run owns the job now; this run stops")
+        return "skipped: claim lost"
+    if result.outcome == "failed_audio":
+        _with_job(settings, job.id, run_id, progress)
+        _fail(settings, job.id, run_id, result.error or "audio error", reconcile=True)
+        return "failed"
+    if result.outcome == "transient":
+        _with_job(settings, job.id, run_id, progress)
+        _release(settings, job.id, run_id, result.error)
+        concurrency.release_slot(settings.database_url, job.id)
+        raise Deferred(f"stream interrupted: {result.error}", random.uniform(5, 15))
+
+    def closed(row: Job) -> None:
+        progress(row)
+        row.advance("stream_closed")
+        row.worker_id = None
+        if result.outcome == "complete":
+            row.reconcile_after = now + timedelta(seconds=settings.reconcile_delay_s)
+        else:  # the session ended or vanished under us: what Gladia kept is for reconciliation to settle
+            row.last_error = (f"session ended before all audio was acknowledged "
+                              f"({result.bytes_acked} of {result.bytes_total or row.bytes_total or '?'} bytes): "
+                              f"{result.error or ''}").strip()[:2000]
+            row.reconcile_after = now
+
+    _with_job(settings, job.id, run_id, closed)
+    concurrency.release_slot(settings.database_url, job.id)
+    log.info("stream closed (%s): %d bytes acknowledged, %d reconnects", result.outcome, result.bytes_acked,
+             result.reconnects)
+    return "stream_closed"
