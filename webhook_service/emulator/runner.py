@@ -50,6 +50,10 @@ class RunningEmulator:
         self._started.set()
         self._loop.run_forever()
         self._loop.run_until_complete(self._runner.cleanup())
+        leftovers = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+        for task in leftovers:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         self._loop.close()
 
     def start(self, timeout: float = 10.0) -> "RunningEmulator":

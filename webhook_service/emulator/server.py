@@ -120,10 +120,10 @@ class Emulator:
                 if session.finishing or not session.active:
                     continue
                 if session.conn is not None and now - session.last_activity > o.idle_timeout_s:
-                    self.spawn(session.finish(f"no audio for {o.idle_timeout_s:g} s"))
+                    session.end_recording(f"no audio for {o.idle_timeout_s:g} s")
                 elif (session.conn is None and session.disconnected_at is not None
                       and now - session.disconnected_at > o.resume_grace_s):
-                    self.spawn(session.finish(f"no connection for {o.resume_grace_s:g} s"))
+                    session.end_recording(f"no connection for {o.resume_grace_s:g} s")
 
     # ------------------------------------------------------------------ app
 
@@ -357,6 +357,7 @@ class Emulator:
         try:
             await self._read(session, conn)
         finally:
+            log.debug("session %s: socket closed with %s", session.id, ws.close_code)
             session.detach(conn, ws.close_code)
         return ws
 

@@ -101,6 +101,11 @@ class Connection:
             except (ConnectionError, RuntimeError):
                 pass  # the peer went away; the session notices through the reader
 
+    def stop(self) -> None:
+        """The socket is gone: let the writer task end (nothing more can be sent)."""
+        self.closing = True
+        self._queue.put_nowait(None)
+
     async def close(self, code: int, reason: str, flush: bool = True) -> None:
         """Close after sending what is queued (``flush``) or at once."""
         if self.closing:
@@ -205,10 +210,10 @@ class LiveSession:
         if self.conn is not conn:
             return
         self.conn = None
-        conn.closing = True
+        conn.stop()
         self.disconnected_at = time.monotonic()
         if code == 1000 and not self.finishing:
-            self.emulator.spawn(self.finish("client closed with 1000"))
+            self.end_recording("client closed with 1000")
 
     # ------------------------------------------------------------------- input
 
@@ -237,7 +242,7 @@ class LiveSession:
                   data={"byte_range": [before, self.bytes_received],
                         "time_range": [round(self.audio_seconds(audio_before), 3), round(self.audio_seconds(), 3)]})
         if self.audio_seconds() >= self.emulator.options.max_session_s:
-            self.emulator.spawn(self.finish("maximum session duration reached"))
+            self.end_recording("maximum session duration reached")
 
     def stop_recording(self) -> None:
         if self.finishing:
@@ -247,7 +252,7 @@ class LiveSession:
         self.emit("stop_recording", acknowledged=True, error=None,
                   data={"recording_duration": round(self.audio_seconds(), 3),
                         "recording_left_to_process": round(self.audio_seconds(self._pending_audio), 3)})
-        self.emulator.spawn(self.finish("stop_recording"))
+        self.end_recording("stop_recording")
 
     # -------------------------------------------------------------- recognition
 
@@ -392,11 +397,15 @@ class LiveSession:
             blocks["chapterization"] = addons.addon_block(self.post_results.get("chapterization", []))
         return blocks
 
-    async def finish(self, reason: str) -> None:
-        """End the recording, drain recognition, post-process, end the session, close with 1000."""
+    def end_recording(self, reason: str) -> None:
+        """Refuse audio from now on and finish the session in the background."""
         if self.finishing:
             return
         self.finishing = True
+        self.emulator.spawn(self._finish(reason))
+
+    async def _finish(self, reason: str) -> None:
+        """Drain recognition, post-process, end the session, close with 1000."""
         log.info("session %s: recording ends (%s)", self.id, reason)
         tail = self._stripper.flush()
         if tail:
