@@ -660,7 +660,8 @@ def test_callback_faults_are_in_the_ledger_and_reproducible(emulator_factory, re
         delivered = {e["message_key"] for e in ledger["entries"] if e["outcome"] == "delivered"}
         from webhook_service.emulator.callbacks import message_key
         assert {message_key(b["payload"]) for b in hook.bodies} == delivered
-        outcomes.append([(e["event"], e["outcome"], e["duplicated"], e["reorder"]) for e in ledger["entries"]])
+        outcomes.append(sorted((e["event"], e["outcome"], e["duplicated"], e["reorder"], e["data_id"] or "")
+                               for e in ledger["entries"]))
     assert outcomes[0] == outcomes[1]
 
 

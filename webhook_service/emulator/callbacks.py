@@ -91,6 +91,8 @@ class CallbackSender:
         self._http: aiohttp.ClientSession | None = None
         self._seq = 0
         self._pending = 0
+        self._ordinals: dict[str, int] = {}  # session -> order of its first callback
+        self._counts: dict[tuple[str, str], int] = {}  # (session, event) -> messages so far
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -117,11 +119,17 @@ class CallbackSender:
         entry = LedgerEntry(seq=self._seq, session_id=session_id, event=body["event"],
                             message_key=message_key(payload), url=url, created_at=payload.get("created_at", ""),
                             data_id=data.get("id") if isinstance(data.get("id"), str) else None)
-        entry.drop = self.faults.chance(f.callback_drop_rate)
+        # Faults are keyed by (session order, event, index of that event in the session), so a seeded
+        # run breaks the same messages even when messages of different kinds interleave differently.
+        ordinal = self._ordinals.setdefault(session_id, len(self._ordinals))
+        count = self._counts.get((session_id, entry.event), 0)
+        self._counts[(session_id, entry.event)] = count + 1
+        key = f"{ordinal}|{entry.event}|{count}"
+        entry.drop = self.faults.chance(f.callback_drop_rate, key + "|drop")
         if not entry.drop:
-            entry.duplicate = self.faults.chance(f.callback_duplicate_rate)
-            entry.delay = self.faults.chance(f.callback_delay_rate)
-            entry.reorder = self.faults.chance(f.callback_reorder_rate)
+            entry.duplicate = self.faults.chance(f.callback_duplicate_rate, key + "|duplicate")
+            entry.delay = self.faults.chance(f.callback_delay_rate, key + "|delay")
+            entry.reorder = self.faults.chance(f.callback_reorder_rate, key + "|reorder")
         self.ledger.add(entry)
         self._pending += 1
         self._idle.clear()

@@ -171,6 +171,18 @@ class FaultState:
         self.faults = faults.validated()
         self.rng = random.Random(faults.seed)
 
-    def chance(self, rate: float) -> bool:
-        """True with probability ``rate``; draws nothing when the rate is 0 (keeps other draws reproducible)."""
-        return rate > 0 and self.rng.random() < rate
+    def chance(self, rate: float, key: str | None = None) -> bool:
+        """True with probability ``rate``; draws nothing when the rate is 0 (keeps other draws reproducible).
+
+        With a seed and a ``key`` naming what is decided (e.g. "session 3,
+        7th transcript, drop"), the answer depends only on the two, not on
+        the order decisions happen in: concurrent work stays reproducible.
+        """
+        if rate <= 0:
+            return False
+        if key is not None and self.faults.seed is not None:
+            import hashlib
+
+            digest = hashlib.sha256(f"{self.faults.seed}|{key}".encode()).digest()
+            return int.from_bytes(digest[:8], "big") / 2 ** 64 < rate
+        return self.rng.random() < rate
