@@ -380,6 +380,13 @@ class ManifestRow:
     metadata: dict[str, Any]  # user metadata for custom_metadata
 
 
+def _number(raw: str, kind: type, column: str):
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{column} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+
+
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     """A CSV manifest: a ``path`` column, optional option columns, every other column is metadata.
 
@@ -408,6 +415,8 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
             file_path = Path(record.pop("path")).expanduser()
             if not file_path.is_absolute():
                 file_path = manifest.parent / file_path
+            if not file_path.is_file():
+                errors.append(f"{where}: {file_path}: no such file")
             config: dict[str, Any] = {}
             metadata: dict[str, Any] = {}
             try:
@@ -417,13 +426,13 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
                     config["language_config"] = {"languages": [c.strip() for c in langs.replace(",", ";").split(";") if c.strip()]}
                 stream: dict[str, Any] = {}
                 if record.get("chunk_ms"):
-                    stream["chunk_ms"] = int(record.pop("chunk_ms"))
+                    stream["chunk_ms"] = _number(record.pop("chunk_ms"), int, "chunk_ms")
                 if record.get("speed"):
-                    stream["speed"] = float(record.pop("speed"))
+                    stream["speed"] = _number(record.pop("speed"), float, "speed")
                 if stream:
                     config[STREAM_KEY] = stream
                 if record.get("sample_rate"):
-                    config["sample_rate"] = int(record.pop("sample_rate"))
+                    config["sample_rate"] = _number(record.pop("sample_rate"), int, "sample_rate")
                 if record.get("config"):
                     extra = json.loads(record.pop("config"))
                     if not isinstance(extra, dict):

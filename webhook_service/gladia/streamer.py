@@ -69,6 +69,8 @@ from .client import (
 
 log = logging.getLogger(__name__)
 
+# How long a (re)connection waits for the acknowledgement of its empty probe chunk.
+PROBE_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 1 << 20  # Gladia closes the socket with 1009 above 1 MiB
 # Unacknowledged audio a stream may hold (and so resend) before it waits for acknowledgements.
 WINDOW_S = 1.0
@@ -136,6 +138,8 @@ class LiveStream:
         self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
         self._reader: Optional[PcmReader] = None
         self._acked = asyncio.Event()
+        self._probe = asyncio.Event()
+        self._probe_total: Optional[int] = None
         self._ended = asyncio.Event()  # end_session seen
         self._ws = None
 
@@ -242,7 +246,47 @@ class LiveStream:
             except (asyncio.CancelledError, ConnectionClosed):
                 pass
 
+    async def _align_with_server(self, ws) -> None:
+        """Learn how many bytes Gladia holds, and continue from exactly there.
+
+        An empty audio chunk adds no audio, and its acknowledgement's
+        ``byte_range`` end is the session's byte count. After a crash the
+        database's ``bytes_acked`` may lag behind (acknowledgements that came
+        after the last heartbeat), and after a cut the server may have kept a
+        chunk whose acknowledgement was lost: resending from our own count
+        would duplicate audio, so the server's count wins.
+        """
+        self._probe.clear()
+        self._probe_total = None
+        await ws.send(b"")
+        try:
+            await asyncio.wait_for(self._probe.wait(), PROBE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("stream %s: no acknowledgement of the empty probe chunk; resending from byte %d",
+                        self.label, self.bytes_acked)
+            return
+        total = self._probe_total
+        if total is None or total == self.bytes_acked:
+            return
+        if total % self.fmt.bytes_per_frame:
+            log.warning("stream %s: server holds %d bytes, not whole frames; resending from byte %d",
+                        self.label, total, self.bytes_acked)
+            return
+        if self.bytes_acked < total <= self.bytes_sent:
+            del self._unacked[: total - self.bytes_acked]
+            self.bytes_acked = total
+        else:  # the server is ahead of what this run sent (crash), or behind what it acknowledged
+            log.warning("stream %s: server holds %d bytes, this run had %d acknowledged; continuing from the server's"
+                        " count", self.label, total, self.bytes_acked)
+            assert self._reader is not None
+            self._reader.close()
+            self._reader = PcmReader(self.path, self.fmt, total, max_duration_s=self.max_duration_s)
+            self._unacked.clear()
+            self.bytes_acked = self.bytes_sent = total
+        self._acked.set()
+
     async def _send_all(self, ws) -> Optional[str]:
+        await self._align_with_server(ws)
         # 1. Resend the unacknowledged tail (session-relative offsets make this exact).
         pending = bytes(self._unacked)
         limit = MAX_FRAME_BYTES // self.fmt.bytes_per_frame * self.fmt.bytes_per_frame
@@ -315,6 +359,10 @@ class LiveStream:
                 byte_range = data.get("byte_range") if isinstance(data, dict) else None
                 if message.get("acknowledged") and isinstance(byte_range, list) and len(byte_range) == 2:
                     end = int(byte_range[1])
+                    if int(byte_range[0]) == end:  # the empty probe chunk: the server's byte count
+                        self._probe_total = end
+                        self._probe.set()
+                        continue
                     if end > self.bytes_acked:
                         drop = min(end - self.bytes_acked, len(self._unacked))
                         del self._unacked[:drop]

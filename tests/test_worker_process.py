@@ -1,0 +1,113 @@
+"""A real worker process (`webhook-service worker`), SIGKILLed mid-stream, recovers on the same session.
+
+Broker: ``TEST_REDIS_URL`` when set (CI), else kombu's filesystem broker.
+The emulator runs in the test process; the worker talks to it over TCP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from webhook_service import submit
+from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
+from webhook_service.db import session_scope
+from webhook_service.gladia.client import GladiaClient
+from webhook_service.models import Job
+from webhook_service.sweeper import sweep
+
+AUDIO_S = 6.0
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "webhook_service.cli", "worker", "--concurrency", "4",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def job_row(url: str, job_id: str) -> Job:
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def wait_for(predicate, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text()[-4000:]}")
+
+
+def test_killed_worker_resumes_on_the_same_session(settings, emulator, tmp_path):
+    broker = os.environ.get("TEST_REDIS_URL") or "filesystem://"
+    settings = replace(settings, celery_broker_url=broker, gladia_api_url=emulator.url,
+                       gladia_api_key=emulator.api_key, stream_speed=1.0, heartbeat_interval_s=0.3,
+                       stale_heartbeat_s=2.0, sweep_interval_s=0.5)
+    settings.ensure_dirs()
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "DATA_DIR": settings.data_dir,
+           "CELERY_BROKER_URL": broker, "GLADIA_API_URL": emulator.url, "GLADIA_API_KEY": emulator.api_key,
+           "STREAM_SPEED": "1", "HEARTBEAT_INTERVAL_S": "0.3", "STALE_HEARTBEAT_S": "2", "LOG_LEVEL": "INFO"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    audio = synth_speechlike(tmp_path / "call.wav", AUDIO_S, sample_rate=16000, channels=2)
+    log = tmp_path / "worker.log"
+
+    first = start_worker(env, log)
+    second = None
+    try:
+        plans = submit.plan(settings, [str(audio)], {})
+        [job] = submit.record(settings, plans, "killed", {}).jobs
+        job_id = job["id"]
+        assert submit.enqueue(settings, [job_id]) == []
+
+        # Let it stream about a third of the file, then kill the whole worker without warning.
+        fmt = PcmFormat(16000, 2, 16)
+        wait_for(lambda: job_row(settings.database_url, job_id).bytes_acked >= 2 * fmt.bytes_per_second,
+                 40, "the first worker to stream 2 s", log)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        before = job_row(settings.database_url, job_id)
+        assert before.state == "streaming" and before.worker_id is not None
+        assert before.bytes_acked < before.bytes_total
+
+        # A new worker, and the sweeper re-driving the job once its heartbeat went stale.
+        second = start_worker(env, log)
+        wait_for(lambda: sweep(settings).restarted_stale, 20, "the sweeper to re-drive the job", log)
+        after = wait_for(
+            lambda: (lambda j: j if j.state == "stream_closed" else None)(job_row(settings.database_url, job_id)),
+            60, "the job to finish streaming", log)
+    finally:
+        stop(first, signal.SIGKILL)
+        if second is not None:
+            stop(second)
+
+    assert after.gladia_id == before.gladia_id and after.ws_url == before.ws_url  # same session, same socket url
+    assert after.attempts == 2
+    with PcmReader(audio, fmt) as reader:
+        expected = b"".join(reader.chunks(65536))
+    assert after.bytes_acked == after.bytes_total == len(expected)
+    assert emulator.received_audio(after.gladia_id) == expected  # no gap, no duplicate across the kill
+    sessions = GladiaClient(emulator.url, emulator.api_key).list_live(custom_metadata={"job_id": job_id})["items"]
+    assert [s["id"] for s in sessions] == [after.gladia_id]
