@@ -74,12 +74,14 @@ def load(database_url: str) -> None:
         s.flush()
 
         s.add_all([
-            utterance("job-a", "g-a", "00_1", 0.0, 2.0, confidence=0.9, words=3),
-            utterance("job-a", "g-a", "00_2", 2.5, 4.0, confidence=0.8, words=2),
-            utterance("job-a", "g-a", "00_3", 5.0, 8.5, language="fr", confidence=0.6, words=4),
-            utterance("job-a", "g-a", "01_1", 9.0, 9.5, confidence=0.95, words=1, channel=1),
-            utterance("job-a", "g-a", "00_4", 10.0, 20.0, confidence=0.1, words=5, final=False),
-            utterance("job-c", "g-c", "00_1", 0.0, 1.25, language=None, words=2),
+            utterance("job-a", "g-a", "00_1", 0.0, 2.0, confidence=0.9, words=3, text=" Thanks for calling."),
+            utterance("job-a", "g-a", "00_2", 2.5, 4.0, confidence=0.8, words=2, text=" Hello there."),
+            utterance("job-a", "g-a", "00_3", 5.0, 8.5, language="fr", confidence=0.6, words=4,
+                      text=" Je voudrais un rendez-vous."),
+            utterance("job-a", "g-a", "01_1", 9.0, 9.5, confidence=0.95, words=1, channel=1, text=" Sure."),
+            utterance("job-a", "g-a", "00_4", 10.0, 20.0, confidence=0.1, words=5, final=False,
+                      text=" partial words never reported"),
+            utterance("job-c", "g-c", "00_1", 0.0, 1.25, language=None, words=2, text=" Good morning."),
         ])
         s.add_all([
             # A: callback delays 0.2, 0.4, 1.0 s (median 0.4, max 1.0); one websocket, one reconcile.

@@ -1,7 +1,249 @@
-"""Blueprint placeholder; filled in by its own issue."""
+"""The dashboard: overview charts, the sessions list, and one page per session.
+
+Server-rendered HTML (Jinja) with Chart.js for the charts, vendored under
+``static/vendor`` so there is no front-end build step and nothing is fetched
+from the internet. Pages read the same report queries as the CLI and the JSON
+API (``webhook_service.reports``) plus the ORM for one session's transcript and
+timeline, so the dashboard never shows a number that `webhook-service report`
+would not.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from datetime import datetime, timezone
+from typing import Any, Optional
 
-bp = Blueprint("dashboard", __name__)
+from flask import Blueprint, redirect, render_template, request, url_for
+from sqlalchemy import or_, select
+
+from .. import reports
+from ..models import JOB_STATES, Batch, Event, InboxItem, Job, ReconciliationRun, SessionResult, Utterance
+from . import db, settings
+
+bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/dashboard/static")
+
+CHART_REPORTS = ("daily_usage", "latency", "callback_health")
+TABLE_REPORTS = ("language_mix", "error_breakdown")
+MAX_TIMELINE_EVENTS = 500
+
+LIFECYCLE = (
+    ("queued_at", "queued", "Job written, task sent"),
+    ("starting_at", "starting", "A worker took the job"),
+    ("gladia_created_at", "session created", "Gladia session created (POST /v2/live)"),
+    ("streaming_at", "streaming", "WebSocket open, audio flowing"),
+    ("stream_closed_at", "stream closed", "All audio acknowledged, socket closed"),
+    ("processing_at", "processing", "Gladia: end_recording"),
+    ("done_at", "done", "Gladia: end_session"),
+    ("reconciled_at", "reconciled", "Checked against GET /v2/live/:id"),
+    ("failed_at", "failed", "Failed"),
+)
+
+
+@bp.app_template_filter("num")
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@bp.app_template_filter("pct")
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+@bp.app_template_filter("duration")
+def _duration(seconds: Optional[float]) -> str:
+    """Seconds as people read them: 850 ms, 12.4 s, 3 min 05 s, 1 h 02 min."""
+    if seconds is None:
+        return "—"
+    if abs(seconds) < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if abs(seconds) < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)  # hours-based totals carry rounding noise (209.9988 s)
+    if abs(whole) < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+@bp.app_template_filter("offset")
+def _offset(seconds: Optional[float]) -> str:
+    """Time since the first timeline entry: +2.4 s, +1:05, +1:02:10."""
+    if not seconds:
+        return "+0 s"
+    if seconds < 60:
+        return f"+{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"+{minutes}:{secs:02d}"
+    return f"+{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+@bp.app_template_filter("clock")
+def _clock(value: Any) -> str:
+    return "—" if value is None else _when(value)[11:19]
+
+
+@bp.app_template_filter("when")
+def _when(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
+@bp.get("/")
+def root():
+    return redirect(url_for("dashboard.overview"))
+
+
+@bp.get("/dashboard")
+def overview():
+    since, until, batch = (request.args.get(k) or None for k in ("since", "until", "batch"))
+    url = settings().database_url
+    error = None
+    results: dict[str, Any] = {}
+    try:
+        for name in CHART_REPORTS + TABLE_REPORTS:
+            results[name] = reports.run_report(url, name, since=since, until=until, batch=batch,
+                                               refresh=not results)
+    except reports.ReportError as exc:
+        error = str(exc)
+    batches = db().execute(select(Batch.name).order_by(Batch.name)).scalars().all()
+    totals = _totals(results) if not error else {}
+    page = render_template(
+        "dashboard/overview.html", error=error, filters={"since": since, "until": until, "batch": batch},
+        batches=batches, totals=totals, charts={name: results[name].rows for name in CHART_REPORTS
+                                                if name in results},
+        languages=results["language_mix"].rows if "language_mix" in results else [],
+        errors=results["error_breakdown"].rows if "error_breakdown" in results else [],
+    )
+    return page, 400 if error else 200
+
+
+def _hours_to_s(hours: Optional[float]) -> Optional[float]:
+    return None if hours is None else hours * 3600
+
+
+def _totals(results: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures over the selected days, summed from the daily rows."""
+    usage = results["daily_usage"].rows
+    health = results["callback_health"].rows
+
+    def total(rows: list[dict[str, Any]], key: str) -> Optional[float]:
+        values = [row[key] for row in rows if row[key] is not None]
+        return sum(values) if values else None
+
+    expected, missing = total(health, "expected_messages"), total(health, "missing_found")
+    return {
+        "sessions": total(usage, "sessions") or 0,
+        "failed": total(usage, "failed_sessions") or 0,
+        "audio_s": _hours_to_s(total(usage, "audio_hours")),
+        "billed_s": _hours_to_s(total(usage, "billed_hours")),
+        "speech_s": total(usage, "speech_s"),
+        "errors": total(usage, "errors") or 0,
+        "callbacks": total(health, "callbacks_received") or 0,
+        "repaired": total(health, "repaired"),
+        "completeness": (1 - missing / expected) if expected else None,
+    }
+
+
+@bp.get("/dashboard/sessions")
+def sessions():
+    reports.refresh_session_stats(settings().database_url)  # first: see session_page
+    state = request.args.get("state") or None
+    batch = request.args.get("batch") or None
+    if state is not None and state not in JOB_STATES:
+        return _error_page(400, f"Unknown state {state!r}. States: {', '.join(JOB_STATES)}.")
+    try:
+        page = int(request.args.get("page", "1"))
+        if page < 1:
+            raise ValueError
+    except ValueError:
+        return _error_page(400, "The page number must be a positive integer.")
+    batch_id = None
+    if batch:
+        batch_id = db().execute(select(Batch.id).where(or_(Batch.id == batch, Batch.name == batch))).scalar()
+        if batch_id is None:
+            return _error_page(404, f"No batch with id or name {batch!r}.")
+    size = reports.SESSION_PAGE_SIZE
+    rows, total = reports.list_sessions(db(), state=state, batch_id=batch_id, limit=size, offset=(page - 1) * size)
+    counts = reports.state_counts(db(), batch_id)
+    batches = db().execute(select(Batch.name).order_by(Batch.name)).scalars().all()
+    return render_template("dashboard/sessions.html", rows=rows, total=total, counts=counts, state=state,
+                           batch=batch, batches=batches, page=page, pages=max(1, -(-total // size)),
+                           states=JOB_STATES)
+
+
+@bp.get("/dashboard/sessions/<session_id>")
+def session_page(session_id: str):
+    """One session by job id or Gladia id: summary, timeline, transcript, reconciliation."""
+    # Refresh before the request session opens: on SQLite every transaction
+    # takes the write lock, so the refresh would wait for the request's own.
+    reports.refresh_session_stats(settings().database_url)
+    session = db()
+    job = session.get(Job, session_id) or session.execute(
+        select(Job).where(Job.gladia_id == session_id)).scalar_one_or_none()
+    if job is None:
+        return _error_page(404, f"No session with job id or Gladia id {session_id!r}.")
+    summary = reports.session_summary_row(session, job.id)
+    batch = session.get(Batch, job.batch_id) if job.batch_id else None
+    result = session.get(SessionResult, job.gladia_id) if job.gladia_id else None
+    utterances = session.execute(
+        select(Utterance).where(Utterance.job_id == job.id, Utterance.is_final.is_(True))
+        .order_by(Utterance.start_s, Utterance.channel, Utterance.id)
+    ).scalars().all()
+    events = session.execute(
+        select(Event).where(Event.job_id == job.id)
+        .order_by(Event.received_at, Event.id).limit(MAX_TIMELINE_EVENTS + 1)
+    ).scalars().all()
+    runs = session.execute(
+        select(ReconciliationRun).where(ReconciliationRun.job_id == job.id).order_by(ReconciliationRun.started_at)
+    ).scalars().all()
+    inbox = session.execute(
+        select(InboxItem.status, InboxItem.event, InboxItem.received_at, InboxItem.duplicates, InboxItem.error)
+        .where(InboxItem.job_id == job.id).order_by(InboxItem.received_at, InboxItem.id)
+    ).all()
+    return render_template(
+        "dashboard/session.html", job=job, batch=batch, result=result, summary=summary,
+        timeline=_timeline(job, events[:MAX_TIMELINE_EVENTS], runs), truncated=len(events) > MAX_TIMELINE_EVENTS,
+        utterances=utterances, runs=runs, inbox=inbox,
+    )
+
+
+def _error_page(status: int, message: str):
+    return render_template("dashboard/error.html", status=status, message=message), status
+
+
+def _timeline(job: Job, events: list[Event], runs: list[ReconciliationRun]) -> list[dict[str, Any]]:
+    """Job transitions, Gladia messages and reconciliation runs in one time order."""
+    entries: list[dict[str, Any]] = []
+    for attr, label, meaning in LIFECYCLE:
+        when = getattr(job, attr)
+        if when is not None:
+            entries.append({"at": when, "kind": "state", "label": label, "detail": meaning,
+                            "css": "failed" if label == "failed" else "state"})
+    for ev in events:
+        delay = (ev.received_at - ev.created_at).total_seconds() if ev.created_at else None
+        entries.append({"at": ev.received_at, "kind": ev.source, "label": ev.type,
+                        "detail": f"via {ev.source}" + (f", {_duration(delay)} after Gladia sent it"
+                                                        if delay is not None else ""),
+                        "css": ev.source})
+    for run in runs:
+        entries.append({"at": run.started_at, "kind": "reconcile", "label": f"reconciliation: {run.outcome}",
+                        "detail": f"{run.expected} expected, {run.missing} missing, {run.repaired} repaired"
+                                  + (f" — {run.reason}" if run.reason else ""),
+                        "css": "failed" if run.outcome == "failed" else "reconcile"})
+    entries.sort(key=lambda e: e["at"])
+    start = entries[0]["at"] if entries else None
+    for entry in entries:
+        entry["offset_s"] = (entry["at"] - start).total_seconds() if start else None
+    return entries
