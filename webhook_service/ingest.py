@@ -23,24 +23,29 @@ the same end state.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import math
-import time
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any, Iterable, Mapping, Optional
 
 from prometheus_client import Counter
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import Connection, String, Text, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from . import metrics
 from .config import Settings
-from .db import is_postgres, session_scope
+from .db import get_engine, session_scope
 from .logging_setup import job_context
 from .models import (
+    EVENT_SOURCES,
     AddonResult,
     Event,
     InboxItem,
@@ -354,19 +359,108 @@ def safe_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------- SQL helpers
+#
+# The receiver is the hot path (Gladia posts one callback per message of every
+# live session), so its statements are built once per dialect and executed on
+# a Core connection with plain parameter dicts; SQLAlchemy then reuses their
+# compiled form and psycopg its server-side prepared statements.
 
 
-def _insert(session: Session, model: Any):
-    """The dialect's INSERT (both have ``on_conflict_do_nothing/do_update``)."""
-    if is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model.__table__)
+def _dialect_name(executor: Session | Connection) -> str:
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    return bind.dialect.name
+
+
+def _connection(executor: Session | Connection) -> Connection:
+    return executor.connection() if isinstance(executor, Session) else executor
 
 
 def _ts(column):
     return func.coalesce(column, literal(_EPOCH, UTCDateTime()))
+
+
+@functools.lru_cache(maxsize=None)
+def _statements(dialect: str) -> SimpleNamespace:
+    """Every INSERT/UPDATE of ingestion, for one SQL dialect."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    ev, ut, ad, ib, sr = (m.__table__ for m in (Event, Utterance, AddonResult, InboxItem, SessionResult))
+
+    utt = insert(ut)
+    new, old = utt.excluded, ut.c
+    # Rank = (is_final, created_at, text): a final beats any partial, a later
+    # message beats an earlier one, and the text breaks exact ties, so the
+    # stored row never depends on arrival order.
+    utt_more_advanced = or_(
+        new.is_final > old.is_final,
+        and_(
+            new.is_final == old.is_final,
+            or_(
+                _ts(new.created_at) > _ts(old.created_at),
+                and_(_ts(new.created_at) == _ts(old.created_at), new.text >= old.text),
+            ),
+        ),
+    )
+    utt_set = {name: getattr(new, name) for name in (
+        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
+        "source", "created_at", "updated_at")}
+    utt_set["job_id"] = func.coalesce(new.job_id, old.job_id)
+
+    addon = insert(ad)
+    anew, aold = addon.excluded, ad.c
+    # The latest message wins; on equal created_at a success beats an error.
+    addon_newer = or_(
+        _ts(anew.created_at) > _ts(aold.created_at),
+        and_(_ts(anew.created_at) == _ts(aold.created_at), aold.data.is_(None)),
+    )
+
+    return SimpleNamespace(
+        event_insert=insert(ev).on_conflict_do_nothing(index_elements=["gladia_id", "message_key"]).returning(ev.c.id),
+        utterance_upsert=utt.on_conflict_do_update(
+            index_elements=["gladia_id", "utterance_id"], set_=utt_set, where=utt_more_advanced),
+        addon_upsert=addon.on_conflict_do_update(
+            index_elements=["gladia_id", "kind", "utterance_id", "target_language"],
+            set_=dict(data=anew.data, error=anew.error, source=anew.source, created_at=anew.created_at,
+                      received_at=anew.received_at, job_id=func.coalesce(anew.job_id, aold.job_id)),
+            where=addon_newer),
+        result_ensure=insert(sr).on_conflict_do_nothing(index_elements=["gladia_id"]),
+        inbox_insert=insert(ib).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(ib.c.id),
+        inbox_duplicate=update(ib)
+        .where(ib.c.dedupe_key == bindparam("b_key"))
+        .values(duplicates=ib.c.duplicates + 1, last_duplicate_at=bindparam("b_at", type_=UTCDateTime()))
+        .returning(ib.c.id, ib.c.status),
+        inbox_processed=update(ib)
+        .where(ib.c.id == bindparam("b_id"))
+        .values(status="processed", processed_at=bindparam("b_now", type_=UTCDateTime()), error=None,
+                attempts=ib.c.attempts + 1, job_id=func.coalesce(ib.c.job_id, bindparam("b_job", type_=String()))),
+        inbox_failed=update(ib)
+        .where(ib.c.id == bindparam("b_id"))
+        .values(status="failed", error=bindparam("b_error", type_=Text()), attempts=ib.c.attempts + 1),
+        job_session=select(Job.__table__.c.gladia_id).where(Job.__table__.c.id == bindparam("b_job")),
+    )
+
+
+# Row locks for read-modify-write of jobs and session results (FOR NO KEY UPDATE).
+_ROW_LOCK = {"key_share": True}
+# Transient PostgreSQL conflicts worth another try: deadlock, serialization failure.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+_ATTEMPTS = 3
+
+
+def _retryable(exc: BaseException) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in _RETRY_SQLSTATES
+
+
+# SQLite has one writer at a time. Threads of one process queue on this lock
+# (handed over in microseconds) rather than in SQLite's busy handler, which
+# sleeps in steps of milliseconds. PostgreSQL needs no such lock.
+_sqlite_writer = threading.Lock()
+
+
+def _write_lock(conn: Connection):
+    return _sqlite_writer if conn.dialect.name == "sqlite" else contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------- normalization
@@ -388,59 +482,60 @@ def normalize_message(
     decoded item of ``result.messages``). Runs inside the caller's transaction;
     the caller commits. A message already stored for this session changes
     nothing except the job's state, in case the first copy arrived before the
-    job was known.
+    job was known. Raises :class:`InvalidMessage` (nothing written) for a
+    message that lacks what normalization needs.
     """
-    if source not in ("callback", "websocket", "reconcile"):
+    return _normalize(session, message, source=source, job_id=job.id if job is not None else None,
+                      gladia_id=gladia_id, inbox_id=inbox_id, received_at=received_at)
+
+
+def _normalize(
+    session: Session,
+    message: dict[str, Any],
+    *,
+    source: str,
+    job_id: Optional[str],
+    gladia_id: str,
+    inbox_id: Optional[int],
+    received_at: Optional[datetime],
+) -> bool:
+    if source not in EVENT_SOURCES:
         raise ValueError(f"unknown source {source!r}")
     validate_message(message)
+    conn = session.connection()
+    sql = _statements(conn.dialect.name)
     mtype: str = message["type"]
     now = utcnow()
     received_at = received_at or now
     created_at = parse_timestamp(message.get("created_at"))
-    job_id = job.id if job is not None else None
 
-    stmt = (
-        _insert(session, Event)
-        .values(
-            gladia_id=gladia_id,
-            job_id=job_id,
-            message_key=message_key(message),
-            type=mtype,
-            source=source,
-            created_at=created_at,
-            received_at=received_at,
-            inbox_id=inbox_id,
-            payload=message,
-        )
-        .on_conflict_do_nothing(index_elements=["gladia_id", "message_key"])
-        .returning(Event.__table__.c.id)
-    )
-    # RETURNING rather than rowcount: drivers disagree on rowcount after ON CONFLICT.
-    new = session.execute(stmt).scalar() is not None
+    new = conn.execute(sql.event_insert, dict(
+        gladia_id=gladia_id, job_id=job_id, message_key=message_key(message), type=mtype, source=source,
+        created_at=created_at, received_at=received_at, inbox_id=inbox_id, payload=message,
+    )).scalar() is not None
 
-    if mtype in LIFECYCLE_STATES and job is not None:
-        _apply_lifecycle(session, job, mtype, created_at or received_at, schedule=new and source != "reconcile")
+    if mtype in LIFECYCLE_STATES and job_id is not None:
+        _apply_lifecycle(session, job_id, mtype, created_at or received_at, schedule=new and source != "reconcile")
     if not new:
         return False
 
     data = message.get("data")
     if mtype == "transcript":
-        _upsert_utterance(session, gladia_id, job_id, data, source, created_at, received_at, now)
-    elif mtype in REALTIME_ADDONS:
+        conn.execute(sql.utterance_upsert, dict(
+            gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at, received_at=received_at,
+            updated_at=now, **_utterance_values(data),
+        ))
+    elif mtype in REALTIME_ADDONS or mtype in SESSION_ADDONS:
         data = data if isinstance(data, dict) else None
-        _upsert_addon(
-            session, gladia_id, job_id, mtype,
-            utterance_id=(data or {}).get("utterance_id", ""),
+        per_utterance = mtype in REALTIME_ADDONS
+        conn.execute(sql.addon_upsert, dict(
+            gladia_id=gladia_id, job_id=job_id, kind=SESSION_ADDONS.get(mtype, mtype),
+            utterance_id=(data or {}).get("utterance_id", "") if per_utterance else "",
             target_language=(data or {}).get("target_language", "") if mtype == "translation" else "",
             data=data, error=message.get("error"), source=source, created_at=created_at, received_at=received_at,
-        )
-    elif mtype in SESSION_ADDONS:
-        _upsert_addon(
-            session, gladia_id, job_id, SESSION_ADDONS[mtype], utterance_id="", target_language="",
-            data=data if isinstance(data, dict) else None, error=message.get("error"),
-            source=source, created_at=created_at, received_at=received_at,
-        )
+        ))
     elif mtype in ("post_transcript", "post_final_transcript"):
+        conn.execute(sql.result_ensure, dict(gladia_id=gladia_id, job_id=job_id, updated_at=now))
         _store_transcription(session, gladia_id, job_id, mtype, data, created_at or received_at)
     elif mtype not in KNOWN_TYPES:
         UNKNOWN_EVENTS.labels(source).inc()
@@ -448,18 +543,22 @@ def normalize_message(
     return True
 
 
-def _apply_lifecycle(session: Session, job: Job, mtype: str, when: datetime, *, schedule: bool) -> None:
+def _apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, *, schedule: bool) -> None:
     # Lock the job row (PostgreSQL; SQLite transactions are serialized anyway)
     # and re-read it, so concurrent callbacks of one session cannot lose each
     # other's transition. Pending changes of the caller are flushed first.
-    locked = session.get(Job, job.id, with_for_update=True, populate_existing=True)
-    if locked is None:
+    # FOR NO KEY UPDATE, not FOR UPDATE: it does not wait for the KEY SHARE
+    # locks that every insert referencing the job takes (foreign keys), which
+    # would otherwise deadlock with concurrent callbacks of the same session.
+    job = session.get(Job, job_id, with_for_update=_ROW_LOCK, populate_existing=True)
+    if job is None:
         return
     state = LIFECYCLE_STATES[mtype]
-    if locked.advance(state, when=when):
+    if job.advance(state, when=when):
         metrics.JOBS_STATE_CHANGES.labels(state).inc()
     if mtype == "end_session" and schedule:
-        locked.reconcile_after = utcnow()
+        job.reconcile_after = utcnow()
+    session.flush()
 
 
 def _utterance_values(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -479,72 +578,11 @@ def _utterance_values(data: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def _upsert_utterance(session, gladia_id, job_id, data, source, created_at, received_at, now) -> None:
-    """One row per (session, data.id); only a more advanced version replaces it.
-
-    Rank = (is_final, created_at, text): a final beats any partial, a later
-    message beats an earlier one, and the text breaks exact ties so that the
-    result never depends on arrival order.
-    """
-    values = _utterance_values(data)
-    stmt = _insert(session, Utterance).values(
-        gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at,
-        received_at=received_at, updated_at=now, **values,
-    )
-    new, old = stmt.excluded, Utterance.__table__.c
-    more_advanced = or_(
-        new.is_final > old.is_final,
-        and_(
-            new.is_final == old.is_final,
-            or_(
-                _ts(new.created_at) > _ts(old.created_at),
-                and_(_ts(new.created_at) == _ts(old.created_at), new.text >= old.text),
-            ),
-        ),
-    )
-    replaced = {name: getattr(new, name) for name in values}
-    replaced.update(source=new.source, created_at=new.created_at, updated_at=new.updated_at,
-                    job_id=func.coalesce(new.job_id, old.job_id))
-    session.execute(
-        stmt.on_conflict_do_update(index_elements=["gladia_id", "utterance_id"], set_=replaced, where=more_advanced)
-    )
-
-
-def _upsert_addon(session, gladia_id, job_id, kind, *, utterance_id, target_language, data, error,
-                  source, created_at, received_at) -> None:
-    """One row per (session, kind, utterance, target language); the latest message wins.
-
-    Ties on ``created_at`` go to a success over an error, so order never matters.
-    """
-    stmt = _insert(session, AddonResult).values(
-        gladia_id=gladia_id, job_id=job_id, kind=kind, utterance_id=utterance_id or "",
-        target_language=target_language or "", data=data, error=error, source=source,
-        created_at=created_at, received_at=received_at,
-    )
-    new, old = stmt.excluded, AddonResult.__table__.c
-    newer = or_(
-        _ts(new.created_at) > _ts(old.created_at),
-        and_(_ts(new.created_at) == _ts(old.created_at), old.data.is_(None)),
-    )
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["gladia_id", "kind", "utterance_id", "target_language"],
-            set_=dict(data=new.data, error=new.error, source=new.source, created_at=new.created_at,
-                      received_at=new.received_at, job_id=func.coalesce(new.job_id, old.job_id)),
-            where=newer,
-        )
-    )
-
-
-def _store_transcription(session, gladia_id, job_id, mtype, data, when) -> None:
+def _store_transcription(session: Session, gladia_id: str, job_id: Optional[str], mtype: str,
+                         data: dict[str, Any], when: datetime) -> None:
     """Fill the session's result row; post_final_transcript wins over post_transcript."""
-    session.execute(
-        _insert(session, SessionResult)
-        .values(gladia_id=gladia_id, job_id=job_id, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["gladia_id"])
-    )
-    row = session.get(SessionResult, gladia_id, with_for_update=True, populate_existing=True)
-    assert row is not None  # inserted just above in this transaction
+    row = session.get(SessionResult, gladia_id, with_for_update=_ROW_LOCK, populate_existing=True)
+    assert row is not None  # ensured by the caller in this transaction
     if row.job_id is None:
         row.job_id = job_id
     if mtype == "post_transcript":
@@ -552,18 +590,19 @@ def _store_transcription(session, gladia_id, job_id, mtype, data, when) -> None:
         if row.post_final_received_at is None:
             row.full_transcript = data.get("full_transcript")
             row.languages = data.get("languages")
-        return
-    transcription = data.get("transcription") or {}
-    meta = data.get("metadata") or {}
-    row.post_final_transcript = data
-    row.post_final_received_at = when
-    row.full_transcript = transcription.get("full_transcript", row.full_transcript)
-    row.languages = transcription.get("languages", row.languages)
-    row.audio_duration_s = meta.get("audio_duration", row.audio_duration_s)
-    row.billing_time_s = meta.get("billing_time", row.billing_time_s)
-    row.transcription_time_s = meta.get("transcription_time", row.transcription_time_s)
-    row.number_of_channels = meta.get("number_of_distinct_channels", row.number_of_channels)
+    else:
+        transcription = data.get("transcription") or {}
+        meta = data.get("metadata") or {}
+        row.post_final_transcript = data
+        row.post_final_received_at = when
+        row.full_transcript = transcription.get("full_transcript", row.full_transcript)
+        row.languages = transcription.get("languages", row.languages)
+        row.audio_duration_s = meta.get("audio_duration", row.audio_duration_s)
+        row.billing_time_s = meta.get("billing_time", row.billing_time_s)
+        row.transcription_time_s = meta.get("transcription_time", row.transcription_time_s)
+        row.number_of_channels = meta.get("number_of_distinct_channels", row.number_of_channels)
     row.updated_at = utcnow()
+    session.flush()
 
 
 # --------------------------------------------------------------------------- inbox
@@ -571,6 +610,10 @@ def _store_transcription(session, gladia_id, job_id, mtype, data, when) -> None:
 
 class Forbidden(Exception):
     """A valid callback token whose body names a session of another job."""
+
+
+class UnknownJob(Exception):
+    """A well-signed callback token whose job does not exist (deleted, or another deployment's key)."""
 
 
 @dataclass(frozen=True)
@@ -582,31 +625,50 @@ class Stored:
     status: str  # the inbox row's status after this delivery: processed | failed | pending
 
 
-def bind_gladia_id(session: Session, job: Job, gladia_id: str) -> None:
+# (database url, job id) -> gladia id, for jobs whose session id is known: it
+# never changes once set, so the receiver checks it without a query.
+_job_sessions: dict[tuple[str, str], str] = {}
+_JOB_SESSIONS_MAX = 100_000
+
+
+def forget_job_session(url: str, job_id: str) -> None:
+    _job_sessions.pop((url, job_id), None)
+
+
+def check_job_session(conn: Connection, url: str, job_id: str, gladia_id: str) -> None:
     """Make sure ``gladia_id`` is this job's session, recording it if the job has none yet.
 
     A callback can beat the worker's own commit of the session id (Gladia sends
     ``start_session`` as soon as POST /v2/live returns). The token already proves
-    the job; the id is recorded only when no other job holds it.
+    the job; the id is recorded only when no other job holds it. Raises
+    :class:`UnknownJob` or :class:`Forbidden`. Runs in the caller's transaction.
     """
-    if job.gladia_id == gladia_id:
+    cached = _job_sessions.get((url, job_id))
+    if cached is not None:
+        if cached != gladia_id:
+            raise Forbidden("the body names another session than this callback URL's job")
         return
-    if job.gladia_id is not None:
-        raise Forbidden("the body names another session than this callback URL's job")
-    holder = session.scalar(select(Job.id).where(Job.gladia_id == gladia_id))
-    if holder is not None and holder != job.id:
-        raise Forbidden("the body names a session of another job")
-    session.execute(
-        update(Job).where(Job.id == job.id, Job.gladia_id.is_(None)).values(gladia_id=gladia_id)
-    )
-    current = session.scalar(select(Job.gladia_id).where(Job.id == job.id).execution_options(populate_existing=True))
+    sql = _statements(conn.dialect.name)
+    row = conn.execute(sql.job_session, {"b_job": job_id}).first()
+    if row is None:
+        raise UnknownJob(job_id)
+    current = row.gladia_id
+    if current is None:
+        jobs = Job.__table__
+        holder = conn.execute(select(jobs.c.id).where(jobs.c.gladia_id == gladia_id)).scalar()
+        if holder is not None and holder != job_id:
+            raise Forbidden("the body names a session of another job")
+        conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.gladia_id.is_(None)).values(gladia_id=gladia_id))
+        current = conn.execute(sql.job_session, {"b_job": job_id}).scalar()
     if current != gladia_id:
         raise Forbidden("the body names another session than this callback URL's job")
-    job.gladia_id = gladia_id
+    if len(_job_sessions) >= _JOB_SESSIONS_MAX:
+        _job_sessions.clear()
+    _job_sessions[(url, job_id)] = gladia_id
 
 
 def store_inbox(
-    session: Session,
+    executor: Session | Connection,
     *,
     kind: str,
     raw: bytes,
@@ -618,47 +680,77 @@ def store_inbox(
     received_at: datetime,
 ) -> Stored:
     """Insert the raw delivery, or count it as a duplicate of the one already stored."""
+    conn = _connection(executor)
+    sql = _statements(conn.dialect.name)
     dedupe_key = message_key(body)
-    inbox_id = session.execute(
-        _insert(session, InboxItem)
-        .values(
-            dedupe_key=dedupe_key, kind=kind, received_at=received_at, headers=dict(headers), body=raw,
-            event=event, gladia_id=gladia_id, job_id=job_id, status="pending", attempts=0, duplicates=0,
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(InboxItem.__table__.c.id)
-    ).scalar()
+    inbox_id = conn.execute(sql.inbox_insert, dict(
+        dedupe_key=dedupe_key, kind=kind, received_at=received_at, headers=dict(headers), body=raw,
+        event=event, gladia_id=gladia_id, job_id=job_id, status="pending", attempts=0, duplicates=0,
+    )).scalar()
     if inbox_id is not None:
         return Stored(inbox_id=inbox_id, duplicate=False, status="pending")
-    row = session.execute(
-        update(InboxItem.__table__)
-        .where(InboxItem.__table__.c.dedupe_key == dedupe_key)
-        .values(duplicates=InboxItem.__table__.c.duplicates + 1, last_duplicate_at=received_at)
-        .returning(InboxItem.__table__.c.id, InboxItem.__table__.c.status)
-    ).one()
+    row = conn.execute(sql.inbox_duplicate, {"b_key": dedupe_key, "b_at": received_at}).one()
     return Stored(inbox_id=row.id, duplicate=True, status=row.status)
 
 
-def apply_webhook(session: Session, hook: Webhook, job: Optional[Job]) -> None:
+def receive(
+    settings: Settings,
+    *,
+    kind: str,
+    raw: bytes,
+    body: Any,
+    headers: Mapping[str, str],
+    event: str,
+    gladia_id: str,
+    job_id: Optional[str],
+    received_at: datetime,
+) -> tuple[Stored, str]:
+    """The receiver's whole write path: commit the raw delivery, then normalize it.
+
+    Returns what the inbox made of it and the row's status after normalization
+    (``processed``, ``failed``, ``pending``, or ``duplicate`` when an earlier
+    copy was already processed). For a callback, ``job_id`` comes from the
+    token and is checked against the body's session (:class:`Forbidden`,
+    :class:`UnknownJob`); for a webhook the job is looked up by session id.
+    """
+    url = settings.database_url
+    with get_engine(url).connect() as conn:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with _write_lock(conn), conn.begin():
+                    if kind == "callback":
+                        assert job_id is not None
+                        check_job_session(conn, url, job_id, gladia_id)
+                    else:
+                        job_id = _job_id_for(conn, gladia_id)
+                    stored = store_inbox(conn, kind=kind, raw=raw, body=body, headers=headers, event=event,
+                                         gladia_id=gladia_id, job_id=job_id, received_at=received_at)
+                break
+            except OperationalError as exc:
+                if attempt == _ATTEMPTS or not _retryable(exc):
+                    raise
+                log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
+        if stored.duplicate and stored.status == "processed":
+            return stored, "duplicate"
+        status = normalize_inbox(settings, stored.inbox_id, kind=kind, body=body, job_id=job_id,
+                                 received_at=received_at, event=event, conn=conn)
+    return stored, status
+
+
+def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str]) -> None:
     """An account webhook says a lifecycle step happened; it carries no message content.
 
     ``live.end_session`` schedules reconciliation now: GET /v2/live/:id then
     fetches everything the callbacks did or did not deliver.
     """
-    if job is None or hook.event not in WEBHOOK_EVENTS:
+    if job_id is None or hook.event not in WEBHOOK_EVENTS:
         return
-    mtype = hook.event[len("live."):]
-    _apply_lifecycle(session, job, mtype, utcnow(), schedule=True)
+    _apply_lifecycle(session, job_id, hook.event[len("live."):], utcnow(), schedule=True)
 
 
-def _job_for(session: Session, job_id: Optional[str], gladia_id: Optional[str]) -> Optional[Job]:
-    if job_id:
-        job = session.get(Job, job_id)
-        if job is not None:
-            return job
-    if gladia_id:
-        return session.scalar(select(Job).where(Job.gladia_id == gladia_id))
-    return None
+def _job_id_for(conn: Connection, gladia_id: str) -> Optional[str]:
+    jobs = Job.__table__
+    return conn.execute(select(jobs.c.id).where(jobs.c.gladia_id == gladia_id)).scalar()
 
 
 def normalize_inbox(
@@ -670,6 +762,7 @@ def normalize_inbox(
     job_id: Optional[str],
     received_at: datetime,
     event: Optional[str] = None,
+    conn: Optional[Connection] = None,
 ) -> str:
     """Normalize one stored delivery in its own transaction; returns the row's new status.
 
@@ -677,47 +770,69 @@ def normalize_inbox(
     ``failed`` with the error (or stays ``pending`` if even that cannot be
     written) and the sweeper retries it.
     """
-    label = metric_event(event)
+    if conn is None:
+        with get_engine(settings.database_url).connect() as own:
+            return normalize_inbox(settings, inbox_id, kind=kind, body=body, job_id=job_id,
+                                   received_at=received_at, event=event, conn=own)
+    sql = _statements(conn.dialect.name)
     try:
-        with session_scope(settings.database_url) as session:
-            if kind == "webhook":
-                hook = validate_webhook(body)
-                job = _job_for(session, job_id, hook.gladia_id)
-                with job_context(job.id if job else None, hook.gladia_id):
-                    apply_webhook(session, hook, job)
-            else:
-                callback = validate_callback(body)
-                job = _job_for(session, job_id, callback.gladia_id)
-                with job_context(job.id if job else None, callback.gladia_id):
-                    normalize_message(
-                        session, callback.payload, source="callback", job=job,
-                        gladia_id=callback.gladia_id, inbox_id=inbox_id, received_at=received_at,
-                    )
-            table = InboxItem.__table__
-            session.execute(
-                update(table)
-                .where(table.c.id == inbox_id)
-                .values(status="processed", processed_at=utcnow(), error=None, attempts=table.c.attempts + 1,
-                        job_id=func.coalesce(table.c.job_id, job.id if job else None))
-            )
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with _write_lock(conn), conn.begin():
+                    job_id = _normalize_stored(conn, sql, inbox_id, kind=kind, body=body, job_id=job_id,
+                                               received_at=received_at)
+                break
+            except OperationalError as exc:
+                if attempt == _ATTEMPTS or not _retryable(exc):
+                    raise
+                log.info("normalizing inbox row %s hit %s; trying again", inbox_id, type(exc.orig).__name__)
     except Exception as exc:  # noqa: BLE001 - any failure must leave the raw row for a retry
-        metrics.CALLBACKS_FAILED.labels(label).inc()
+        metrics.CALLBACKS_FAILED.labels(metric_event(event)).inc()
         log.warning("normalizing inbox row %s failed: %s: %s", inbox_id, type(exc).__name__, exc)
         try:
-            with session_scope(settings.database_url) as session:
-                table = InboxItem.__table__
-                session.execute(
-                    update(table)
-                    .where(table.c.id == inbox_id)
-                    .values(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
-                            attempts=table.c.attempts + 1)
-                )
+            if conn.invalidated or conn.closed:
+                raise RuntimeError("connection lost")
+            with _write_lock(conn), conn.begin():
+                conn.execute(sql.inbox_failed, {"b_id": inbox_id, "b_error": f"{type(exc).__name__}: {exc}"[:2000]})
         except Exception:  # noqa: BLE001 - the row stays pending; the sweeper finds it
             log.exception("could not mark inbox row %s failed", inbox_id)
             return "pending"
         return "failed"
     metrics.CALLBACK_PROCESSING_SECONDS.observe(max(0.0, (utcnow() - received_at).total_seconds()))
     return "processed"
+
+
+def _normalize_stored(conn: Connection, sql: SimpleNamespace, inbox_id: int, *, kind: str, body: Any,
+                      job_id: Optional[str], received_at: datetime) -> Optional[str]:
+    """One normalization transaction's statements; returns the job id it settled on.
+
+    Lock order, the same in every transaction of the receiver so that none
+    can wait on another in a cycle: the job row (lifecycle messages only),
+    then the inbox row, then the normalized rows.
+    """
+    if kind == "webhook":
+        item: Callback | Webhook = validate_webhook(body)
+        lifecycle = item.event in WEBHOOK_EVENTS
+    else:
+        item = validate_callback(body)
+        lifecycle = item.payload["type"] in LIFECYCLE_STATES
+    job_id = job_id or _job_id_for(conn, item.gladia_id)
+    # The session joins this connection's transaction and never commits it.
+    session = Session(bind=conn, join_transaction_mode="rollback_only")
+    try:
+        with job_context(job_id, item.gladia_id):
+            if lifecycle and job_id is not None:
+                session.get(Job, job_id, with_for_update=_ROW_LOCK)
+            conn.execute(sql.inbox_processed, {"b_id": inbox_id, "b_now": utcnow(), "b_job": job_id})
+            if isinstance(item, Webhook):
+                apply_webhook(session, item, job_id)
+            else:
+                _normalize(session, item.payload, source="callback", job_id=job_id,
+                           gladia_id=item.gladia_id, inbox_id=inbox_id, received_at=received_at)
+            session.flush()
+    finally:
+        session.close()
+    return job_id
 
 
 def process_inbox_item(settings: Settings, inbox_id: int) -> str:

@@ -30,9 +30,8 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from .. import ingest, metrics
-from ..db import session_scope
 from ..logging_setup import job_context
-from ..models import Job, utcnow
+from ..models import utcnow
 from ..tokens import job_id_from_token
 from . import json_error, settings
 
@@ -85,33 +84,32 @@ def gladia_callback(token: str):
     label = ingest.metric_event(callback.event)
 
     with job_context(job_id, callback.gladia_id):
-        try:
-            with session_scope(cfg.database_url) as session:
-                job = session.get(Job, job_id)
-                if job is None:  # a token of a deleted job (or of another deployment's key)
-                    return _reject(404, "unknown_job", "unknown callback URL")
-                ingest.bind_gladia_id(session, job, callback.gladia_id)
-                stored = ingest.store_inbox(
-                    session, kind="callback", raw=raw, body=body,
-                    headers=ingest.safe_headers(request.headers.items()), event=callback.event,
-                    gladia_id=callback.gladia_id, job_id=job_id, received_at=received_at,
+        for attempt in (1, 2):
+            try:
+                stored, status = ingest.receive(
+                    cfg, kind="callback", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
+                    event=callback.event, gladia_id=callback.gladia_id, job_id=job_id, received_at=received_at,
                 )
-        except ingest.Forbidden as exc:
-            return _reject(403, "wrong_session", str(exc), job=job_id, gladia_id=callback.gladia_id)
-        except IntegrityError:
-            # Another job claimed this session id between our check and our update.
-            return _reject(403, "wrong_session", "the body names a session of another job", job=job_id)
+                break
+            except ingest.UnknownJob:  # a token of a deleted job (or of another deployment's key)
+                return _reject(404, "unknown_job", "unknown callback URL")
+            except ingest.Forbidden as exc:
+                return _reject(403, "wrong_session", str(exc), job=job_id, gladia_id=callback.gladia_id)
+            except IntegrityError:
+                # Another job claimed this session id meanwhile, or the job was deleted:
+                # forget what we knew of the job and decide again from the database.
+                ingest.forget_job_session(cfg.database_url, job_id)
+                if attempt == 2:
+                    return _reject(403, "wrong_session", "the body names a session of another job", job=job_id)
+        return _answer(label, stored, status)
 
-        metrics.CALLBACKS_RECEIVED.labels(label).inc()
-        if stored.duplicate:
-            metrics.CALLBACKS_DUPLICATE.labels(label).inc()
-            if stored.status == "processed":
-                return jsonify({"status": "duplicate", "inbox_id": stored.inbox_id})
-        status = ingest.normalize_inbox(
-            cfg, stored.inbox_id, kind="callback", body=body, job_id=job_id, received_at=received_at,
-            event=callback.event,
-        )
-    return jsonify({"status": "duplicate" if stored.duplicate else "stored", "normalized": status,
+
+def _answer(label: str, stored: ingest.Stored, status: str):
+    metrics.CALLBACKS_RECEIVED.labels(label).inc()
+    if stored.duplicate:
+        metrics.CALLBACKS_DUPLICATE.labels(label).inc()
+    return jsonify({"status": "duplicate" if stored.duplicate else "stored",
+                    "normalized": "processed" if status == "duplicate" else status,
                     "inbox_id": stored.inbox_id})
 
 
@@ -151,21 +149,9 @@ def gladia_webhook():
     except ingest.InvalidMessage as exc:
         return _reject(400, "invalid_body", str(exc), kind="webhook")
     label = ingest.metric_event(hook.event)
-
     with job_context(None, hook.gladia_id):
-        with session_scope(cfg.database_url) as session:
-            job_id = session.scalar(Job.__table__.select().with_only_columns(Job.id).where(Job.gladia_id == hook.gladia_id))
-            stored = ingest.store_inbox(
-                session, kind="webhook", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
-                event=hook.event, gladia_id=hook.gladia_id, job_id=job_id, received_at=received_at,
-            )
-        metrics.CALLBACKS_RECEIVED.labels(label).inc()
-        if stored.duplicate:
-            metrics.CALLBACKS_DUPLICATE.labels(label).inc()
-            if stored.status == "processed":
-                return jsonify({"status": "duplicate", "inbox_id": stored.inbox_id})
-        status = ingest.normalize_inbox(
-            cfg, stored.inbox_id, kind="webhook", body=body, job_id=job_id, received_at=received_at, event=hook.event
+        stored, status = ingest.receive(
+            cfg, kind="webhook", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
+            event=hook.event, gladia_id=hook.gladia_id, job_id=None, received_at=received_at,
         )
-    return jsonify({"status": "duplicate" if stored.duplicate else "stored", "normalized": status,
-                    "inbox_id": stored.inbox_id})
+    return _answer(label, stored, status)
