@@ -161,6 +161,7 @@ class SphinxRecognizer:
         self._resampler = _Resampler(params.sample_rate, self.RATE)
         self._buf = b""
         self._in_utt = False
+        self._last_partial: list[Word] = []
         self._utt_start = 0.0
         self._next_partial = 0.0
         self._stream_t = 0.0
@@ -188,7 +189,10 @@ class SphinxRecognizer:
     def _end_utt(self, end: float, events: list[Event]) -> None:
         self.decoder.end_utt()
         self._in_utt = False
-        words = self._words(self._utt_start)
+        # A final must follow any partial of the same utterance (they share an id); when the
+        # full-utterance search keeps no word, the last partial hypothesis stands.
+        words = self._words(self._utt_start) or self._last_partial
+        self._last_partial = []
         if words:
             events.append(Event("final", round(end, 3), words))
         events.append(Event("speech_end", round(end, 3)))
@@ -214,8 +218,10 @@ class SphinxRecognizer:
             elif self._stream_t >= self._next_partial:
                 self._next_partial += self.PARTIAL_EVERY_S
                 hyp = self.decoder.hyp()
-                if hyp is not None and hyp.hypstr:
-                    events.append(Event("partial", round(self._stream_t, 3), self._words(self._utt_start)))
+                words = self._words(self._utt_start) if hyp is not None and hyp.hypstr else []
+                if words:
+                    self._last_partial = words
+                    events.append(Event("partial", round(self._stream_t, 3), words))
 
     def feed(self, samples: np.ndarray) -> list[Event]:
         events: list[Event] = []

@@ -309,8 +309,11 @@ class Emulator:
                 metadata = None
             if not isinstance(metadata, dict):
                 errors.append('Field "custom_metadata" must be a JSON object')
-        unknown = sorted(set(q) - {"offset", "limit", "status", "date", "before_date", "after_date",
-                                   "custom_metadata"})
+        # The official SDK sends the filter as custom_metadata[key]=value (qs style, values as strings).
+        bracket = {k[len("custom_metadata["):-1]: v for k, v in q.items()
+                   if k.startswith("custom_metadata[") and k.endswith("]")}
+        unknown = sorted(k for k in set(q) - {"offset", "limit", "status", "date", "before_date", "after_date",
+                                              "custom_metadata"} if not k.startswith("custom_metadata["))
         errors += [f'Field "{name}" is not allowed' for name in unknown]
         if errors:
             return error_response(request, 400, "invalid query", errors)
@@ -328,6 +331,10 @@ class Emulator:
         if metadata is not None:
             items = [s for s in items if isinstance(s.custom_metadata, dict)
                      and all(s.custom_metadata.get(k) == v for k, v in metadata.items())]
+        if bracket:
+            items = [s for s in items if isinstance(s.custom_metadata, dict)
+                     and all(k in s.custom_metadata and _query_text(s.custom_metadata[k]) == v
+                             for k, v in bracket.items())]
         items.sort(key=lambda s: s.created_dt, reverse=True)
         page = items[offset:offset + limit]
 
@@ -440,6 +447,11 @@ class Emulator:
         assert self.callbacks is not None
         idle = await self.callbacks.wait_idle(timeout)
         return web.json_response({"idle": idle})
+
+
+def _query_text(value: Any) -> str:
+    """How a metadata value reads in a query string (as Python's and the SDK's str() writes it)."""
+    return value if isinstance(value, str) else str(value)
 
 
 def _parse_datetime(raw: str) -> datetime:

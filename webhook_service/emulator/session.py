@@ -11,6 +11,7 @@ what the callback carries as ``payload``.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import time
@@ -267,16 +268,17 @@ class LiveSession:
         """Runs in the engine's thread for sphinx: decode, feed each channel (``None`` = flush)."""
         if self._recognizers is None:
             self._recognizers = self._make_recognizers()
-        events: list[tuple[int, Event]] = []
+        streams: list[list[tuple[int, Event]]] = []
         if audio is not None:
             per_channel = self._decoder.decode(audio)
             for channel, recognizer in enumerate(self._recognizers):
-                events += [(channel, e) for e in recognizer.feed(per_channel[channel])]
+                streams.append([(channel, e) for e in recognizer.feed(per_channel[channel])])
         else:
             for channel, recognizer in enumerate(self._recognizers):
-                events += [(channel, e) for e in recognizer.flush()]
-        events.sort(key=lambda item: item[1].time)
-        return events
+                streams.append([(channel, e) for e in recognizer.flush()])
+        # Interleave channels by time, but never reorder one channel's own events
+        # (a partial is produced before its final even when its time is later).
+        return list(heapq.merge(*streams, key=lambda item: item[1].time))
 
     async def _run_engine(self, audio: bytes | None) -> list[tuple[int, Event]]:
         executor: Executor | None = self.emulator.executor
