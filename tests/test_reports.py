@@ -326,3 +326,24 @@ def test_api_report_errors(loaded, client, path, status, fragment):
     assert response.status_code == status
     error = response.get_json()["error"]
     assert error["status"] == status and fragment in error["message"]
+
+
+@pytest.mark.dbless
+def test_migration_downgrade_drops_views_and_cache(tmp_path):
+    from alembic import command
+    from sqlalchemy import create_engine, inspect
+
+    from webhook_service.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path}/roundtrip.sqlite3"
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    engine = create_engine(url)
+    assert "report_daily_usage" in inspect(engine).get_view_names()
+    command.downgrade(config, "0001")
+    inspector = inspect(engine)
+    assert inspector.get_view_names() == [] and "session_stats" not in inspector.get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'")).scalar() == 0
+    command.upgrade(config, "head")
+    assert len(inspect(create_engine(url)).get_view_names()) == 8

@@ -394,7 +394,7 @@ class SessionStats(Base):
     """Per-session aggregates of the large tables, so reports stay fast at any size.
 
     Reports read utterances, events and callbacks through this table instead of
-    scanning millions of rows. Triggers (migration 0002) put a session in
+    scanning millions of rows. Triggers (migration 0002) log a session in
     :class:`SessionStatsStale` whenever one of its rows changes;
     ``reports.refresh_session_stats`` recomputes exactly those sessions before
     a report is read. Every column has the meaning of the view
@@ -437,9 +437,15 @@ class SessionLanguageStats(Base):
 
 
 class SessionStatsStale(Base):
-    """Sessions whose :class:`SessionStats` row must be recomputed (filled by triggers)."""
+    """Sessions whose :class:`SessionStats` row must be recomputed, appended by triggers.
+
+    An append-only log rather than one row per session: the triggers run inside
+    the receiver's and the worker's transactions, and a plain INSERT takes no
+    lock another writer could wait for, so it can add no deadlock to theirs.
+    """
 
     __tablename__ = "session_stats_stale"
 
-    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
     marked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

@@ -578,21 +578,38 @@ def session_summary_row(session: Session, job_id: str) -> Optional[dict[str, Any
 
 # ------------------------------------------------------- statistics cache
 
-def refresh_session_stats(database_url: str, chunk: int = REFRESH_CHUNK) -> int:
-    """Recompute the statistics of every session marked stale; return how many.
+# Any constant: the PostgreSQL advisory lock that serializes refreshers.
+REFRESH_LOCK_KEY = 0x5E55_1057
+REFRESH_SCAN = 20 * REFRESH_CHUNK
 
-    Each chunk is one transaction that first deletes its stale marks, then
-    reads the session rows: a row committed meanwhile re-marks its session
-    (the triggers' upsert waits for the deletion), so no change is lost. On
-    PostgreSQL, concurrent refreshers skip each other's locked marks.
+
+def refresh_session_stats(database_url: str, chunk: int = REFRESH_CHUNK) -> int:
+    """Recompute the statistics of every session logged stale; return how many sessions.
+
+    Each round is one transaction: take up to ``chunk`` sessions from the log,
+    delete *all* their log rows, then read their rows and rewrite their
+    statistics. Every log row deleted belongs to a change committed before the
+    deletion, hence visible to the reads that follow it; a change committed
+    later leaves its own log row for the next refresh. Refreshers are
+    serialized (an advisory lock on PostgreSQL; SQLite's write lock), so two
+    of them never rewrite one session at once.
     """
     done = 0
+    with session_scope(database_url) as session:
+        # Changes logged after this point wait for the next refresh: under a
+        # steady stream of callbacks the loop still ends.
+        last = session.execute(select(func.max(SessionStatsStale.id))).scalar()
+    if last is None:
+        return 0
     while True:
         with session_scope(database_url) as session:
-            ids = list(session.scalars(
-                select(SessionStatsStale.job_id).order_by(SessionStatsStale.job_id).limit(chunk)
-                .with_for_update(skip_locked=True)
-            ))
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REFRESH_LOCK_KEY})
+            logged = session.scalars(
+                select(SessionStatsStale.job_id).where(SessionStatsStale.id <= last)
+                .order_by(SessionStatsStale.id).limit(REFRESH_SCAN)
+            ).all()
+            ids = sorted(set(logged))[:chunk]
             if not ids:
                 return done
             session.execute(delete(SessionStatsStale).where(SessionStatsStale.job_id.in_(ids)))
@@ -601,7 +618,8 @@ def refresh_session_stats(database_url: str, chunk: int = REFRESH_CHUNK) -> int:
 
 
 def stale_count(session: Session) -> int:
-    return int(session.execute(select(func.count()).select_from(SessionStatsStale)).scalar_one())
+    """Sessions waiting for a refresh."""
+    return int(session.execute(select(func.count(func.distinct(SessionStatsStale.job_id)))).scalar_one())
 
 
 def _recompute(session: Session, ids: Iterable[str]) -> None:

@@ -3,7 +3,7 @@
 The views are the schema analysts query (docs/reporting.md documents each
 column). They read the large tables (utterances, events, callback_inbox)
 through ``session_stats`` / ``session_language_stats``, a per-session cache:
-triggers put a session in ``session_stats_stale`` whenever one of its rows in
+triggers log a session in ``session_stats_stale`` whenever one of its rows in
 those tables changes, and ``webhook_service.reports.refresh_session_stats``
 recomputes exactly those sessions before any report is read. That keeps every
 report at a few milliseconds with millions of utterances.
@@ -268,22 +268,24 @@ _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 
 
 def _create_triggers(dialect: str) -> None:
+    """Log the session of every inserted, updated or deleted row of the cached tables.
+
+    A plain INSERT into an append-only log: no upsert, so no row lock that
+    two writers of the same session could wait for (no new deadlocks in the
+    receiver's or the worker's transactions).
+    """
     if dialect == "postgresql":
         op.execute("""
 CREATE FUNCTION session_stats_mark_stale() RETURNS trigger LANGUAGE plpgsql AS $body$
 BEGIN
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.job_id IS DISTINCT FROM NEW.job_id) THEN
         IF OLD.job_id IS NOT NULL THEN
-            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (OLD.job_id, now())
-            ON CONFLICT (job_id) DO UPDATE SET marked_at = EXCLUDED.marked_at;
+            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (OLD.job_id, now());
         END IF;
     END IF;
     IF TG_OP <> 'DELETE' THEN
         IF NEW.job_id IS NOT NULL THEN
-            -- DO UPDATE (not DO NOTHING) locks the row, so a refresh that deletes it
-            -- waits for this transaction and then sees its rows.
-            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now())
-            ON CONFLICT (job_id) DO UPDATE SET marked_at = EXCLUDED.marked_at;
+            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now());
         END IF;
     END IF;
     RETURN NULL;
@@ -294,15 +296,15 @@ $body$
             op.execute(f"CREATE TRIGGER trg_{table}_stats_stale AFTER INSERT OR UPDATE OR DELETE ON {table} "
                        f"FOR EACH ROW EXECUTE FUNCTION session_stats_mark_stale()")
         return
-    upsert = ("INSERT INTO session_stats_stale (job_id, marked_at) SELECT {ref}.job_id, " + _SQLITE_NOW
-              + " WHERE {ref}.job_id IS NOT NULL ON CONFLICT (job_id) DO UPDATE SET marked_at = excluded.marked_at;")
+    mark = ("INSERT INTO session_stats_stale (job_id, marked_at) SELECT {ref}.job_id, " + _SQLITE_NOW
+            + " WHERE {ref}.job_id IS NOT NULL;")
     for table in STALE_SOURCES:
         op.execute(f"CREATE TRIGGER trg_{table}_stats_stale_insert AFTER INSERT ON {table} BEGIN "
-                   f"{upsert.format(ref='NEW')} END")
+                   f"{mark.format(ref='NEW')} END")
         op.execute(f"CREATE TRIGGER trg_{table}_stats_stale_update AFTER UPDATE ON {table} BEGIN "
-                   f"{upsert.format(ref='OLD')} {upsert.format(ref='NEW')} END")
+                   f"{mark.format(ref='OLD')} {mark.format(ref='NEW')} END")
         op.execute(f"CREATE TRIGGER trg_{table}_stats_stale_delete AFTER DELETE ON {table} BEGIN "
-                   f"{upsert.format(ref='OLD')} END")
+                   f"{mark.format(ref='OLD')} END")
 
 
 def _drop_triggers(dialect: str) -> None:
@@ -356,10 +358,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "session_stats_stale",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("job_id", sa.String(length=36), nullable=False),
         sa.Column("marked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_session_stats_stale")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_session_stats_stale")),
     )
+    op.create_index(op.f("ix_session_stats_stale_job_id"), "session_stats_stale", ["job_id"], unique=False)
     _create_triggers(dialect)
     # Sessions that already have rows get their statistics at the first report.
     op.execute("INSERT INTO session_stats_stale (job_id) "
@@ -375,6 +379,7 @@ def downgrade() -> None:
     for name in reversed(VIEWS):
         op.execute(f"DROP VIEW IF EXISTS {name}")
     _drop_triggers(dialect)
+    op.drop_index(op.f("ix_session_stats_stale_job_id"), table_name="session_stats_stale")
     op.drop_table("session_stats_stale")
     op.drop_table("session_language_stats")
     op.drop_table("session_stats")
