@@ -1,0 +1,128 @@
+"""The receiver fed by the emulator's real callbacks over real sockets.
+
+A session is driven by hand (no worker): POST /v2/live with the receiver's
+callback URL, stream a WAV over the WebSocket, close with 1000, wait for the
+emulator to finish delivering, then compare the database with GET /v2/live/:id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+from pathlib import Path
+
+import pytest
+import requests
+import websockets
+from sqlalchemy import func, select
+
+from webhook_service.db import session_scope
+from webhook_service.models import AddonResult, Event, InboxItem, Job, SessionResult, Utterance
+from webhook_service.tokens import callback_token
+
+DATA = Path(__file__).parent / "data"
+CHUNK_MS = 100
+
+
+def start_session(emulator, callback_url: str, **extra) -> dict:
+    body = {
+        "encoding": "wav/pcm", "bit_depth": 16, "sample_rate": 16000, "channels": 1,
+        "language_config": {"languages": ["en"]},
+        "callback": True,
+        "callback_config": {"url": callback_url, "receive_partial_transcripts": True,
+                            "receive_acknowledgments": True, "receive_speech_events": True,
+                            "receive_lifecycle_events": True},
+        **extra,
+    }
+    r = requests.post(f"{emulator.url}/v2/live", json=body, headers={"x-gladia-key": emulator.api_key}, timeout=10)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def stream_wav(ws_url: str, path: Path) -> None:
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (16000, 2, 1)
+        pcm = w.readframes(w.getnframes())
+    step = 16000 * 2 * CHUNK_MS // 1000
+    async with websockets.connect(ws_url, max_size=None) as ws:
+        for i in range(0, len(pcm), step):
+            await ws.send(pcm[i:i + step])
+        # Read until every byte is acknowledged, then close with 1000 (the worker's default close mode).
+        acked = 0
+        while acked < len(pcm):
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if msg.get("type") == "audio_chunk" and msg.get("acknowledged"):
+                acked = msg["data"]["byte_range"][1]
+        await ws.close(code=1000)
+
+
+def test_emulator_session_callbacks_end_up_in_sql(emulator, live_app, settings):
+    with session_scope(settings.database_url) as s:
+        job = Job(source_path=str(DATA / "hello.wav"))  # no gladia_id yet: the first callback records it
+        job.advance("starting")
+        s.add(job)
+    url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
+    created = start_session(emulator, url, realtime_processing={"named_entity_recognition": True,
+                                                                 "sentiment_analysis": True})
+    gid = created["id"]
+    asyncio.run(stream_wav(created["url"], DATA / "hello.wav"))
+    reference = emulator.wait_session_done(gid, timeout=60)
+    assert emulator.wait_callbacks(timeout=60)
+
+    ledger = emulator.ledger(gid)
+    assert ledger["totals"]["delivered"] == ledger["totals"]["messages"] > 0
+    sent_keys = {e["message_key"] for e in ledger["entries"]}
+    with session_scope(settings.database_url) as s:
+        j = s.get(Job, job.id)
+        assert j.gladia_id == gid
+        assert j.state == "done" and j.reconcile_after is not None
+        # Every delivered message is one event, keyed exactly as the emulator keyed it.
+        stored_keys = set(s.scalars(select(Event.message_key).where(Event.gladia_id == gid)))
+        assert stored_keys == sent_keys
+        assert s.scalar(select(func.count()).select_from(InboxItem).where(InboxItem.status != "processed")) == 0
+        finals = s.scalars(select(Utterance).where(Utterance.gladia_id == gid, Utterance.is_final.is_(True))
+                           .order_by(Utterance.start_s)).all()
+        partials = s.scalar(select(func.count()).select_from(Utterance).where(Utterance.is_final.is_(False)))
+        result = s.get(SessionResult, gid)
+        addon_kinds = set(s.scalars(select(AddonResult.kind).where(AddonResult.gladia_id == gid)))
+
+    expected = reference["result"]["transcription"]["utterances"]
+    assert expected, "the emulator recognised no speech in hello.wav"
+    assert [(u.text, u.start_s, u.end_s, u.channel, u.language, u.words) for u in finals] == [
+        (u["text"], u["start"], u["end"], u["channel"], u["language"], u["words"]) for u in expected
+    ]
+    assert partials == 0  # every partial was replaced by its final
+    assert result is not None and result.full_transcript == reference["result"]["transcription"]["full_transcript"]
+    assert {"named_entity_recognition", "sentiment_analysis"} <= addon_kinds
+
+    # The reference's own message list holds the same messages (same keys) as the callbacks.
+    from webhook_service.ingest import message_key
+
+    reference_keys = {message_key(json.loads(m)) for m in reference["result"]["messages"]}
+    assert sent_keys <= reference_keys
+
+
+def test_emulator_duplicates_and_reordering_change_nothing(emulator, live_app, settings):
+    emulator.set_faults(seed=7, callback_duplicate_rate=0.5, callback_reorder_rate=0.3)
+    with session_scope(settings.database_url) as s:
+        job = Job(source_path=str(DATA / "lights.wav"))
+        job.advance("starting")
+        s.add(job)
+    url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
+    created = start_session(emulator, url)
+    gid = created["id"]
+    asyncio.run(stream_wav(created["url"], DATA / "lights.wav"))
+    reference = emulator.wait_session_done(gid, timeout=60)
+    assert emulator.wait_callbacks(timeout=60)
+    ledger = emulator.ledger(gid)
+    assert ledger["totals"]["duplicated"] > 0  # the fault really happened
+    with session_scope(settings.database_url) as s:
+        events = s.scalar(select(func.count()).select_from(Event).where(Event.gladia_id == gid))
+        duplicates = s.scalar(select(func.sum(InboxItem.duplicates)).where(InboxItem.gladia_id == gid))
+        finals = s.scalars(select(Utterance.text).where(Utterance.gladia_id == gid, Utterance.is_final.is_(True))
+                           .order_by(Utterance.start_s)).all()
+        assert s.get(Job, job.id).state == "done"
+    assert events == ledger["totals"]["messages"]
+    assert duplicates == ledger["totals"]["duplicated"]
+    assert finals == [u["text"] for u in reference["result"]["transcription"]["utterances"]]
