@@ -255,3 +255,54 @@ def test_session_gone_is_left_to_reconciliation(stream_settings, emulator, audio
     assert job.state == "stream_closed"
     assert "before all audio" in job.last_error
     assert job.reconcile_after is not None
+
+
+def test_stop_mode_waits_for_end_session(stream_settings, emulator, audio_dir):
+    settings = replace(stream_settings, close_mode="stop")
+    path = audio_file(audio_dir, "stop.wav", 1.0)
+    [job_id] = make_jobs(settings, path)
+
+    assert run_job(settings, job_id) == "stream_closed"
+
+    job = load_job(settings, job_id)
+    assert job.last_error is None  # end_session arrived before the wait ran out
+    # Post-processing had finished when the worker let go: Gladia's record says done.
+    assert GladiaClient(emulator.url, emulator.api_key).get_live(job.gladia_id)["status"] == "done"
+
+
+def test_a_run_that_loses_its_claim_stops_and_the_new_owner_finishes(stream_settings, emulator, audio_dir):
+    """What the sweeper does to a silent worker: release its claim; the old run must stop sending."""
+    settings = replace(stream_settings, stream_speed=1.0)
+    path = audio_file(audio_dir, "handover.wav", 3.0)
+    [job_id] = make_jobs(settings, path)
+    outcomes: dict[str, str] = {}
+    first = threading.Thread(target=lambda: outcomes.__setitem__("first", run_job(settings, job_id)))
+    first.start()
+    deadline = time.monotonic() + 20
+    while load_job(settings, job_id).bytes_acked < 16000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with session_scope(settings.database_url) as session:  # the sweeper's release of a stale owner
+        session.get(Job, job_id).worker_id = None
+    first.join(30)  # its next heartbeat finds the claim gone: it stops sending, without closing the session
+    assert outcomes == {"first": "skipped: claim lost"}
+    assert load_job(settings, job_id).bytes_acked < load_job(settings, job_id).bytes_total
+
+    outcomes["second"] = run_job(settings, job_id)
+
+    assert outcomes == {"first": "skipped: claim lost", "second": "stream_closed"}
+    job = load_job(settings, job_id)
+    assert job.attempts == 2
+    assert emulator.received_audio(job.gladia_id) == decoded(path, job_format(settings, job_id))
+
+
+def test_a_run_that_cannot_record_heartbeats_fences_itself(stream_settings, emulator, audio_dir):
+    """If its heartbeats stop landing, a run stops sending before the sweeper may hand the job on."""
+    path = audio_file(audio_dir, "fence.wav", 2.0)
+    client = GladiaClient(emulator.url, emulator.api_key)
+    session = client.create_live({"encoding": "wav/pcm", "sample_rate": 16000, "bit_depth": 16, "channels": 1})
+    stream = LiveStream(url=session["url"], path=str(path), fmt=PcmFormat(), speed=1.0)
+    stream.fence_after(0.5)  # and no heartbeat renews it
+    result = runtime(stream_settings).run(stream.run())
+    assert result.outcome == "lost_claim"
+    assert 0 < result.bytes_sent < 64000
+    assert "no heartbeat" in result.error

@@ -254,6 +254,7 @@ class PcmReader:
         self._in_rate = self._stream.codec_context.sample_rate or fmt.sample_rate
         self._frames: Iterator = iter(())
         self._skip = 0  # output bytes still to drop before ``position``
+        self._passthrough: Optional[bool] = None
         try:
             self._start_at(start)
         except BaseException:
@@ -334,16 +335,29 @@ class PcmReader:
 
     # ---------------------------------------------------------------- reading
 
+    def _is_session_format(self, frame) -> bool:
+        """Whether decoded frames can be used as they are; decided on the first frame of the file."""
+        if self._passthrough is None:
+            self._passthrough = (
+                self.fmt.bit_depth != 24 and frame.format.name == _SAMPLE_FORMATS[self.fmt.bit_depth]
+                and frame.sample_rate == self.fmt.sample_rate and len(frame.layout.channels) == self.fmt.channels)
+        return self._passthrough
+
     def _pull(self) -> bool:
         """Decode one more codec frame into the buffer; False at the end of the audio."""
         if self._eof:
             return False
         frame = next(self._frames, None)
-        if frame is not None:
-            frame.pts = None  # the resampler keeps its own timeline; seeks must not confuse it
-        out = self._resampler.resample(frame)
-        if frame is None:
-            self._eof = True
+        if frame is not None and self._is_session_format(frame):
+            # Already in the session's format (e.g. 16 kHz 16-bit WAV): no resampler call at all,
+            # which is most of the CPU a stream costs.
+            out = [frame]
+        else:
+            if frame is not None:
+                frame.pts = None  # the resampler keeps its own timeline; seeks must not confuse it
+            out = self._resampler.resample(frame)
+            if frame is None:
+                self._eof = True
         for piece in out:
             raw = bytes(piece.planes[0])
             if self.fmt.bit_depth == 24:

@@ -135,6 +135,7 @@ class LiveStream:
         self.reconnects_before = reconnects_before  # counted by earlier runs of the job
         self.last_error: Optional[str] = None
         self.lost_claim = False  # set by the heartbeat when another run owns the job
+        self._fence_at: Optional[float] = None  # monotonic time after which this run must stop sending
         self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
         self._reader: Optional[PcmReader] = None
         self._acked = asyncio.Event()
@@ -148,7 +149,7 @@ class LiveStream:
     async def run(self) -> StreamResult:
         attempt = 0
         try:
-            self._reader = PcmReader(self.path, self.fmt, self.bytes_acked, max_duration_s=self.max_duration_s)
+            self._reader = await self._open_reader(self.bytes_acked)
             while True:
                 if self.lost_claim:
                     return self._result("lost_claim")
@@ -201,6 +202,12 @@ class LiveStream:
             if self._reader is not None:
                 self._reader.close()
 
+    async def _open_reader(self, start: int) -> PcmReader:
+        # Opening probes the container and may seek and decode a pre-roll: tens of ms that must not
+        # stall the other streams of the loop.
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: PcmReader(self.path, self.fmt, start, max_duration_s=self.max_duration_s))
+
     def _result(self, outcome: str) -> StreamResult:
         return StreamResult(outcome, self.bytes_sent, self.bytes_acked, self.bytes_total, self.reconnects,
                             self.last_error)
@@ -212,6 +219,18 @@ class LiveStream:
                 await ws.close(code)
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
+
+    def fence_after(self, seconds: float) -> None:
+        """Allow sending for ``seconds`` more (renewed by each recorded heartbeat)."""
+        self._fence_at = time.monotonic() + seconds
+
+    def _fenced(self) -> bool:
+        if self._fence_at is not None and time.monotonic() > self._fence_at:
+            if not self.lost_claim:
+                self.last_error = "no heartbeat recorded for too long; stopping so another run can take over"
+                log.warning("stream %s: %s", self.label, self.last_error)
+            self.abort()
+        return self.lost_claim
 
     def abort(self) -> None:
         """Drop the socket without a close frame: Gladia keeps the session for the next owner."""
@@ -280,7 +299,7 @@ class LiveStream:
                         " count", self.label, total, self.bytes_acked)
             assert self._reader is not None
             self._reader.close()
-            self._reader = PcmReader(self.path, self.fmt, total, max_duration_s=self.max_duration_s)
+            self._reader = await self._open_reader(total)
             self._unacked.clear()
             self.bytes_acked = self.bytes_sent = total
         self._acked.set()
@@ -301,7 +320,7 @@ class LiveStream:
         reader = self._reader
         assert reader is not None
         while self.bytes_total is None:
-            if self.lost_claim:
+            if self._fenced():
                 return "lost_claim"
             while len(self._unacked) + self.chunk_bytes > self.window_bytes:
                 self._acked.clear()
@@ -387,7 +406,7 @@ class _Runtime:
     def __init__(self, heartbeat_interval_s: float):
         self.loop = asyncio.new_event_loop()
         self.db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-db")
-        self.streams: dict[str, tuple[LiveStream, str, Settings]] = {}  # job id -> (stream, run id, settings)
+        self.streams: dict[str, _Entry] = {}  # run id -> entry
         self.lock = threading.Lock()
         self.heartbeat_interval_s = heartbeat_interval_s
         self.thread = threading.Thread(target=self._run, name="stream-loop", daemon=True)
@@ -402,30 +421,40 @@ class _Runtime:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def register(self, job_id: str, stream: LiveStream, run_id: str, settings: Settings) -> None:
+        stream.fence_after(fence_s(settings))  # the claim has just written a heartbeat
         with self.lock:
-            self.streams[job_id] = (stream, run_id, settings)
+            self.streams[run_id] = _Entry(job_id, run_id, stream, settings)
 
-    def unregister(self, job_id: str) -> None:
+    def unregister(self, run_id: str) -> None:
         with self.lock:
-            self.streams.pop(job_id, None)
+            self.streams.pop(run_id, None)
 
     async def _heartbeat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
             with self.lock:
-                entries = list(self.streams.items())
+                entries = list(self.streams.values())
             if not entries:
                 continue
             try:
-                lost = await self.loop.run_in_executor(self.db_pool, write_progress, entries)
-            except Exception:  # noqa: BLE001 - the next beat retries; a dead DB must not kill streams
+                written, lost = await self.loop.run_in_executor(self.db_pool, write_progress, entries)
+            except Exception:  # noqa: BLE001 - the next beat retries; a dead DB must not kill streams at once
                 log.exception("progress write failed")
                 continue
-            for job_id in lost:
-                log.warning("job %s was claimed by another run; dropping this stream", job_id)
-                entry = self.streams.get(job_id)
-                if entry is not None:
-                    entry[0].abort()
+            for entry in entries:
+                if entry.run_id in lost:
+                    log.warning("job %s was claimed by another run; dropping this stream", entry.job_id)
+                    entry.stream.abort()
+                elif entry.run_id in written:
+                    entry.stream.fence_after(fence_s(entry.settings))
+
+
+@dataclass
+class _Entry:
+    job_id: str
+    run_id: str
+    stream: LiveStream
+    settings: Settings
 
 
 _runtime: Optional[_Runtime] = None
@@ -453,29 +482,49 @@ def lease_s(settings: Settings) -> float:
     return max(settings.stale_heartbeat_s, 3 * settings.heartbeat_interval_s)
 
 
-def write_progress(entries: list[tuple[str, tuple[LiveStream, str, Settings]]]) -> list[str]:
+def fence_s(settings: Settings) -> float:
+    """How long a stream may go on without recording a heartbeat.
+
+    Past that, the sweeper may hand the job to another run (at
+    STALE_HEARTBEAT_S), so a run that cannot write its heartbeat stops
+    sending first: two runs never feed one session at once.
+    """
+    return 0.75 * settings.stale_heartbeat_s
+
+
+def write_progress(entries: list[_Entry]) -> tuple[set[str], set[str]]:
     """One transaction per database: each stream's progress and heartbeat, and its slot lease.
 
-    Returns the job ids whose claim belongs to another run now.
+    Returns (run ids recorded, run ids whose job another run owns now).
     """
-    lost: list[str] = []
-    by_db: dict[str, list] = {}
-    for job_id, (stream, run_id, settings) in entries:
-        by_db.setdefault(settings.database_url, []).append((job_id, stream, run_id, settings))
+    written: set[str] = set()
+    lost: set[str] = set()
+    by_db: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_db.setdefault(entry.settings.database_url, []).append(entry)
     for url, items in by_db.items():
         now = utcnow()
-        with session_scope(url) as session:
-            for job_id, stream, run_id, _settings in items:
-                result = session.execute(
-                    update(Job).where(Job.id == job_id, Job.worker_id == run_id)
-                    .values(bytes_sent=stream.bytes_sent, bytes_acked=stream.bytes_acked,
-                            reconnects=stream.reconnects_before + stream.reconnects,
-                            heartbeat_at=now)
-                )
-                if result.rowcount == 0:
-                    lost.append(job_id)
-            concurrency.renew_slots(session, [i[0] for i in items if i[0] not in lost], lease_s(items[0][3]), now)
-    return lost
+        owned: list[_Entry] = []
+        try:
+            with session_scope(url) as session:
+                for entry in items:
+                    stream = entry.stream
+                    result = session.execute(
+                        update(Job).where(Job.id == entry.job_id, Job.worker_id == entry.run_id)
+                        .values(bytes_sent=stream.bytes_sent, bytes_acked=stream.bytes_acked,
+                                reconnects=stream.reconnects_before + stream.reconnects, heartbeat_at=now)
+                    )
+                    if result.rowcount == 1:
+                        owned.append(entry)
+                    else:
+                        lost.add(entry.run_id)
+                concurrency.renew_slots(session, [e.job_id for e in owned], lease_s(items[0].settings), now)
+        except Exception:  # noqa: BLE001 - one unreachable database must not stop the others' heartbeats
+            log.exception("progress write to %s failed", url.split("@")[-1])
+            lost -= {e.run_id for e in items}
+            continue
+        written |= {e.run_id for e in owned}
+    return written, lost
 
 
 # ================================================================= the job
@@ -759,7 +808,7 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
         try:
             result = rt.run(stream.run())
         finally:
-            rt.unregister(job.id)
+            rt.unregister(run_id)
         return _finish(settings, job, run_id, result, stream)
     finally:
         client.close()
@@ -800,7 +849,9 @@ def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, str
                               f"{result.error or ''}").strip()[:2000]
             row.reconcile_after = now
 
-    _with_job(settings, job.id, run_id, closed)
+    if not _with_job(settings, job.id, run_id, closed):
+        log.warning("another run owns the job now; leaving the outcome to it")
+        return "skipped: claim lost"
     concurrency.release_slot(settings.database_url, job.id)
     log.info("stream closed (%s): %d bytes acknowledged, %d reconnects", result.outcome, result.bytes_acked,
              result.reconnects)
