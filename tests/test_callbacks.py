@@ -279,6 +279,17 @@ def test_bad_input_gets_the_right_status_and_writes_nothing(client, settings, jo
             assert s.get(Job, other.id).gladia_id == OTHER_GID, name
 
 
+def test_chunked_body_over_the_limit_is_413(live_app, settings, job):
+    def chunks():
+        for _ in range(settings.max_callback_bytes // 65536 + 2):
+            yield b" " * 65536
+
+    url = live_app.url + url_for(job.id, settings)
+    r = requests.post(url, data=chunks(), headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["status"] == 413
+    assert counts(settings)["inbox"] == 0
+
+
 def test_unknown_event_is_stored_not_refused(client, settings, job):
     m = msg("speaker_change", 1.0, data={"speaker": 1})
     r = post(client, url_for(job.id, settings), callback_body(m))

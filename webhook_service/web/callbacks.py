@@ -26,6 +26,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import RequestEntityTooLarge
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -53,13 +54,38 @@ def _is_json_content_type() -> bool:
     return mimetype == "application/json" or mimetype.endswith("+json")
 
 
+def _read_body(limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes.
+
+    With a Content-Length (already checked) werkzeug reads it. A chunked body
+    has none, and werkzeug would silently cut it at MAX_CONTENT_LENGTH, so it
+    is read here and refused as soon as it passes the limit.
+    """
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        part = stream.read(min(65536, limit + 1 - total))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        total += len(part)
+        if total > limit:
+            raise RequestEntityTooLarge()
+
+
 def _read_json_body(*, kind: str) -> tuple[bytes, Any] | tuple[None, Any]:
     """The raw body and its parsed JSON, or (None, error response)."""
     if request.content_length is not None and request.content_length > settings().max_callback_bytes:
         return None, _reject(413, "too_large", f"body larger than {settings().max_callback_bytes} bytes", kind=kind)
     if not _is_json_content_type():
         return None, _reject(400, "content_type", "Content-Type must be application/json", kind=kind)
-    raw = request.get_data(cache=False)  # werkzeug enforces MAX_CONTENT_LENGTH on chunked bodies (413)
+    try:
+        raw = _read_body(settings().max_callback_bytes)
+    except RequestEntityTooLarge:
+        return None, _reject(413, "too_large", f"body larger than {settings().max_callback_bytes} bytes", kind=kind)
     try:
         return raw, ingest.parse_json_body(raw)
     except ingest.InvalidMessage as exc:
@@ -137,7 +163,10 @@ def gladia_webhook():
     received_at = utcnow()
     if request.content_length is not None and request.content_length > cfg.max_callback_bytes:
         return _reject(413, "too_large", f"body larger than {cfg.max_callback_bytes} bytes", kind="webhook")
-    raw = request.get_data(cache=False)
+    try:
+        raw = _read_body(cfg.max_callback_bytes)
+    except RequestEntityTooLarge:
+        return _reject(413, "too_large", f"body larger than {cfg.max_callback_bytes} bytes", kind="webhook")
     problem = _verify_webhook(raw)
     if problem is not None:
         return _reject(401, "bad_signature", f"webhook signature refused: {problem}")
