@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -138,26 +139,41 @@ def _reject_constant(name: str) -> Any:
     raise InvalidMessage(f"JSON constant {name} is not allowed")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # e.g. 1e400
+        raise InvalidMessage("JSON numbers must be finite")
+    return value
+
+
+# In valid JSON text, a NUL or a surrogate can only appear as a \u escape.
+_RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
 def parse_json_body(raw: bytes) -> Any:
     """Parse a request body as strict JSON that every database can store.
 
     Refused: invalid UTF-8 or JSON, NaN/Infinity (and numbers that overflow to
     infinity), NUL characters and lone surrogates (PostgreSQL cannot store
-    them), nesting deeper than :data:`MAX_JSON_DEPTH`.
+    them), nesting deeper than :data:`MAX_JSON_DEPTH`. Strings are inspected
+    only when the text holds an escape that could produce one of those.
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidMessage("body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except InvalidMessage:
         raise
     except RecursionError:
         raise InvalidMessage("JSON is nested too deeply") from None
     except ValueError as exc:
         raise InvalidMessage(f"body is not valid JSON: {exc}") from None
-    _check_storable(value)
+    # Fewer brackets than the depth limit cannot nest deeper than it; floats were
+    # checked while parsing; so most bodies need no walk at all.
+    if _RISKY_ESCAPE.search(text) or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        _check_storable(value)
     return value
 
 
