@@ -8,6 +8,7 @@ hour-long session costs a file, not an hour of audio in RAM.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -178,11 +179,16 @@ def wav_header(encoding: str, bit_depth: int, sample_rate: int, channels: int, d
 
 
 class Spool:
-    """Append-only file of a session's received samples (header stripped)."""
+    """Append-only file of a session's received samples (header stripped).
+
+    Recognition reads back from this file rather than from an in-memory
+    queue, so audio that arrives faster than it is recognized waits on disk.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: BinaryIO | None = open(path, "ab")
+        self._file: BinaryIO | None = open(path, "ab", buffering=0)
+        self._reader: int | None = None
         self.size = path.stat().st_size
 
     def write(self, data: bytes) -> None:
@@ -191,16 +197,23 @@ class Spool:
         self._file.write(data)
         self.size += len(data)
 
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` (already written; safe from another thread)."""
+        if self._reader is None:
+            self._reader = os.open(self.path, os.O_RDONLY)
+        return os.pread(self._reader, size, offset)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._reader is not None:
+            os.close(self._reader)
+            self._reader = None
 
     def iter_wav(self, encoding: str, bit_depth: int, sample_rate: int, channels: int,
                  block: int = 256 * 1024) -> Iterator[bytes]:
         """The spooled audio as a WAV file, read in blocks (whole frames only)."""
-        if self._file is not None:
-            self._file.flush()
         frame = sample_width(encoding, bit_depth) * channels
         size = self.size - self.size % frame
         yield wav_header(encoding, bit_depth, sample_rate, channels, size)

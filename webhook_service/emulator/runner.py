@@ -111,10 +111,7 @@ class RunningEmulator:
     def received_audio(self, session_id: str) -> bytes:
         """The samples received for a session (WAV header of the stream stripped)."""
         def read() -> bytes:
-            session = self.emulator.sessions[session_id]
-            if session.spool._file is not None:  # noqa: SLF001
-                session.spool._file.flush()  # noqa: SLF001
-            return session.spool.path.read_bytes()
+            return self.emulator.sessions[session_id].spool.path.read_bytes()
         return self.call(read)
 
     def stop(self) -> None:

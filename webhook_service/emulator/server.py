@@ -363,6 +363,10 @@ class Emulator:
         await session.attach(conn)
         try:
             await self._read(session, conn)
+            if conn.close_started:
+                # Closed from this side (end of session, cut): the handler must not return before the
+                # close handshake is done, or the connection would be dropped without its close frame.
+                await asyncio.wait_for(conn.closed.wait(), 15)
         finally:
             log.debug("session %s: socket closed with %s", session.id, ws.close_code)
             session.detach(conn, ws.close_code)

@@ -37,7 +37,7 @@ ACKS = {"audio_chunk", "stop_recording"}
 SPEECH = {"speech_start", "speech_end"}
 REALTIME = {"translation", "named_entity_recognition", "sentiment_analysis"}
 POST = {"post_transcript", "post_final_transcript", "post_summarization", "post_chapterization"}
-# Audio queued for recognition is handed to the engine in batches of at most this size.
+# Audio waiting for recognition is handed to the engine in batches of at most this size.
 MAX_ENGINE_BATCH = 512 * 1024
 
 
@@ -81,6 +81,8 @@ class Connection:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
         self.closing = False
+        self.close_started = False
+        self.closed = asyncio.Event()  # set when a close this side started is complete
 
     def send(self, text: str, delay: float = 0.0) -> None:
         if not self.closing:
@@ -112,6 +114,13 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        self.close_started = True
+        try:
+            await self._close(code, reason, flush)
+        finally:
+            self.closed.set()
+
+    async def _close(self, code: int, reason: str, flush: bool) -> None:
         if flush:
             self._queue.put_nowait(None)
             try:
@@ -162,8 +171,9 @@ class LiveSession:
         self.spool = Spool(Path(emulator.spool_dir) / f"{self.id}.raw")
         self._recognizers: list | None = None
         self._counters = [0] * self.channels
-        self._pending_audio = 0
-        self._audio_queue: asyncio.Queue = asyncio.Queue()
+        self._processed = 0  # spool bytes already handed to the engine
+        self._input_closed = False
+        self._wake = asyncio.Event()
         self._processor = asyncio.get_running_loop().create_task(self._process())
 
         self.conn: Connection | None = None
@@ -234,8 +244,7 @@ class LiveSession:
         if samples:
             self.spool.write(samples)
             self.audio_bytes += len(samples)
-            self._pending_audio += len(samples)
-            self._audio_queue.put_nowait(samples)
+            self._wake.set()
             if not self.recording_started:
                 self.recording_started = True
                 self.emit("start_recording")
@@ -252,7 +261,7 @@ class LiveSession:
             return
         self.emit("stop_recording", acknowledged=True, error=None,
                   data={"recording_duration": round(self.audio_seconds(), 3),
-                        "recording_left_to_process": round(self.audio_seconds(self._pending_audio), 3)})
+                        "recording_left_to_process": round(self.audio_seconds(self.spool.size - self._processed), 3)})
         self.end_recording("stop_recording")
 
     # -------------------------------------------------------------- recognition
@@ -264,12 +273,16 @@ class LiveSession:
                               speech_threshold=pre.get("speech_threshold", 0.6))
         return [create_recognizer(self.emulator.options.engine, rp) for _ in range(self.channels)]
 
-    def _recognize(self, audio: bytes | None) -> list[tuple[int, Event]]:
-        """Runs in the engine's thread for sphinx: decode, feed each channel (``None`` = flush)."""
+    def _recognize(self, offset: int, size: int) -> list[tuple[int, Event]]:
+        """Runs in the engine's thread for sphinx: read from the spool, decode, feed each channel.
+
+        ``size`` 0 means the end: flush every recognizer.
+        """
         if self._recognizers is None:
             self._recognizers = self._make_recognizers()
         streams: list[list[tuple[int, Event]]] = []
-        if audio is not None:
+        if size:
+            audio = self.spool.read(offset, size)
             per_channel = self._decoder.decode(audio)
             for channel, recognizer in enumerate(self._recognizers):
                 streams.append([(channel, e) for e in recognizer.feed(per_channel[channel])])
@@ -280,31 +293,28 @@ class LiveSession:
         # (a partial is produced before its final even when its time is later).
         return list(heapq.merge(*streams, key=lambda item: item[1].time))
 
-    async def _run_engine(self, audio: bytes | None) -> list[tuple[int, Event]]:
+    async def _run_engine(self, offset: int, size: int) -> list[tuple[int, Event]]:
         executor: Executor | None = self.emulator.executor
         if executor is None:
-            return self._recognize(audio)
-        return await asyncio.get_running_loop().run_in_executor(executor, self._recognize, audio)
+            return self._recognize(offset, size)
+        return await asyncio.get_running_loop().run_in_executor(executor, self._recognize, offset, size)
 
     async def _process(self) -> None:
+        """Feed the engine from the spool until the input is closed and everything is read."""
         try:
             while True:
-                audio = await self._audio_queue.get()
-                if audio is None:
-                    break
-                batch = [audio]
-                size = len(audio)
-                while size < MAX_ENGINE_BATCH and not self._audio_queue.empty():
-                    nxt = self._audio_queue.get_nowait()
-                    if nxt is None:
-                        self._audio_queue.put_nowait(None)
+                available = self.spool.size - self._processed
+                if not available:
+                    if self._input_closed:
                         break
-                    batch.append(nxt)
-                    size += len(nxt)
-                events = await self._run_engine(b"".join(batch))
-                self._pending_audio -= size
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                size = min(available, MAX_ENGINE_BATCH)
+                events = await self._run_engine(self._processed, size)
+                self._processed += size
                 self._publish(events)
-            self._publish(await self._run_engine(None))
+            self._publish(await self._run_engine(self._processed, 0))
         except Exception:  # a recognizer bug must not leave the session hanging
             log.exception("recognition failed for session %s", self.id)
 
@@ -413,9 +423,9 @@ class LiveSession:
         if tail:
             self.spool.write(tail)
             self.audio_bytes += len(tail)
-            self._audio_queue.put_nowait(tail)
         started = time.monotonic()
-        self._audio_queue.put_nowait(None)
+        self._input_closed = True
+        self._wake.set()
         await self._processor
         self.spool.close()
         self.emit("end_recording", data={"recording_duration": round(self.audio_seconds(), 3)})
