@@ -53,6 +53,13 @@ def start_emulator(engine: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("emulator did not start")
 
 
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -164,7 +171,7 @@ async def bench_sphinx(url: str, pid: int) -> dict:
         async with http.get(f"{url}/v2/live/{session['id']}") as resp:
             text = (await resp.json())["result"]["transcription"]["full_transcript"]
     return {"audio_s": duration, "elapsed_s": elapsed, "rtf": elapsed / duration,
-            "cpu_rtf": (cpu_seconds(pid) - cpu0) / duration, "transcript": text}
+            "cpu_rtf": (cpu_seconds(pid) - cpu0) / duration, "transcript": text, "rss_mb": peak_rss_mb(pid)}
 
 
 def main() -> None:
@@ -194,12 +201,15 @@ def main() -> None:
               f"{r['late_sends']:>10} {r['emulator_cpu']:>7.0%}")
     proc, url = start_emulator("sphinx")
     try:
+        time.sleep(1)
+        idle_rss = peak_rss_mb(proc.pid)
         r = asyncio.run(bench_sphinx(url, proc.pid))
     finally:
         proc.terminate()
         proc.wait()
     print(f"sphinx: {r['audio_s']:.1f} s of audio in {r['elapsed_s']:.2f} s -> real-time factor {r['rtf']:.3f} "
           f"(CPU {r['cpu_rtf']:.3f}); transcript: {r['transcript']!r}")
+    print(f"sphinx memory: {idle_rss:.0f} MB idle, {r['rss_mb']:.0f} MB peak with one mono session")
 
 
 if __name__ == "__main__":
