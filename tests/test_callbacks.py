@@ -131,6 +131,35 @@ def test_many_distinct_callbacks_concurrently_lose_nothing(live_app, settings, j
     assert counts(settings) == {"inbox": 40, "events": 40, "utterances": 40}
 
 
+def test_a_whole_session_sent_concurrently_twice(live_app, settings, job):
+    """Lifecycle, transcripts, add-ons and their duplicates at once: no deadlock, no 5xx, one row each."""
+    bodies = [json.dumps(callback_body(m)).encode() for m in all_messages()] * 2
+    url = live_app.url + url_for(job.id, settings)
+    lock = threading.Lock()
+    statuses: list[int] = []
+
+    def send(chunk):
+        with requests.Session() as http:
+            for b in chunk:
+                code = http.post(url, data=b, headers={"Content-Type": "application/json"}, timeout=60).status_code
+                with lock:
+                    statuses.append(code)
+
+    threads = [threading.Thread(target=send, args=(bodies[i::6],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * len(bodies)
+    n = len(all_messages())
+    assert counts(settings) == {"inbox": n, "events": n, "utterances": 1}
+    with session_scope(settings.database_url) as s:
+        assert s.scalar(select(func.sum(InboxItem.duplicates))) == n
+        assert set(s.scalars(select(InboxItem.status))) == {"processed"}
+        assert s.get(Job, job.id).state == "done"
+        assert s.scalars(select(Utterance.text)).one() == " Hola mundo"
+
+
 def test_out_of_order_callbacks(client, settings, job):
     for m in reversed(all_messages()):
         assert post(client, url_for(job.id, settings), callback_body(m)).status_code == 200

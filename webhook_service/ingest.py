@@ -564,13 +564,17 @@ def _normalize(
     now = utcnow()
     received_at = received_at or now
     created_at = parse_timestamp(message.get("created_at"))
+    lifecycle = mtype in LIFECYCLE_STATES and job_id is not None
+    if lifecycle:
+        # The job row first, before any insert that references it: one lock order everywhere.
+        session.get(Job, job_id, with_for_update=_ROW_LOCK)
 
     new = conn.execute(sql.event_insert, dict(
         gladia_id=gladia_id, job_id=job_id, message_key=message_key(message), type=mtype, source=source,
         created_at=created_at, received_at=received_at, inbox_id=inbox_id, payload=message,
     )).scalar() is not None
 
-    if mtype in LIFECYCLE_STATES and job_id is not None:
+    if lifecycle:
         _apply_lifecycle(session, job_id, mtype, created_at or received_at, schedule=new and source != "reconcile")
     if not new:
         return False
