@@ -123,37 +123,43 @@ def test_streams_whose_worker_went_silent_are_redriven(ssettings):
     stale = add_job(url, state="streaming", gladia_id="g-1", worker_id="w:1", heartbeat_at=NOW - timedelta(seconds=61))
     starting = add_job(url, state="starting", worker_id="w:1", starting_at=NOW - timedelta(seconds=90))
     alive = add_job(url, state="streaming", gladia_id="g-2", worker_id="w:2", heartbeat_at=NOW - timedelta(seconds=5))
+    # Claimed by a worker that died before it created the session.
+    claimed = add_job(url, state="queued", worker_id="w:3", heartbeat_at=NOW - timedelta(seconds=61))
     rec = Recorder()
 
     report = sweep(ssettings, dispatcher=rec, now=NOW)
 
-    assert sorted(report.restarted_stale) == sorted([stale, starting])
-    assert sorted(rec.sent) == sorted([("stream", stale), ("stream", starting)])
+    assert sorted(report.restarted_stale) == sorted([stale, starting, claimed])
+    assert sorted(rec.sent) == sorted([("stream", stale), ("stream", starting), ("stream", claimed)])
+    assert job(url, claimed).worker_id is None
     assert job(url, stale).heartbeat_at == NOW
     # The silent owner's claim is released so that the new run can claim the job.
     assert job(url, stale).worker_id is None and job(url, alive).worker_id == "w:2"
     assert job(url, alive).heartbeat_at == NOW - timedelta(seconds=5)
     # The next sweeps leave them alone for another STALE_HEARTBEAT_S.
     sweep(ssettings, dispatcher=rec, now=NOW + timedelta(seconds=30))
-    assert len(rec.sent) == 2
+    assert len(rec.sent) == 3
     sweep(ssettings, dispatcher=rec, now=NOW + timedelta(seconds=61))
-    # Still silent: sent again (and the third job, silent since NOW - 5 s, now too).
-    assert sorted(rec.sent[2:]) == sorted([("stream", stale), ("stream", starting), ("stream", alive)])
+    # The released queued job is now an ordinary queued job (STALE_QUEUED_S applies); the
+    # still silent streams are sent again, and the third one, silent since NOW - 5 s, too.
+    assert sorted(rec.sent[3:]) == sorted([("stream", stale), ("stream", starting), ("stream", alive)])
 
 
 def test_queued_jobs_never_picked_up_are_sent_again(ssettings):
     url = ssettings.database_url
     lost = add_job(url, state="queued", created_at=NOW - timedelta(seconds=301))
     fresh = add_job(url, state="queued", created_at=NOW - timedelta(seconds=30))
-    owned = add_job(url, state="queued", worker_id="w:1", created_at=NOW - timedelta(seconds=900))
+    # Claimed by a live worker (fresh heartbeat): waiting for a slot, not lost.
+    owned = add_job(url, state="queued", worker_id="w:1", created_at=NOW - timedelta(seconds=900),
+                    heartbeat_at=NOW - timedelta(seconds=1))
     rec = Recorder()
 
     report = sweep(ssettings, dispatcher=rec, now=NOW)
 
     assert report.restarted_queued == [lost] and rec.sent == [("stream", lost)]
-    sweep(ssettings, dispatcher=rec, now=NOW + timedelta(seconds=60))
+    sweep(ssettings, dispatcher=rec, now=NOW + timedelta(seconds=30))
     assert rec.sent == [("stream", lost)]
-    assert job(url, fresh).heartbeat_at is None and job(url, owned).heartbeat_at is None
+    assert job(url, fresh).heartbeat_at is None and job(url, owned).worker_id == "w:1"
 
 
 def _callback(gid: str, mtype: str, n: int) -> dict[str, Any]:

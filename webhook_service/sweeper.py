@@ -9,9 +9,10 @@ again. One sweep:
    nobody scheduled (``stream_closed``/``processing``/``done`` with no
    ``reconcile_after``);
 2. enqueues ``tasks.reconcile`` for every job whose ``reconcile_after`` is due;
-3. re-drives jobs in ``starting``/``streaming`` whose heartbeat went stale
-   (the worker died) and jobs ``queued`` but never picked up (the task was
-   lost): ``tasks.stream_job`` again, which resumes on the same session;
+3. re-drives jobs in ``starting``/``streaming`` (or claimed while
+   ``queued``) whose heartbeat went stale (the worker died) and jobs
+   ``queued`` but never picked up (the task was lost): ``tasks.stream_job``
+   again, which resumes on the same session;
 4. re-runs the normalization of inbox rows left ``pending`` (the receiver
    died between commit and normalization) or ``failed`` (bounded attempts).
 
@@ -188,12 +189,13 @@ def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispat
     """
     cutoff = now - timedelta(seconds=settings.stale_heartbeat_s)
     last_sign = func.coalesce(Job.heartbeat_at, Job.starting_at, Job.queued_at, Job.created_at)
+    # A job still ``queued`` but claimed by a worker (it died between its
+    # claim and the session's creation) is as stale as a silent stream.
+    owned = or_(Job.state.in_(ACTIVE_STATES), and_(Job.state == "queued", Job.worker_id.is_not(None)))
     with session_scope(settings.database_url) as session:
-        stale = session.scalars(
-            select(Job.id).where(Job.state.in_(ACTIVE_STATES), last_sign < cutoff).limit(SWEEP_BATCH)
-        ).all()
+        stale = session.scalars(select(Job.id).where(owned, last_sign < cutoff).limit(SWEEP_BATCH)).all()
     for job_id in stale:
-        if _claim_stream(settings, job_id, now, cutoff, Job.state.in_(ACTIVE_STATES), release_owner=True):
+        if _claim_stream(settings, job_id, now, cutoff, owned, release_owner=True):
             if _dispatch(lambda: dispatcher.stream(job_id), report):
                 report.restarted_stale.append(job_id)
 

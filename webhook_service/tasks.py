@@ -20,6 +20,11 @@ from flask import Flask, current_app
 
 from .config import Settings
 from .db import dispose_engines
+from .fs_broker import register as _register_filesystem_broker
+
+# Every process that talks to Celery imports this module: the embedded
+# filesystem broker gets atomic message files before any connection opens.
+_register_filesystem_broker()
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,122 @@
+"""The long reliability run: hundreds of sessions under faults, crashes and restarts.
+
+The same scenario as ``tests/test_e2e_chaos.py`` (the same code: its
+``ChaosRun``), scaled up: PostgreSQL and Redis, several worker processes,
+several worker SIGKILLs and receiver restarts, and the exact ledger check at
+the end. Prints one JSON line with the figures for bench/README.md.
+
+    .venv/bin/python bench/bench_chaos.py --sessions 300 --workers 3 \\
+        --database postgresql+psycopg://postgres@127.0.0.1:5432/test --redis redis://127.0.0.1:6379/15
+
+``--database`` names an existing PostgreSQL database next to which a fresh one
+is created (and dropped afterwards); ``sqlite`` uses a file in the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from conftest import _create_pg_database, _drop_pg_database  # noqa: E402
+from test_e2e_chaos import ChaosConfig, ChaosRun, isolated_redis_url  # noqa: E402
+
+from webhook_service.emulator import start_emulator  # noqa: E402
+from webhook_service.migrate import upgrade  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--worker-concurrency", type=int, default=120)
+    parser.add_argument("--web-workers", type=int, default=3)
+    parser.add_argument("--max-sessions", type=int, default=100, help="MAX_CONCURRENT_SESSIONS")
+    parser.add_argument("--repeat-audio", type=int, default=8,
+                        help="Each file is this many bundled recordings end to end (~2.4 s each).")
+    parser.add_argument("--speed", type=float, default=4.0, help="STREAM_SPEED (1 = real time).")
+    parser.add_argument("--kills", type=int, default=3, help="Worker SIGKILLs (each followed by a restart).")
+    parser.add_argument("--receiver-restarts", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--seed", type=int, default=20260302)
+    parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="'' for the filesystem broker")
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep logs here (default: a temporary folder).")
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-chaos-"))
+    if workdir.exists() and args.workdir:
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.database == "sqlite":
+        database_url, pg_name = f"sqlite:///{workdir / 'chaos.sqlite3'}", None
+    else:
+        database_url, pg_name = _create_pg_database(args.database)
+    upgrade(database_url)
+    broker = isolated_redis_url(args.redis) if args.redis else "filesystem://"
+
+    config = ChaosConfig(files=args.sessions, workers=args.workers, worker_concurrency=args.worker_concurrency,
+                         web_workers=args.web_workers, max_sessions=args.max_sessions,
+                         stream_speed=args.speed, repeat_audio=args.repeat_audio, kill_workers=0,
+                         restart_receiver=0, timeout_s=args.timeout, seed=args.seed)
+    emulator = start_emulator(engine="vad", callback_retries=12, callback_backoff_s=0.25,
+                              max_sessions_per_key=max(args.max_sessions, 30) + 10)
+    run = ChaosRun(config, database_url=database_url, broker_url=broker, emulator=emulator, workdir=workdir)
+    report: dict = {}
+    try:
+        # Crashes and restarts spread over the run, from a side thread.
+        chaos = threading.Thread(target=_inject, args=(run, args.kills, args.receiver_restarts), daemon=True)
+        run.audio_files()
+        run.start()
+        run.started = time.monotonic()
+        run.submit()
+        chaos.start()
+        states = run.wait_settled()
+        chaos.join(60)
+        run.events.append(f"{run.elapsed():.1f}s settled: {dict(states)}")
+        if states["reconciled"] != len(run.job_ids):
+            raise SystemExit(f"not every job reconciled: {dict(states)}\n{run.describe_unsettled()}")
+        emulator.reset_faults()
+        emulator.wait_callbacks(60)
+        from test_e2e_chaos import verify
+
+        report = verify(database_url, emulator, run.job_ids, run.events, run.elapsed())
+        report.update(broker=broker.split("://")[0], database=database_url.split(":")[0], workers=args.workers,
+                      speed=args.speed, seed=args.seed, faults=config.faults)
+        print(json.dumps(report))
+        return 0
+    finally:
+        run.stop()
+        emulator.stop()
+        if pg_name:
+            _drop_pg_database(args.database, pg_name)
+        print(f"logs in {run.logs}", file=sys.stderr)
+
+
+def _inject(run: ChaosRun, kills: int, restarts: int) -> None:
+    """Alternate worker SIGKILLs (mid-stream) and receiver restarts, a few seconds apart."""
+    actions: list[str] = []
+    for i in range(max(kills, restarts)):
+        actions += (["kill"] if i < kills else []) + (["restart"] if i < restarts else [])
+    for action in actions:
+        time.sleep(5)
+        try:
+            if action == "kill":
+                run.kill_a_worker_mid_stream(timeout_s=60)
+            else:
+                run.restart_receiver()
+        except AssertionError as exc:  # nothing streaming any more: the run is ending
+            run.events.append(f"{run.elapsed():.1f}s {action} skipped: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
