@@ -757,3 +757,35 @@ def test_cli_refuses_bad_fault_options():
     assert result.exit_code == 2 and "ws_cut_code" in result.output
     result = CliRunner().invoke(cli, ["emulator", "--drop-callbacks", "1.5"])
     assert result.exit_code == 2
+
+
+# ------------------------------------------------------------ audio units
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_g711_tables_match_the_standard_decoder():
+    audioop = pytest.importorskip("audioop")  # the stdlib reference while it exists (Python < 3.13)
+    from webhook_service.emulator.audio import ALAW_TO_LINEAR, ULAW_TO_LINEAR
+
+    codes = bytes(range(256))
+    assert np.array_equal(np.frombuffer(audioop.ulaw2lin(codes, 2), "<i2"), ULAW_TO_LINEAR)
+    assert np.array_equal(np.frombuffer(audioop.alaw2lin(codes, 2), "<i2"), ALAW_TO_LINEAR)
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16, 24, 32])
+def test_pcm_decoding_round_trips_and_keeps_partial_frames(bit_depth):
+    from webhook_service.emulator.audio import SampleDecoder
+
+    rng = np.random.default_rng(1)
+    samples = (rng.integers(-32768, 32767, size=(500, 2)) & (~0xFF if bit_depth == 8 else ~0)).astype(np.int16)
+    data = encode_pcm16(samples.reshape(-1), "wav/pcm", bit_depth)
+    decoder = SampleDecoder("wav/pcm", bit_depth, 2)
+    cut = len(data) // 2 + 1  # not on a frame boundary
+    out = np.concatenate([decoder.decode(data[:cut]), decoder.decode(data[cut:])], axis=1)
+    assert np.array_equal(out.T, samples)
+
+
+def test_file_is_404_before_any_audio(emulator):
+    api = Api(emulator)
+    sid = api.start()["id"]
+    resp = requests.get(f"{emulator.url}/v2/live/{sid}/file", headers=api.headers, timeout=10)
+    assert resp.status_code == 404 and resp.json()["statusCode"] == 404

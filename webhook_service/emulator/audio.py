@@ -187,13 +187,16 @@ class Spool:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: BinaryIO | None = open(path, "ab", buffering=0)
+        self._file: BinaryIO | None = None  # opened on the first write: idle sessions hold no file
         self._reader: int | None = None
-        self.size = path.stat().st_size
+        self._closed = False
+        self.size = 0
 
     def write(self, data: bytes) -> None:
-        if self._file is None:
+        if self._closed:
             raise ValueError("spool is closed")
+        if self._file is None:
+            self._file = open(self.path, "ab", buffering=0)
         self._file.write(data)
         self.size += len(data)
 
@@ -204,6 +207,7 @@ class Spool:
         return os.pread(self._reader, size, offset)
 
     def close(self) -> None:
+        self._closed = True
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -217,6 +221,8 @@ class Spool:
         frame = sample_width(encoding, bit_depth) * channels
         size = self.size - self.size % frame
         yield wav_header(encoding, bit_depth, sample_rate, channels, size)
+        if not size:
+            return
         with open(self.path, "rb") as handle:
             left = size
             while left > 0:

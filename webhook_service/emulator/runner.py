@@ -111,7 +111,8 @@ class RunningEmulator:
     def received_audio(self, session_id: str) -> bytes:
         """The samples received for a session (WAV header of the stream stripped)."""
         def read() -> bytes:
-            return self.emulator.sessions[session_id].spool.path.read_bytes()
+            spool = self.emulator.sessions[session_id].spool
+            return spool.path.read_bytes() if spool.size else b""
         return self.call(read)
 
     def stop(self) -> None:

@@ -25,7 +25,6 @@ from urllib.parse import urlencode
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .audio import wav_header  # noqa: F401  (re-exported for tools)
 from .callbacks import CallbackSender, Ledger
 from .options import EmulatorOptions, FaultState, OptionError
 from .schema import validate_request
