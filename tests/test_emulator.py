@@ -665,6 +665,18 @@ def test_callback_faults_are_in_the_ledger_and_reproducible(emulator_factory, re
     assert outcomes[0] == outcomes[1]
 
 
+def test_callback_timeout_is_retried_and_counted(emulator_factory, receiver):
+    emu = emulator_factory(callback_timeout_s=0.3, callback_backoff_s=0.01)
+    hook = receiver(fail=lambda n, body: (time.sleep(0.6), 200)[1] if n == 1 else 200)
+    Api(emu).start({"callback": True, "callback_config": {"url": hook.url}})
+    assert emu.wait_callbacks(10)
+    entry = emu.ledger()["entries"][0]
+    assert entry["event"] == "live.start_session" and entry["outcome"] == "delivered"
+    assert entry["attempts"] == 2 and entry["timeouts"] == 1 and entry["duplicated"] is False
+    time.sleep(0.5)  # the slow first request completes on the receiver's side too
+    assert len(hook.bodies) == 2  # what `timeouts` warns about: stored twice without a duplicate fault
+
+
 def test_callback_to_a_dead_url_gives_up_as_failed(emulator_factory):
     emu = emulator_factory(callback_retries=1, callback_backoff_s=0.01, callback_timeout_s=1)
     api = Api(emu)

@@ -51,6 +51,9 @@ class LedgerEntry:
     delay: bool = False
     reorder: bool = False
     duplicated: bool = False
+    # Attempts that timed out: the receiver may have stored the message anyway, so it can see it
+    # once more on the retry without the ledger calling it a duplicate.
+    timeouts: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +77,7 @@ class Ledger:
         for outcome in ("delivered", "failed", "dropped", "pending"):
             totals[outcome] = sum(e.outcome == outcome for e in entries)
         totals["duplicated"] = sum(e.duplicated for e in entries)
+        totals["timeouts"] = sum(e.timeouts for e in entries)
         totals["delayed"] = sum(e.delay and e.outcome != "dropped" for e in entries)
         totals["reordered"] = sum(e.reorder and e.outcome != "dropped" for e in entries)
         return {"totals": totals, "entries": [e.as_dict() for e in entries]}
@@ -214,6 +218,7 @@ class CallbackSender:
                 entry.statuses.append(resp.status)
                 return 200 <= resp.status < 300
         except asyncio.TimeoutError:
+            entry.timeouts += 1
             entry.statuses.append(f"timeout after {time.monotonic() - started:.1f}s")
         except aiohttp.ClientError as exc:
             entry.statuses.append(f"{type(exc).__name__}")
