@@ -77,6 +77,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def create_sessions(api_url: str, n: int) -> list[dict]:
+    if api_url.startswith("sink:"):  # the ack-only sink needs no REST call: any token is a session
+        port = api_url.split(":", 1)[1]
+        return [{"id": f"sink-{i}", "url": f"ws://127.0.0.1:{port}/v2/live?token={i}"} for i in range(n)]
     from webhook_service.gladia.client import GladiaClient
 
     client = GladiaClient(api_url, API_KEY)
@@ -114,22 +117,26 @@ async def run_ours(sessions: list[dict], audio: Path, seconds: float) -> dict:
 
     lateness = LatencyRecorder()
     fmt = PcmFormat(16000, 1, 16)
+    waits: list[float] = []
 
     async def one(session: dict) -> bool:
         await asyncio.sleep(random.uniform(0, 1.0))  # streams do not all start on the same tick
         stream = LiveStream(url=session["url"], path=str(audio), fmt=fmt, chunk_ms=CHUNK_MS, speed=1.0,
                             lateness=lateness)
         result = await stream.run()
+        waits.append(stream.window_wait_s)
         return result.outcome == "complete" and result.bytes_acked == result.bytes_total
 
     ok = await asyncio.gather(*(one(s) for s in sessions))
-    return {"ok": sum(ok), "lateness": lateness.samples}
+    return {"ok": sum(ok), "lateness": lateness.samples, "ack_wait_s": sum(waits) / max(1, len(waits))}
 
 
 async def run_sdk(sessions: list[dict], audio: Path, seconds: float, api_url: str) -> dict:
     from gladiaio_sdk import GladiaClient
     from gladiaio_sdk.v2.live.types import LiveV2ConnectSessionOptions
 
+    if api_url.startswith("sink:"):
+        api_url = "http://127.0.0.1:" + api_url.split(":", 1)[1]  # never called: sessions are attached, not created
     client = GladiaClient(api_key=API_KEY, api_url=api_url).live_v2_async()
     lateness: list[float] = []
     with wave.open(str(audio), "rb") as wav:
@@ -193,8 +200,45 @@ def child(args) -> None:
         "late_p99_ms": round(percentile(late, 0.99) * 1000, 2),
         "late_max_ms": round(max(late) * 1000, 2) if late else None,
         "rss_per_stream_kb": round((sampler.peak - baseline) / args.n / 1024, 1),
+        # Mean seconds per stream spent holding audio back because acknowledgements were late (server-side lag).
+        "ack_wait_s": round(result["ack_wait_s"], 3) if "ack_wait_s" in result else None,
         "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
+
+
+# --------------------------------------------------------------------- sink
+
+def sink(port: int) -> None:
+    """A WebSocket server that only acknowledges audio, as Gladia does, at the lowest cost possible.
+
+    It tells the client's own cost and scheduling apart from a server that
+    falls behind: the emulator runs a voice-activity engine, writes every
+    byte to disk and keeps every message, in one Python process.
+    """
+    import websockets
+    from websockets.asyncio.server import serve
+
+    async def handler(ws) -> None:
+        total = 0
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    before, total = total, total + len(message)
+                    await ws.send('{"session_id":"s","created_at":"2026-01-01T00:00:00.000Z","type":"audio_chunk",'
+                                  '"acknowledged":true,"error":null,'
+                                  f'"data":{{"byte_range":[{before},{total}],"time_range":[0,0]}}}}')
+                elif '"stop_recording"' in message:
+                    await ws.send('{"session_id":"s","created_at":"2026-01-01T00:00:00.000Z","type":"end_session"}')
+                    await ws.close(1000)
+                    return
+        except websockets.ConnectionClosed:
+            return
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", port, compression=None, max_size=2 << 20, ping_interval=None):
+            await asyncio.Future()
+
+    asyncio.run(main())
 
 
 # ------------------------------------------------------------------- parent
@@ -204,13 +248,19 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[100, 300, 500])
     parser.add_argument("--seconds", type=float, default=20.0, help="Audio per stream (real time).")
     parser.add_argument("--clients", nargs="+", default=["ours", "sdk"], choices=["ours", "sdk"])
+    parser.add_argument("--servers", nargs="+", default=["emulator", "sink"], choices=["emulator", "sink"],
+                        help="emulator: the Gladia emulator (vad engine); sink: an ack-only WebSocket server.")
     parser.add_argument("--emulator-url", help="Use a running emulator (API key 'bench-key') instead of starting one.")
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sink:
+        sink(args.sink)
+        return
     if args.child:
         child(args)
         return
@@ -219,51 +269,61 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     audio = synth_speechlike(workdir / "speech.wav", args.seconds, sample_rate=16000, channels=1)
-    emulator = None
-    api_url = args.emulator_url
-    if not api_url:
-        port = free_port()
-        emulator = subprocess.Popen(
-            [sys.executable, "-m", "webhook_service.cli", "emulator", "--engine", "vad", "--port", str(port),
-             "--api-key", API_KEY, "--max-sessions-per-key", "100000", "--idle-timeout", "120",
-             "--resume-grace", "120", "--spool-dir", str(workdir / "spool")],
-            stdout=subprocess.DEVNULL, stderr=(workdir / "emulator.log").open("wb"), cwd=ROOT,
-        )
-        api_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-    rows = []
+    servers: dict[str, tuple[str, subprocess.Popen | None]] = {}
     try:
-        for n in args.streams:
-            for client in args.clients:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", "--client", client, "--n", str(n), "--api-url", api_url,
-                     "--audio", str(audio), "--seconds", str(args.seconds)],
-                    capture_output=True, text=True, cwd=ROOT, timeout=args.seconds * 10 + 300,
-                )
-                lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-                if out.returncode != 0 or not lines:
-                    print(f"{client} x{n} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
-                    continue
-                row = json.loads(lines[-1])
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for server in args.servers:
+            port = free_port()
+            if server == "emulator" and args.emulator_url:
+                servers[server] = (args.emulator_url, None)
+                continue
+            if server == "emulator":
+                command = [sys.executable, "-m", "webhook_service.cli", "emulator", "--engine", "vad", "--port",
+                           str(port), "--api-key", API_KEY, "--max-sessions-per-key", "100000", "--idle-timeout",
+                           "120", "--resume-grace", "120", "--spool-dir", str(workdir / "spool")]
+                url = f"http://127.0.0.1:{port}"
+            else:
+                command = [sys.executable, __file__, "--sink", str(port)]
+                url = f"sink:{port}"
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                       stderr=(workdir / f"{server}.log").open("wb"), cwd=ROOT)
+            servers[server] = (url, process)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+        rows = []
+        for server, (api_url, _process) in servers.items():
+            for n in args.streams:
+                for client in args.clients:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", "--client", client, "--n", str(n), "--api-url",
+                         api_url, "--audio", str(audio), "--seconds", str(args.seconds)],
+                        capture_output=True, text=True, cwd=ROOT, timeout=args.seconds * 10 + 300,
+                    )
+                    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+                    if out.returncode != 0 or not lines:
+                        print(f"{client} x{n} on {server} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
+                        continue
+                    row = dict(json.loads(lines[-1]), server=server)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     finally:
-        if emulator is not None:
-            emulator.terminate()
-            emulator.wait(15)
+        for _url, process in servers.values():
+            if process is not None:
+                process.terminate()
+                process.wait(15)
     print()
-    print("| client | streams | streams ok | CPU ms / stream-s | p50 late ms | p99 late ms | max late ms | RSS KiB / stream |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | client | streams | ok | CPU ms / stream-s | p50 late ms | p99 late ms | max late ms "
+          "| ack wait s / stream | RSS KiB / stream |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         name = "webhook_service" if r["client"] == "ours" else "gladiaio-sdk 2.2.1"
-        print(f"| {name} | {r['streams']} | {r['ok']} | {r['cpu_ms_per_stream_s']} | {r['late_p50_ms']} | "
-              f"{r['late_p99_ms']} | {r['late_max_ms']} | {r['rss_per_stream_kb']} |")
+        wait = "" if r.get("ack_wait_s") is None else r["ack_wait_s"]
+        print(f"| {r['server']} | {name} | {r['streams']} | {r['ok']} | {r['cpu_ms_per_stream_s']} | "
+              f"{r['late_p50_ms']} | {r['late_p99_ms']} | {r['late_max_ms']} | {wait} | {r['rss_per_stream_kb']} |")
 
 
 if __name__ == "__main__":

@@ -172,3 +172,20 @@ def test_chunk_sizes_respect_the_frame_limit():
     assert big.chunk_bytes(5000) % big.bytes_per_frame == 0
     with pytest.raises(AudioError):
         PcmFormat(22050, 1, 16)
+
+
+def test_pcm_wav_read_directly_equals_the_decoder_output(tmp_path):
+    """A session-format WAV skips FFmpeg; its bytes must be what a lossless decode of the same audio gives."""
+    wav = synth_speechlike(tmp_path / "same.wav", 1.3, sample_rate=16000, channels=2)
+    flac = synth_speechlike(tmp_path / "same.flac", 1.3, sample_rate=16000, channels=2)
+    fmt = PcmFormat(16000, 2, 16)
+    with PcmReader(wav, fmt) as reader:
+        assert reader._wav is not None  # the direct path
+        direct = b"".join(reader.chunks(6400))
+    with PcmReader(flac, fmt) as reader:
+        assert reader._wav is None
+        decoded = b"".join(reader.chunks(6400))
+    assert direct == decoded and len(direct) == int(1.3 * 16000) * 4
+    offset = 12345 * fmt.bytes_per_frame
+    with PcmReader(wav, fmt, offset) as reader:
+        assert b"".join(reader.chunks(4096)) == direct[offset:]

@@ -27,6 +27,7 @@ import hashlib
 import math
 import os
 import sys
+import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -239,6 +240,12 @@ class PcmReader:
         self._max_bytes = int(max_duration_s * fmt.bytes_per_second)
         self._buffer = bytearray()
         self._eof = False
+        self._container = None
+        self._wav = _matching_wav(self.path, fmt)
+        if self._wav is not None:
+            # PCM WAV already in the session format: read the samples as they are, no decoder at all.
+            self._wav.setpos(min(start // fmt.bytes_per_frame, self._wav.getnframes()))
+            return
         self._container, self._stream = _open(path)
         channels = _channels(self._stream)
         if channels != fmt.channels:
@@ -372,10 +379,13 @@ class PcmReader:
         return True
 
     def read(self, n: int) -> bytes:
-        while len(self._buffer) < n and self._pull():
-            pass
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
+        if self._wav is not None:
+            data = self._wav.readframes(max(1, n // self.fmt.bytes_per_frame))
+        else:
+            while len(self._buffer) < n and self._pull():
+                pass
+            data = bytes(self._buffer[:n])
+            del self._buffer[:n]
         self.position += len(data)
         if self.position > self._max_bytes:
             raise AudioError(
@@ -392,6 +402,10 @@ class PcmReader:
             yield data
 
     def close(self) -> None:
+        wav = getattr(self, "_wav", None)
+        if wav is not None:
+            wav.close()
+            self._wav = None
         container = getattr(self, "_container", None)
         if container is not None:
             container.close()
@@ -402,6 +416,28 @@ class PcmReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _matching_wav(path: str, fmt: PcmFormat):
+    """A ``wave`` reader when ``path`` is integer PCM WAV in exactly the session format, else None.
+
+    Such a file (the usual 16 kHz mono 16-bit recording) needs no decoding:
+    its samples are the bytes to send. Anything else, or a header the
+    ``wave`` module cannot read, goes through FFmpeg.
+    """
+    if not path.lower().endswith((".wav", ".wave")):
+        return None
+    try:
+        reader = wave.open(path, "rb")
+    except (wave.Error, EOFError, OSError):
+        return None
+    matches = (reader.getframerate() == fmt.sample_rate and reader.getnchannels() == fmt.channels
+               and reader.getsampwidth() * 8 == fmt.bit_depth and reader.getnframes() > 0
+               and reader.getcomptype() == "NONE")
+    if not matches:
+        reader.close()
+        return None
+    return reader
 
 
 def _chain_one(first, rest: Iterator) -> Iterator:

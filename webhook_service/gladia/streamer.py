@@ -132,6 +132,7 @@ class LiveStream:
         self.bytes_sent = start
         self.bytes_total: Optional[int] = None
         self.reconnects = 0
+        self.window_wait_s = 0.0  # time spent waiting for acknowledgements with the window full
         self.reconnects_before = reconnects_before  # counted by earlier runs of the job
         self.last_error: Optional[str] = None
         self.lost_claim = False  # set by the heartbeat when another run owns the job
@@ -322,9 +323,13 @@ class LiveStream:
         while self.bytes_total is None:
             if self._fenced():
                 return "lost_claim"
-            while len(self._unacked) + self.chunk_bytes > self.window_bytes:
-                self._acked.clear()
-                await self._acked.wait()
+            if len(self._unacked) + self.chunk_bytes > self.window_bytes:
+                # Back-pressure: Gladia is behind with its acknowledgements; hold the audio in the file.
+                waited_from = loop.time()
+                while len(self._unacked) + self.chunk_bytes > self.window_bytes:
+                    self._acked.clear()
+                    await self._acked.wait()
+                self.window_wait_s += loop.time() - waited_from
             if rate > 0:
                 due = t0 + (self.bytes_sent - base) / rate
                 delay = due - loop.time()
