@@ -673,7 +673,9 @@ def test_callback_timeout_is_retried_and_counted(emulator_factory, receiver):
     entry = emu.ledger()["entries"][0]
     assert entry["event"] == "live.start_session" and entry["outcome"] == "delivered"
     assert entry["attempts"] == 2 and entry["timeouts"] == 1 and entry["duplicated"] is False
-    time.sleep(0.5)  # the slow first request completes on the receiver's side too
+    deadline = time.monotonic() + 10  # the slow first request completes on the receiver's side too
+    while len(hook.bodies) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(hook.bodies) == 2  # what `timeouts` warns about: stored twice without a duplicate fault
 
 
