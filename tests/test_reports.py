@@ -84,6 +84,17 @@ def test_session_summary(loaded):
     assert d["reconciliation_runs"] == 0 and d["errors"] == 0
 
 
+def test_values_are_plain_json_types(loaded):
+    """No Decimal or datetime leaks out of either database (Flask would render them as strings)."""
+    for name in reports.REPORTS:
+        report = reports.get_report(name)
+        for row in rows(loaded, name):
+            for column in report.columns:
+                value = row[column.name]
+                expected = {"int": int, "float": float}.get(column.kind, str)
+                assert value is None or type(value) is expected, (name, column.name, value)
+
+
 def test_callback_health(loaded):
     assert rows(loaded, "callback_health") == [
         {"day": "2026-03-01", "sessions": 3, "callbacks_received": 4, "duplicates": 2, "rejected": 1,
@@ -187,7 +198,7 @@ def test_views_equal_unfiltered_reports(loaded, name):
     view, order = VIEW_OF[name]
     with session_scope(loaded) as s:
         raw = [dict(r) for r in s.execute(text(f"SELECT * FROM {view} ORDER BY {order}")).mappings()]
-    from_view = [{c.name: reports._normalize(r[c.name], c.kind) for c in report.columns} for r in raw]
+    from_view = report.normalize(raw)
     key = lambda row: json.dumps(row, sort_keys=True)  # noqa: E731
     assert sorted(from_view, key=key) == sorted(expected, key=key)
 

@@ -393,8 +393,8 @@ class ReconciliationRun(Base):
 class SessionStats(Base):
     """Per-session aggregates of the large tables, so reports stay fast at any size.
 
-    Reports read utterances, events and callbacks through this table instead of
-    scanning millions of rows. Triggers (migration 0002) log a session in
+    Reports read utterances, events, callbacks and reconciliation runs through
+    this table instead of scanning millions of rows. Triggers (migration 0002) log a session in
     :class:`SessionStatsStale` whenever one of its rows changes;
     ``reports.refresh_session_stats`` recomputes exactly those sessions before
     a report is read. Every column has the meaning of the view
@@ -421,6 +421,13 @@ class SessionStats(Base):
     callbacks_failed: Mapped[int] = mapped_column(Integer, default=0)
     callbacks_rejected: Mapped[int] = mapped_column(Integer, default=0)
     callbacks_pending: Mapped[int] = mapped_column(Integer, default=0)
+    reconciliation_runs: Mapped[int] = mapped_column(Integer, default=0)
+    failed_runs: Mapped[int] = mapped_column(Integer, default=0)
+    reconciliation_outcome: Mapped[Optional[str]] = mapped_column(String(16))  # latest run
+    expected_messages: Mapped[Optional[int]] = mapped_column(Integer)  # latest run
+    missing_found: Mapped[Optional[int]] = mapped_column(Integer)  # summed over runs
+    duplicates_found: Mapped[Optional[int]] = mapped_column(Integer)
+    repaired: Mapped[Optional[int]] = mapped_column(Integer)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

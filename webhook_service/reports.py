@@ -35,6 +35,7 @@ from .models import (
     Event,
     InboxItem,
     Job,
+    ReconciliationRun,
     SessionLanguageStats,
     SessionStats,
     SessionStatsStale,
@@ -95,6 +96,12 @@ class Report:
     columns: tuple[Column, ...]
     table_columns: tuple[str, ...]  # the narrower set the terminal table shows
     query: Callable[[Session, Filters], list[dict[str, Any]]] = field(repr=False)
+    # Sums in SQL depend on the database's summation order in the last bits;
+    # aggregate reports round them away. Row-level reports need no rounding.
+    round_floats: bool = True
+
+    def normalize(self, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return normalize_rows(self.columns, raw, round_floats=self.round_floats)
 
 
 @dataclass
@@ -179,7 +186,9 @@ def _query(session: Session, sql: str, params: dict[str, Any]) -> list[dict[str,
         if name in params:
             # UTCDateTime renders the bound the way each database stores timestamps.
             statement = statement.bindparams(bindparam(name, type_=UTCDateTime()))
-    return [dict(row) for row in session.execute(statement, params).mappings()]
+    result = session.execute(statement, params)
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
 
 
 # --------------------------------------------------------------------- queries
@@ -231,7 +240,8 @@ SELECT
     sum(expected) AS expected_messages,
     sum(missing) AS missing_found,
     sum(repaired) AS repaired,
-    CASE WHEN sum(expected) > 0 THEN 1.0 - sum(missing) * 1.0 / sum(expected) END AS callback_completeness
+    CASE WHEN sum(expected) > 0
+        THEN 1.0 - CAST(sum(missing) AS DOUBLE PRECISION) / sum(expected) END AS callback_completeness
 FROM (
     SELECT day, 1 AS sessions, callbacks_received AS received, callback_duplicates AS duplicates,
            callbacks_rejected AS rejected, callbacks_failed AS failed, callbacks_pending AS pending,
@@ -414,6 +424,7 @@ _register(Report(
     table_columns=("job_id", "batch", "state", "audio_duration_s", "utterances", "words", "confidence_mean",
                    "confidence_p10", "languages", "close_to_final_s", "callback_completeness"),
     query=_session_summary,
+    round_floats=False,
 ))
 _register(Report(
     name="callback_health",
@@ -496,25 +507,68 @@ _register(Report(
 
 # ------------------------------------------------------------------- running
 
-def _normalize(value: Any, kind: str) -> Any:
-    """One JSON-ready representation whatever the database returned."""
-    if value is None:
-        return None
-    if kind == "float":
-        return round(float(value), FLOAT_DIGITS)
-    if kind == "int":
-        return int(value)
-    if kind == "ts":
-        if isinstance(value, str):  # SQLite returns view timestamps as text
-            value = datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat()
-    if kind == "day":
-        return value.isoformat() if isinstance(value, date) else str(value)
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
+def _to_ts(value: Any) -> str:
+    if isinstance(value, str):  # SQLite returns view timestamps as text
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def _to_float(value: Any) -> float:
+    return value if type(value) is float else float(value)  # Decimal from PostgreSQL numeric
+
+
+def _to_rounded(value: Any) -> float:
+    return round(float(value), FLOAT_DIGITS)
+
+
+def _to_int(value: Any) -> int:
+    return value if type(value) is int else int(value)
+
+
+def _to_day(value: Any) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _to_text(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "float": _to_float, "int": _to_int, "ts": _to_ts, "day": _to_day, "text": _to_text,
+}
+
+
+def normalize_rows(columns: Sequence[Column], raw: Iterable[dict[str, Any]], *,
+                   round_floats: bool = True) -> list[dict[str, Any]]:
+    """One JSON-ready representation of the rows, whatever the database returned.
+
+    A hot path for the 10,000-row session summary: one converter per column,
+    looked up once.
+    """
+    if not round_floats:
+        # Row-level views return plain floats, ints and text on both databases
+        # (their SQL casts; a test checks it): only timestamps need converting.
+        stamps = [c.name for c in columns if c.kind == "ts"]
+        names = [c.name for c in columns]
+        out = []
+        for row in raw:
+            item = {name: row.get(name) for name in names}
+            for name in stamps:
+                if item[name] is not None:
+                    item[name] = _to_ts(item[name])
+            out.append(item)
+        return out
+    converters = [(c.name, _to_rounded if c.kind == "float" else _CONVERTERS[c.kind]) for c in columns]
+    out = []
+    for row in raw:
+        item = {}
+        for name, convert in converters:
+            value = row.get(name)
+            item[name] = None if value is None else convert(value)
+        out.append(item)
+    return out
 
 
 def get_report(name: str) -> Report:
@@ -534,7 +588,7 @@ def run_report(database_url: str, name: str, *, since: Optional[str] = None, unt
         refresh_session_stats(database_url)
     with session_scope(database_url) as session:
         raw = report.query(session, filters)
-    rows = [{c.name: _normalize(row.get(c.name), c.kind) for c in report.columns} for row in raw]
+    rows = report.normalize(raw)
     return ReportResult(report=report, filters=filters, rows=rows)
 
 
@@ -557,8 +611,7 @@ def list_sessions(session: Session, *, state: Optional[str] = None, batch_id: Op
     total = session.execute(text(f"SELECT count(*) FROM jobs WHERE {where}"), params).scalar_one()
     raw = _query(session, f"SELECT * FROM report_session_summary WHERE {where} "
                           f"ORDER BY created_at DESC, job_id LIMIT :limit OFFSET :offset", params)
-    columns = REPORTS["session_summary"].columns
-    return [{c.name: _normalize(row.get(c.name), c.kind) for c in columns} for row in raw], int(total)
+    return REPORTS["session_summary"].normalize(raw), int(total)
 
 
 def state_counts(session: Session, batch_id: Optional[str] = None) -> dict[str, int]:
@@ -573,7 +626,7 @@ def session_summary_row(session: Session, job_id: str) -> Optional[dict[str, Any
     raw = _query(session, "SELECT * FROM report_session_summary WHERE job_id = :job_id", {"job_id": job_id})
     if not raw:
         return None
-    return {c.name: _normalize(raw[0].get(c.name), c.kind) for c in REPORTS["session_summary"].columns}
+    return REPORTS["session_summary"].normalize(raw)[0]
 
 
 # ------------------------------------------------------- statistics cache
@@ -634,7 +687,9 @@ def _recompute(session: Session, ids: Iterable[str]) -> None:
         job_id: {"job_id": job_id, "computed_at": now, "events": 0, "callback_events": 0,
                  "websocket_events": 0, "reconcile_events": 0, "callbacks_received": 0,
                  "callback_duplicates": 0, "callbacks_failed": 0, "callbacks_rejected": 0,
-                 "callbacks_pending": 0, "callback_delay_median_s": None, "callback_delay_max_s": None}
+                 "callbacks_pending": 0, "callback_delay_median_s": None, "callback_delay_max_s": None,
+                 "reconciliation_runs": 0, "failed_runs": 0, "reconciliation_outcome": None,
+                 "expected_messages": None, "missing_found": None, "duplicates_found": None, "repaired": None}
         for job_id in existing
     }
     scope = list(existing)
@@ -708,9 +763,31 @@ def _recompute(session: Session, ids: Iterable[str]) -> None:
                              callbacks_failed=int(failed), callbacks_rejected=int(rejected),
                              callbacks_pending=int(pending))
 
+    # Reconciliation: the latest run says what Gladia holds; what runs found
+    # missing, duplicated and repaired adds up over runs.
+    runs: dict[str, list[tuple]] = defaultdict(list)
+    for job_id, started_at, run_id, outcome, expected, missing, duplicates, repaired in session.execute(
+        select(ReconciliationRun.job_id, ReconciliationRun.started_at, ReconciliationRun.id,
+               ReconciliationRun.outcome, ReconciliationRun.expected, ReconciliationRun.missing,
+               ReconciliationRun.duplicates, ReconciliationRun.repaired)
+        .where(ReconciliationRun.job_id.in_(scope))
+    ):
+        runs[job_id].append((started_at, run_id, outcome, expected, missing, duplicates, repaired))
+    for job_id, items in runs.items():
+        latest = max(items, key=lambda item: (item[0], item[1]))
+        stats[job_id].update(
+            reconciliation_runs=len(items),
+            failed_runs=sum(1 for item in items if item[2] == "failed"),
+            reconciliation_outcome=latest[2],
+            expected_messages=latest[3],
+            missing_found=sum(item[4] or 0 for item in items),
+            duplicates_found=sum(item[5] or 0 for item in items),
+            repaired=sum(item[6] or 0 for item in items),
+        )
+
     # A session with no row in any of these tables has nothing reported: no
     # statistics row, so the views show NULL rather than 0.
-    seen = set(counts) | set(event_jobs) | set(inbox_jobs)
+    seen = set(counts) | set(event_jobs) | set(inbox_jobs) | set(runs)
     if seen:
         session.execute(insert(SessionStats), [stats[job_id] for job_id in sorted(seen)])
     language_rows = [

@@ -1,8 +1,8 @@
 """Reporting: per-session statistics cache, its staleness triggers, and the report views.
 
 The views are the schema analysts query (docs/reporting.md documents each
-column). They read the large tables (utterances, events, callback_inbox)
-through ``session_stats`` / ``session_language_stats``, a per-session cache:
+column). They read the large tables (utterances, events, callback_inbox,
+reconciliation_runs) through ``session_stats`` / ``session_language_stats``, a per-session cache:
 triggers log a session in ``session_stats_stale`` whenever one of its rows in
 those tables changes, and ``webhook_service.reports.refresh_session_stats``
 recomputes exactly those sessions before any report is read. That keeps every
@@ -27,7 +27,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-STALE_SOURCES = ("utterances", "events", "callback_inbox")
+STALE_SOURCES = ("utterances", "events", "callback_inbox", "reconciliation_runs")
 
 VIEWS = (
     "report_session_summary",
@@ -99,45 +99,28 @@ SELECT
     s.callbacks_rejected AS callbacks_rejected,
     s.callbacks_failed AS callbacks_failed,
     s.callbacks_pending AS callbacks_pending,
-    COALESCE(rc.runs, 0) AS reconciliation_runs,
-    rc.latest_outcome AS reconciliation_outcome,
-    rc.latest_expected AS expected_messages,
-    rc.missing AS missing_found,
-    rc.duplicates AS duplicates_found,
-    rc.repaired AS repaired,
+    COALESCE(s.reconciliation_runs, 0) AS reconciliation_runs,
+    s.reconciliation_outcome AS reconciliation_outcome,
+    s.expected_messages AS expected_messages,
+    s.missing_found AS missing_found,
+    s.duplicates_found AS duplicates_found,
+    s.repaired AS repaired,
     CASE
-        WHEN rc.latest_expected > 0 AND rc.missing >= rc.latest_expected THEN 0.0
-        WHEN rc.latest_expected > 0 THEN (rc.latest_expected - rc.missing) * 1.0 / rc.latest_expected
+        WHEN s.expected_messages > 0 AND s.missing_found >= s.expected_messages THEN 0.0
+        WHEN s.expected_messages > 0
+            THEN CAST(s.expected_messages - s.missing_found AS DOUBLE PRECISION) / s.expected_messages
     END AS callback_completeness,
     r.gladia_status AS gladia_status,
     r.gladia_error_code AS gladia_error_code,
     CASE WHEN j.state = 'failed' THEN 1 ELSE 0 END
         + CASE WHEN r.gladia_status = 'error' OR r.gladia_error_code IS NOT NULL THEN 1 ELSE 0 END
         + COALESCE(s.callbacks_failed, 0) + COALESCE(s.callbacks_rejected, 0)
-        + COALESCE(rc.failed_runs, 0) AS errors,
+        + COALESCE(s.failed_runs, 0) AS errors,
     j.last_error AS last_error
 FROM jobs j
 LEFT JOIN batches b ON b.id = j.batch_id
 LEFT JOIN session_stats s ON s.job_id = j.id
 LEFT JOIN session_results r ON r.job_id = j.id
-LEFT JOIN (
-    SELECT
-        job_id,
-        count(*) AS runs,
-        sum(missing) AS missing,
-        sum(duplicates) AS duplicates,
-        sum(repaired) AS repaired,
-        sum(CASE WHEN outcome = 'failed' THEN 1 ELSE 0 END) AS failed_runs,
-        max(CASE WHEN rn = 1 THEN expected END) AS latest_expected,
-        max(CASE WHEN rn = 1 THEN outcome END) AS latest_outcome
-    FROM (
-        SELECT job_id, expected, missing, duplicates, repaired, outcome,
-               row_number() OVER (PARTITION BY job_id ORDER BY started_at DESC, id DESC) AS rn
-        FROM reconciliation_runs
-        WHERE job_id IS NOT NULL
-    ) ranked
-    GROUP BY job_id
-) rc ON rc.job_id = j.id
 """,
         "report_session_languages": f"""
 SELECT
@@ -222,7 +205,8 @@ SELECT
     sum(expected) AS expected_messages,
     sum(missing) AS missing_found,
     sum(repaired) AS repaired,
-    CASE WHEN sum(expected) > 0 THEN 1.0 - sum(missing) * 1.0 / sum(expected) END AS callback_completeness
+    CASE WHEN sum(expected) > 0
+        THEN 1.0 - CAST(sum(missing) AS DOUBLE PRECISION) / sum(expected) END AS callback_completeness
 FROM (
     SELECT day, 1 AS sessions, callbacks_received AS received, callback_duplicates AS duplicates,
            callbacks_rejected AS rejected, callbacks_failed AS failed, callbacks_pending AS pending,
@@ -340,6 +324,13 @@ def upgrade() -> None:
         sa.Column("callbacks_failed", sa.Integer(), nullable=False),
         sa.Column("callbacks_rejected", sa.Integer(), nullable=False),
         sa.Column("callbacks_pending", sa.Integer(), nullable=False),
+        sa.Column("reconciliation_runs", sa.Integer(), nullable=False),
+        sa.Column("failed_runs", sa.Integer(), nullable=False),
+        sa.Column("reconciliation_outcome", sa.String(length=16), nullable=True),
+        sa.Column("expected_messages", sa.Integer(), nullable=True),
+        sa.Column("missing_found", sa.Integer(), nullable=True),
+        sa.Column("duplicates_found", sa.Integer(), nullable=True),
+        sa.Column("repaired", sa.Integer(), nullable=True),
         sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_session_stats_job_id_jobs"),
                                 ondelete="CASCADE"),
@@ -367,9 +358,8 @@ def upgrade() -> None:
     _create_triggers(dialect)
     # Sessions that already have rows get their statistics at the first report.
     op.execute("INSERT INTO session_stats_stale (job_id) "
-               "SELECT DISTINCT job_id FROM utterances WHERE job_id IS NOT NULL "
-               "UNION SELECT DISTINCT job_id FROM events WHERE job_id IS NOT NULL "
-               "UNION SELECT DISTINCT job_id FROM callback_inbox WHERE job_id IS NOT NULL")
+               + " UNION ".join(f"SELECT DISTINCT job_id FROM {table} WHERE job_id IS NOT NULL"
+                                for table in STALE_SOURCES))
     for name, body in _view_sql(dialect).items():
         op.execute(f"CREATE VIEW {name} AS {body}")
 
