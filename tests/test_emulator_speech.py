@@ -150,3 +150,13 @@ def test_official_sdk_streams_a_file_and_reads_the_result(emulator_factory):
     listed = client.list({"custom_metadata": {"job_id": "sdk-contract"}})
     assert [item.id for item in listed.items] == [session.session_id]
     assert client.get_file(session.session_id)[44:] == pcm
+
+
+def test_sphinx_flushes_resampled_audio_at_the_end_of_the_stream():
+    from webhook_service.emulator.engines import RecognizerParams, SphinxRecognizer
+
+    recognizer = SphinxRecognizer(RecognizerParams(sample_rate=8000))
+    pcm = samples("hello")[::2]  # crude 8 kHz: exercises the resampler and its flushed tail
+    events = recognizer.feed(pcm[:-3]) + recognizer.flush()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "speech_start" and kinds[-1] == "speech_end" and "final" in kinds

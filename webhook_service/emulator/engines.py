@@ -236,8 +236,12 @@ class SphinxRecognizer:
     def flush(self) -> list[Event]:
         events: list[Event] = []
         tail = self._buf + self._resampler.flush()
+        fb = self.frame_bytes
+        usable = len(tail) - len(tail) % fb
+        for pos in range(0, usable, fb):
+            self._process_frame(tail[pos:pos + fb], events)
         self._buf = b""
-        speech = self.ep.end_stream(tail)
+        speech = self.ep.end_stream(tail[usable:])  # at most one partial frame
         if speech is not None and self._in_utt:
             self.decoder.process_raw(speech)
         if self._in_utt:
