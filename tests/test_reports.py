@@ -380,3 +380,33 @@ def test_documented_queries_run(loaded):
                 s.execute(text(statement)).fetchall()
             ran += 1
     assert ran >= 9
+
+
+def test_refresh_neither_waits_for_nor_loses_an_uncommitted_writer(loaded):
+    """A writer's transaction still open during a refresh: no wait, and its rows count once committed."""
+    from webhook_service.db import get_engine
+
+    with session_scope(loaded) as s:
+        if not is_postgres(s):
+            pytest.skip("SQLite has one writer at a time: a refresh cannot overlap a write")
+    rows(loaded, "daily_usage")  # cache up to date
+    with session_scope(loaded) as s:  # a committed change: job-a is logged stale
+        s.execute(update(Utterance).where(Utterance.utterance_id == "00_1").values(text=" Thanks for calling!"))
+    writer = get_engine(loaded).connect()
+    try:
+        transaction = writer.begin()
+        writer.execute(text(
+            "INSERT INTO utterances (gladia_id, job_id, utterance_id, is_final, channel, start_s, end_s, text,"
+            " confidence, words, word_count, source, received_at, updated_at)"
+            " VALUES ('g-a', 'job-a', 'late', true, 0, 50, 52, ' late', 0.5, '[]', 4, 'callback', now(), now())"))
+        import threading
+
+        refresher = threading.Thread(target=reports.refresh_session_stats, args=(loaded,), daemon=True)
+        refresher.start()
+        refresher.join(timeout=30)
+        assert not refresher.is_alive(), "the refresh waits for the writer's transaction"
+        assert next(r for r in rows(loaded, "session_summary") if r["job_id"] == "job-a")["utterances"] == 4
+        transaction.commit()
+    finally:
+        writer.close()
+    assert next(r for r in rows(loaded, "session_summary") if r["job_id"] == "job-a")["utterances"] == 5
