@@ -61,6 +61,8 @@ def _duration(seconds: Optional[float]) -> str:
     """Seconds as people read them: 850 ms, 12.4 s, 3 min 05 s, 1 h 02 min."""
     if seconds is None:
         return "—"
+    if seconds == 0:
+        return "0 s"
     if abs(seconds) < 1:
         return f"{seconds * 1000:.0f} ms"
     if abs(seconds) < 60:
