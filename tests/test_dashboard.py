@@ -116,3 +116,7 @@ def test_unknown_session_is_a_404_page(site, client):
     response = client.get("/dashboard/sessions/nope")
     assert response.status_code == 404 and b"No session" in response.data
     assert client.get("/dashboard/sessions?state=bogus").status_code == 400
+    assert client.get("/dashboard/sessions?page=0").status_code == 400
+    assert client.get("/dashboard/sessions?batch=ghost").status_code == 404
+    root = client.get("/")
+    assert root.status_code == 302 and root.headers["Location"].endswith("/dashboard")
