@@ -318,7 +318,8 @@ def test_invalid_message_writes_nothing(settings):
 
 
 @pytest.mark.parametrize("raw", [b"{", b"\xff\xfe", b'{"a": NaN}', b'{"a": 1e400}', b'{"a": "\\u0000"}',
-                                 b'{"a": "\\ud800"}', b"[" * 5000 + b"]" * 5000])
+                                 b'{"a": "\\ud800"}', b"[" * 5000 + b"]" * 5000,
+                                 b'{"a": ' + b"1" * 400 + b".0}", b"[" * 40 + b"]" * 40])
 def test_parse_json_body_refuses_what_databases_cannot_store(raw):
     with pytest.raises(ingest.InvalidMessage):
         ingest.parse_json_body(raw)

@@ -139,15 +139,10 @@ def _reject_constant(name: str) -> Any:
     raise InvalidMessage(f"JSON constant {name} is not allowed")
 
 
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):  # e.g. 1e400
-        raise InvalidMessage("JSON numbers must be finite")
-    return value
-
-
-# In valid JSON text, a NUL or a surrogate can only appear as a \u escape.
-_RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# What could make a parsed body unstorable, as it appears in valid JSON text: a
+# NUL or a surrogate only as a \u escape; an infinite float only from an
+# exponent of 3+ digits or a run of 300+ digits. Bodies without any are not walked.
+_RISKY_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|[eE][+-]?\d{3}|\d{300}")
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -155,24 +150,22 @@ def parse_json_body(raw: bytes) -> Any:
 
     Refused: invalid UTF-8 or JSON, NaN/Infinity (and numbers that overflow to
     infinity), NUL characters and lone surrogates (PostgreSQL cannot store
-    them), nesting deeper than :data:`MAX_JSON_DEPTH`. Strings are inspected
-    only when the text holds an escape that could produce one of those.
+    them), nesting deeper than :data:`MAX_JSON_DEPTH`.
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidMessage("body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant)
     except InvalidMessage:
         raise
     except RecursionError:
         raise InvalidMessage("JSON is nested too deeply") from None
     except ValueError as exc:
         raise InvalidMessage(f"body is not valid JSON: {exc}") from None
-    # Fewer brackets than the depth limit cannot nest deeper than it; floats were
-    # checked while parsing; so most bodies need no walk at all.
-    if _RISKY_ESCAPE.search(text) or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+    # Fewer brackets than the depth limit cannot nest deeper than it.
+    if _RISKY_TEXT.search(text) or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
         _check_storable(value)
     return value
 
@@ -238,8 +231,9 @@ def _check_utterance(utt: Any, field: str) -> None:
     _check_optional_lang(utt.get("language"), f"{field}.language")
     words = utt.get("words", [])
     _require(isinstance(words, list), f"{field}.words must be a list")
-    for i, word in enumerate(words):
-        _require(isinstance(word, dict), f"{field}.words[{i}] must be an object")
+    if not all(isinstance(word, dict) for word in words):
+        bad = next(i for i, word in enumerate(words) if not isinstance(word, dict))
+        raise InvalidMessage(f"{field}.words[{bad}] must be an object")
 
 
 def _check_error_field(message: Mapping[str, Any]) -> None:
@@ -554,10 +548,12 @@ def _normalize(
     gladia_id: str,
     inbox_id: Optional[int],
     received_at: Optional[datetime],
+    validated: bool = False,
 ) -> bool:
     if source not in EVENT_SOURCES:
         raise ValueError(f"unknown source {source!r}")
-    validate_message(message)
+    if not validated:
+        validate_message(message)
     conn = session.connection()
     sql = _statements(conn.dialect.name)
     mtype: str = message["type"]
@@ -764,6 +760,7 @@ def receive(
     gladia_id: str,
     job_id: Optional[str],
     received_at: datetime,
+    validated: bool = False,
 ) -> tuple[Stored, str]:
     """The receiver's whole write path: commit the raw delivery, then normalize it.
 
@@ -772,6 +769,8 @@ def receive(
     copy was already processed). For a callback, ``job_id`` comes from the
     token and is checked against the body's session (:class:`Forbidden`,
     :class:`UnknownJob`); for a webhook the job is looked up by session id.
+    ``validated``: the caller already ran :func:`validate_callback` /
+    :func:`validate_webhook` on ``body``.
     """
     url = settings.database_url
     with get_engine(url).connect() as conn:
@@ -793,7 +792,7 @@ def receive(
         if stored.duplicate and stored.status == "processed":
             return stored, "duplicate"
         status = normalize_inbox(settings, stored.inbox_id, kind=kind, body=body, job_id=job_id,
-                                 received_at=received_at, event=event, conn=conn)
+                                 received_at=received_at, event=event, conn=conn, validated=validated)
     return stored, status
 
 
@@ -823,6 +822,7 @@ def normalize_inbox(
     received_at: datetime,
     event: Optional[str] = None,
     conn: Optional[Connection] = None,
+    validated: bool = False,
 ) -> str:
     """Normalize one stored delivery in its own transaction; returns the row's new status.
 
@@ -833,7 +833,7 @@ def normalize_inbox(
     if conn is None:
         with get_engine(settings.database_url).connect() as own:
             return normalize_inbox(settings, inbox_id, kind=kind, body=body, job_id=job_id,
-                                   received_at=received_at, event=event, conn=own)
+                                   received_at=received_at, event=event, conn=own, validated=validated)
     sql = _statements(conn.dialect.name)
     try:
         for attempt in range(1, _ATTEMPTS + 1):
@@ -846,7 +846,7 @@ def normalize_inbox(
                         # before, stays synchronous.
                         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     job_id = _normalize_stored(conn, sql, inbox_id, kind=kind, body=body, job_id=job_id,
-                                               received_at=received_at)
+                                               received_at=received_at, validated=validated)
                 break
             except OperationalError as exc:
                 if attempt == _ATTEMPTS or not _retryable(exc):
@@ -869,7 +869,7 @@ def normalize_inbox(
 
 
 def _normalize_stored(conn: Connection, sql: SimpleNamespace, inbox_id: int, *, kind: str, body: Any,
-                      job_id: Optional[str], received_at: datetime) -> Optional[str]:
+                      job_id: Optional[str], received_at: datetime, validated: bool) -> Optional[str]:
     """One normalization transaction's statements; returns the job id it settled on.
 
     Lock order, the same in every transaction of the receiver so that none
@@ -877,10 +877,12 @@ def _normalize_stored(conn: Connection, sql: SimpleNamespace, inbox_id: int, *, 
     then the inbox row, then the normalized rows.
     """
     if kind == "webhook":
-        item: Callback | Webhook = validate_webhook(body)
+        item: Callback | Webhook = (Webhook(gladia_id=body["payload"]["id"], event=body["event"]) if validated
+                                    else validate_webhook(body))
         lifecycle = item.event in WEBHOOK_EVENTS
     else:
-        item = validate_callback(body)
+        item = (Callback(gladia_id=body["id"], event=body["event"], payload=body["payload"]) if validated
+                else validate_callback(body))
         lifecycle = item.payload["type"] in LIFECYCLE_STATES
     job_id = job_id or _job_id_for(conn, item.gladia_id)
     # The session joins this connection's transaction and never commits it.
@@ -893,8 +895,8 @@ def _normalize_stored(conn: Connection, sql: SimpleNamespace, inbox_id: int, *, 
             if isinstance(item, Webhook):
                 apply_webhook(session, item, job_id)
             else:
-                _normalize(session, item.payload, source="callback", job_id=job_id,
-                           gladia_id=item.gladia_id, inbox_id=inbox_id, received_at=received_at)
+                _normalize(session, item.payload, source="callback", job_id=job_id, gladia_id=item.gladia_id,
+                           inbox_id=inbox_id, received_at=received_at, validated=True)
             session.flush()
     finally:
         session.close()

@@ -115,6 +115,7 @@ def gladia_callback(token: str):
                 stored, status = ingest.receive(
                     cfg, kind="callback", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
                     event=callback.event, gladia_id=callback.gladia_id, job_id=job_id, received_at=received_at,
+                    validated=True,
                 )
                 break
             except ingest.UnknownJob:  # a token of a deleted job (or of another deployment's key)
@@ -181,6 +182,6 @@ def gladia_webhook():
     with job_context(None, hook.gladia_id):
         stored, status = ingest.receive(
             cfg, kind="webhook", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
-            event=hook.event, gladia_id=hook.gladia_id, job_id=None, received_at=received_at,
+            event=hook.event, gladia_id=hook.gladia_id, job_id=None, received_at=received_at, validated=True,
         )
     return _answer(label, stored, status)
