@@ -150,6 +150,7 @@ def snapshot(settings, job_id=None, gid=GID) -> dict[str, Any]:
 # ------------------------------------------------------------------------- tests
 
 
+@pytest.mark.dbless
 def test_message_key_is_sha256_of_canonical_json():
     m = {"b": 1, "a": "é", "c": [1, 2]}
     assert ingest.message_key(m) == ingest.message_key(dict(reversed(list(m.items()))))
@@ -317,6 +318,7 @@ def test_invalid_message_writes_nothing(settings):
         assert s.scalar(select(func.count()).select_from(Utterance)) == 0
 
 
+@pytest.mark.dbless
 @pytest.mark.parametrize("raw", [b"{", b"\xff\xfe", b'{"a": NaN}', b'{"a": 1e400}', b'{"a": "\\u0000"}',
                                  b'{"a": "\\ud800"}', b"[" * 5000 + b"]" * 5000,
                                  b'{"a": ' + b"1" * 400 + b".0}", b"[" * 40 + b"]" * 40])

@@ -1,0 +1,310 @@
+"""Callback receiver throughput under gunicorn, as the Procfile runs it.
+
+    .venv/bin/python bench/bench_callbacks.py --db sqlite
+    .venv/bin/python bench/bench_callbacks.py --db postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+What it does, in one run:
+
+1. creates a fresh database (a SQLite file, or a new PostgreSQL database next
+   to the one named) and applies the migrations;
+2. creates ``--sessions`` jobs, each with its Gladia session id;
+3. starts gunicorn with the Procfile's options (``--workers $WEB_CONCURRENCY``
+   (2) ``--threads 4``) on the real app, plus one bare Flask route
+   (``POST /_bench/bare`` answering 200) registered on the same app, so both
+   are served by the same processes;
+4. sends ``--requests`` POSTs to the bare route, then ``--requests`` distinct
+   callbacks (final transcripts with their words, shaped as Gladia's), from
+   ``--connections`` keep-alive connections of a small asyncio HTTP client;
+5. checks the ledger: every callback answered 200 and sent = stored (inbox
+   rows, events and utterances), or the run is void;
+6. prints callbacks/s, p50/p99 latency, and the ratio to the bare route.
+
+The client runs on the same machine and takes CPU from the server: on a
+2-core machine the figures are a floor, not a ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from webhook_service.db import session_scope  # noqa: E402
+from webhook_service.migrate import upgrade  # noqa: E402
+from webhook_service.models import Event, InboxItem, Job, Utterance  # noqa: E402
+from webhook_service.tokens import callback_token  # noqa: E402
+
+SIGNING_KEY = "bench-signing-key"
+WORDS = "so the quarterly numbers look good and we will ship the new release next week".split()
+
+
+# ----------------------------------------------------------------------- database
+
+
+def make_database(db: str, workdir: Path) -> tuple[str, callable]:
+    if db == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        return url, lambda: None
+    base = make_url(db)
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
+
+
+def create_jobs(url: str, count: int) -> list[tuple[str, str]]:
+    out = []
+    with session_scope(url) as s:
+        for i in range(count):
+            job = Job(source_path=f"/bench/{i}.wav", gladia_id=str(uuid.uuid4()))
+            job.advance("starting")
+            job.advance("streaming")
+            s.add(job)
+            s.flush()
+            out.append((job.id, job.gladia_id))
+    return out
+
+
+def transcript_body(gladia_id: str, n: int) -> bytes:
+    start = n * 4.0
+    words = [{"word": f" {w}", "start": round(start + i * 0.25, 3), "end": round(start + i * 0.25 + 0.2, 3),
+              "confidence": 0.93} for i, w in enumerate(WORDS)]
+    payload = {
+        "session_id": gladia_id,
+        "created_at": "2026-03-01T12:00:%02d.%03dZ" % (n % 60, n % 1000),
+        "type": "transcript",
+        "data": {"id": f"00_{n:08d}", "is_final": True, "utterance": {
+            "start": start, "end": words[-1]["end"], "confidence": 0.93, "channel": 0, "words": words,
+            "text": "".join(w["word"] for w in words), "language": "en"}},
+    }
+    return json.dumps({"id": gladia_id, "event": "live.transcript", "payload": payload}).encode()
+
+
+# ------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(url: str, port: int, workdir: Path) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=url, CALLBACK_SIGNING_KEY=SIGNING_KEY, DATA_DIR=str(workdir / "data"),
+               CELERY_BROKER_URL="memory://", LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    workers = env.get("WEB_CONCURRENCY", "2")
+    # The Procfile's `web` line, with the bench route added to the same app.
+    cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", workers,
+           "--threads", "4", "bench.bench_wsgi:app"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+# ------------------------------------------------------------------------- client
+
+
+async def _send_all(port: int, requests: list[tuple[str, bytes]], connections: int) -> tuple[list[float], dict[int, int]]:
+    queue = iter(requests)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def one_connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for path, body in queue:
+                head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                t0 = time.perf_counter()
+                writer.write(head + body)
+                status_line = await reader.readline()
+                length, close = 0, False
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "connection" and value.strip().lower() == "close":
+                        close = True
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                code = int(status_line.split()[1])
+                statuses[code] = statuses.get(code, 0) + 1
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    return latencies, statuses
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (Linux /proc), 0 for any that is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _server_pids(proc: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    return [proc.pid] + [int(p) for p in children.read_text().split()] if children.exists() else [proc.pid]
+
+
+def _database_pids(url: str) -> list[int]:
+    """The PostgreSQL backends serving the benchmark's database (same machine)."""
+    if not url.startswith("postgresql"):
+        return []
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        pids = list(conn.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )).scalars())
+    engine.dispose()
+    return pids
+
+
+def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
+              server: subprocess.Popen | None = None, url: str = "") -> dict:
+    server_pids = _server_pids(server) if server else []
+    db_pids = _database_pids(url) if url else []
+    cpu0 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
+    t0 = time.perf_counter()
+    latencies, statuses = asyncio.run(_send_all(port, requests, connections))
+    elapsed = time.perf_counter() - t0
+    cpu1 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
+    latencies.sort()
+    return {
+        "server_cpu_ms_per_request": 1000 * (cpu1[0] - cpu0[0]) / len(requests),
+        "database_cpu_ms_per_request": 1000 * (cpu1[1] - cpu0[1]) / len(requests),
+        "requests": len(requests),
+        "rps": len(requests) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "statuses": statuses,
+        "elapsed_s": elapsed,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="sqlite", help="'sqlite' or a PostgreSQL URL (a new database is created next to it)")
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+    url, drop = make_database(args.db, workdir)
+    proc = None
+    try:
+        upgrade(url)
+        jobs = create_jobs(url, args.sessions)
+        port = free_port()
+        proc = start_gunicorn(url, port, workdir)
+
+        paths = {job_id: "/callbacks/gladia/" + callback_token(job_id, SIGNING_KEY) for job_id, _ in jobs}
+        callbacks = [(paths[jobs[i % len(jobs)][0]], transcript_body(jobs[i % len(jobs)][1], i))
+                     for i in range(args.requests + 500)]
+        warm, measured = callbacks[:500], callbacks[500:]
+        bare = [("/_bench/bare", body) for _, body in measured]
+
+        run_phase(port, warm, args.connections)  # warm-up: pools, imports, caches (stored, and counted below)
+        run_phase(port, bare[:500], args.connections)
+        bare_result = run_phase(port, bare, args.connections, proc, url)
+        cb_result = run_phase(port, measured, args.connections, proc, url)
+
+        with session_scope(url) as s:
+            stored = {
+                "inbox": s.scalar(select(func.count()).select_from(InboxItem)),
+                "processed": s.scalar(select(func.count()).select_from(InboxItem).where(InboxItem.status == "processed")),
+                "events": s.scalar(select(func.count()).select_from(Event)),
+                "utterances": s.scalar(select(func.count()).select_from(Utterance)),
+            }
+        sent = len(callbacks)
+        ok = cb_result["statuses"] == {200: len(measured)} and all(v == sent for v in stored.values())
+        result = {
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "database": "sqlite" if args.db == "sqlite" else "postgresql",
+            "server": f"gunicorn --workers {os.environ.get('WEB_CONCURRENCY', '2')} --threads 4",
+            "connections": args.connections,
+            "callbacks": cb_result,
+            "bare_route": bare_result,
+            "ratio": cb_result["rps"] / bare_result["rps"],
+            "sent": sent,
+            "stored": stored,
+            "ledger_ok": ok,
+        }
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"database      {result['database']}   server {result['server']}   connections {args.connections}")
+            for name, r in (("bare route", bare_result), ("callbacks", cb_result)):
+                print(f"{name:13s} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.1f} ms   p99 {r['p99_ms']:6.1f} ms   "
+                      f"CPU/request: server {r['server_cpu_ms_per_request']:.2f} ms, "
+                      f"database {r['database_cpu_ms_per_request']:.2f} ms   statuses {r['statuses']}")
+            print(f"ratio         {result['ratio']:.2f}   (load average at the end {result['load_average_1m']})")
+            print(f"ledger        sent {sent}  stored {stored}  -> {'OK' if ok else 'VOID: sent != stored'}")
+        return 0 if ok else 1
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        from webhook_service.db import dispose_engines
+
+        dispose_engines()
+        drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
