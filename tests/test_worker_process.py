@@ -111,3 +111,47 @@ def test_killed_worker_resumes_on_the_same_session(settings, emulator, tmp_path)
     assert emulator.received_audio(after.gladia_id) == expected  # no gap, no duplicate across the kill
     sessions = GladiaClient(emulator.url, emulator.api_key).list_live(custom_metadata={"job_id": job_id})["items"]
     assert [s["id"] for s in sessions] == [after.gladia_id]
+
+
+def test_sigterm_hands_streams_back_and_another_worker_resumes(settings, emulator, tmp_path):
+    """A deploy's warm shutdown must not wait hours for streams, nor lose them."""
+    broker = os.environ.get("TEST_REDIS_URL") or "filesystem://"
+    settings = replace(settings, celery_broker_url=broker, gladia_api_url=emulator.url,
+                       gladia_api_key=emulator.api_key, stream_speed=1.0, heartbeat_interval_s=0.3)
+    settings.ensure_dirs()
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "DATA_DIR": settings.data_dir,
+           "CELERY_BROKER_URL": broker, "GLADIA_API_URL": emulator.url, "GLADIA_API_KEY": emulator.api_key,
+           "STREAM_SPEED": "1", "HEARTBEAT_INTERVAL_S": "0.3", "LOG_LEVEL": "INFO"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    audio = synth_speechlike(tmp_path / "deploy.wav", AUDIO_S)
+    log = tmp_path / "worker.log"
+    first = start_worker(env, log)
+    second = None
+    try:
+        [job] = submit.record(settings, submit.plan(settings, [str(audio)], {}), "deploy", {}).jobs
+        job_id = job["id"]
+        assert submit.enqueue(settings, [job_id]) == []
+        wait_for(lambda: job_row(settings.database_url, job_id).bytes_acked >= 32000, 40, "streaming", log)
+        started = time.monotonic()
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(20)
+        assert time.monotonic() - started < 15  # did not wait for the stream to end
+        handed = job_row(settings.database_url, job_id)
+        assert handed.worker_id is None and handed.state == "streaming"
+        second = start_worker(env, log)
+
+        def finished():
+            # The re-queued task (Redis), or the sweeper's next pass (the filesystem broker may have held the
+            # delayed task in the dying worker's memory) resumes the job on the second worker.
+            sweep(settings)
+            job = job_row(settings.database_url, job_id)
+            return job if job.state == "stream_closed" else None
+
+        after = wait_for(finished, 60, "the job to finish on the second worker", log)
+    finally:
+        stop(first, signal.SIGKILL)
+        if second is not None:
+            stop(second)
+    assert after.gladia_id == handed.gladia_id and after.attempts == 2
+    with PcmReader(audio, PcmFormat()) as reader:
+        assert emulator.received_audio(after.gladia_id) == b"".join(reader.chunks(65536))

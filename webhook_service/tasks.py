@@ -15,7 +15,7 @@ import os
 import socket
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutting_down
 from flask import Flask, current_app
 
 from .config import Settings
@@ -95,6 +95,19 @@ def _settings() -> Settings:
 def _reset_pools(**_kwargs) -> None:
     # Connections must not cross a fork.
     dispose_engines()
+
+
+@worker_shutting_down.connect
+def _hand_back_streams(**_kwargs) -> None:
+    # A warm shutdown would otherwise wait for every stream to finish (up to 3 hours): drop the
+    # sockets without ending the sessions and re-queue the jobs, which resume on another worker.
+    import sys
+
+    streamer = sys.modules.get("webhook_service.gladia.streamer")
+    if streamer is not None:
+        count = streamer.interrupt_all()
+        if count:
+            log.warning("worker shutting down: %d stream(s) handed back", count)
 
 
 from celery import shared_task  # noqa: E402  (after the app helpers, as in Flask's example)

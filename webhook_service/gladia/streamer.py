@@ -136,6 +136,7 @@ class LiveStream:
         self.reconnects_before = reconnects_before  # counted by earlier runs of the job
         self.last_error: Optional[str] = None
         self.lost_claim = False  # set by the heartbeat when another run owns the job
+        self.interrupted = False  # set when the worker shuts down
         self._fence_at: Optional[float] = None  # monotonic time after which this run must stop sending
         self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
         self._reader: Optional[PcmReader] = None
@@ -232,6 +233,11 @@ class LiveStream:
                 log.warning("stream %s: %s", self.label, self.last_error)
             self.abort()
         return self.lost_claim
+
+    def interrupt(self) -> None:
+        """Stop for a worker shutdown: like :meth:`abort`, but the job is handed back at once."""
+        self.interrupted = True
+        self.abort()
 
     def abort(self) -> None:
         """Drop the socket without a close frame: Gladia keeps the session for the next owner."""
@@ -466,6 +472,25 @@ _runtime: Optional[_Runtime] = None
 _runtime_lock = threading.Lock()
 
 
+_shutting_down = threading.Event()
+
+
+def interrupt_all() -> int:
+    """Stop every stream of this process (worker shutdown); their jobs are handed back. Returns how many.
+
+    No new stream starts in this process afterwards.
+    """
+    _shutting_down.set()
+    rt = _runtime
+    if rt is None:
+        return 0
+    with rt.lock:
+        entries = list(rt.streams.values())
+    for entry in entries:
+        rt.loop.call_soon_threadsafe(entry.stream.interrupt)
+    return len(entries)
+
+
 def runtime(settings: Settings) -> _Runtime:
     global _runtime
     with _runtime_lock:
@@ -626,6 +651,8 @@ def run_job(settings: Settings, job_id: str) -> str:
     """
     from ..tasks import MAX_JOB_ATTEMPTS
 
+    if _shutting_down.is_set():
+        raise Deferred("worker shutting down", 5.0)
     run_id = _new_run_id()
     with job_context(job_id):
         job, why = claim_job(settings, job_id, run_id)
@@ -638,6 +665,7 @@ def run_job(settings: Settings, job_id: str) -> str:
             return _run_claimed(settings, job, run_id, MAX_JOB_ATTEMPTS)
         except Deferred:
             _release(settings, job_id, run_id)
+            concurrency.release_slot(settings.database_url, job_id)
             raise
         except BaseException as exc:
             # Unexpected: let the job be re-driven (bounded by its attempts) rather than stuck.
@@ -650,7 +678,7 @@ def _audio_facts(settings: Settings, job: Job, run_id: str) -> Optional[PcmForma
     """The session's PCM format; probes the file when submit did not (or the file changed). None: failed."""
     config = job.session_config or {}
     try:
-        if job.audio_channels is None or job.audio_duration_s is None:
+        if job.audio_channels is None or job.audio_duration_s is None or "channels" not in config:
             info = probe(job.source_path)
             fmt = session_format(info, config.get("sample_rate"), config.get("bit_depth", 16))
             total = estimated_bytes(info, fmt)
@@ -829,6 +857,16 @@ def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, str
         if result.bytes_total is not None:
             row.bytes_total = result.bytes_total
 
+    if result.outcome == "lost_claim" and stream.interrupted:
+        # Worker shutdown: record where the stream stands and give the job back for another worker.
+        _with_job(settings, job.id, run_id, progress)
+        # Back-date the heartbeat: the sweeper re-drives the job at its next pass even if the re-queued
+        # task dies with this worker (a filesystem broker holds delayed tasks in the worker's memory).
+        _update_owned(settings, job.id, run_id, worker_id=None,
+                      heartbeat_at=utcnow() - timedelta(seconds=settings.stale_heartbeat_s + 1),
+                      last_error="worker shut down while streaming; resumed elsewhere")
+        concurrency.release_slot(settings.database_url, job.id)
+        raise Deferred("worker shutting down", 1.0)
     if result.outcome == "lost_claim":
         log.warning("another run owns the job now; this run stops")
         return "skipped: claim lost"
