@@ -447,3 +447,27 @@ def test_bad_webhook_body_is_400(client, settings):
         r = client.post("/webhooks/gladia", data=body, content_type="application/json")
         assert r.status_code == 400 and r.is_json, body
     assert counts(settings)["inbox"] == 0
+
+
+def _metric(client, line_prefix: str) -> float:
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(line_prefix + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_received_duplicate_rejected(client, settings, job):
+    received = 'webhook_callbacks_received_total{event="live.transcript"}'
+    duplicate = 'webhook_callbacks_duplicate_total{event="live.transcript"}'
+    rejected = 'webhook_callbacks_rejected_total{reason="unknown_token"}'
+    latency = "webhook_callback_processing_seconds_count"
+    before = {name: _metric(client, name) for name in (received, duplicate, rejected, latency)}
+    body = callback_body(transcript())
+    post(client, url_for(job.id, settings), body)
+    post(client, url_for(job.id, settings), body)
+    post(client, "/callbacks/gladia/not-a-token", body)
+    after = {name: _metric(client, name) for name in before}
+    assert after[received] - before[received] == 2
+    assert after[duplicate] - before[duplicate] == 1
+    assert after[rejected] - before[rejected] == 1
+    assert after[latency] - before[latency] == 1
