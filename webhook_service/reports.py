@@ -135,7 +135,7 @@ def parse_day(value: Optional[str], option: str) -> Optional[date]:
         raise InvalidFilter(f"invalid {option} {value!r}: expected a UTC date as YYYY-MM-DD") from None
 
 
-def make_filters(session: Session, since: Optional[str] = None, until: Optional[str] = None,
+def make_filters(session: Optional[Session], since: Optional[str] = None, until: Optional[str] = None,
                  batch: Optional[str] = None) -> Filters:
     """Validate user-given filters; resolve the batch by id or name."""
     since_day = parse_day(since, "since")
@@ -143,7 +143,7 @@ def make_filters(session: Session, since: Optional[str] = None, until: Optional[
     if since_day and until_day and since_day > until_day:
         raise InvalidFilter(f"since {since_day} is after until {until_day}")
     batch_id = None
-    if batch:
+    if batch and session is not None:
         found = session.execute(
             select(Batch.id).where(or_(Batch.id == batch, Batch.name == batch))
         ).scalars().first()
@@ -188,7 +188,7 @@ def _query(session: Session, sql: str, params: dict[str, Any]) -> list[dict[str,
             statement = statement.bindparams(bindparam(name, type_=UTCDateTime()))
     result = session.execute(statement, params)
     keys = list(result.keys())
-    return [dict(zip(keys, row)) for row in result]
+    return [dict(zip(keys, row)) for row in result.fetchall()]  # fetchall: one driver call, not one per row
 
 
 # --------------------------------------------------------------------- queries
@@ -269,7 +269,7 @@ def _language_mix(session: Session, filters: Filters) -> list[dict[str, Any]]:
     sql = f"""
 SELECT
     language,
-    count(DISTINCT job_id) AS sessions,
+    count(*) AS sessions,  -- one row per session and language: no DISTINCT (and no sort) needed
     sum(utterances) AS utterances,
     sum(words) AS words,
     sum(speech_s) AS speech_s,
@@ -512,7 +512,9 @@ def _to_ts(value: Any) -> str:
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
+    elif value.utcoffset():
+        value = value.astimezone(timezone.utc)
+    return value.isoformat()
 
 
 def _to_float(value: Any) -> float:
@@ -552,9 +554,12 @@ def normalize_rows(columns: Sequence[Column], raw: Iterable[dict[str, Any]], *,
         # (their SQL casts; a test checks it): only timestamps need converting.
         stamps = [c.name for c in columns if c.kind == "ts"]
         names = [c.name for c in columns]
+        raw = list(raw)
+        # Rows of the view itself hold exactly the columns (same keys in every row): reuse them.
+        reuse = bool(raw) and list(raw[0]) == names
         out = []
         for row in raw:
-            item = {name: row.get(name) for name in names}
+            item = row if reuse else {n: row.get(n) for n in names}
             for name in stamps:
                 if item[name] is not None:
                     item[name] = _to_ts(item[name])
@@ -582,8 +587,11 @@ def run_report(database_url: str, name: str, *, since: Optional[str] = None, unt
                batch: Optional[str] = None, refresh: bool = True) -> ReportResult:
     """Validate, bring the statistics cache up to date, and run one report."""
     report = get_report(name)
-    with session_scope(database_url) as session:
-        filters = make_filters(session, since, until, batch)
+    if batch:
+        with session_scope(database_url) as session:
+            filters = make_filters(session, since, until, batch)
+    else:
+        filters = make_filters(None, since, until)
     if refresh:
         refresh_session_stats(database_url)
     with session_scope(database_url) as session:
