@@ -184,6 +184,17 @@ def test_callback_before_the_worker_stored_the_session_id(client, settings):
     assert r.status_code == 403
 
 
+def test_a_session_replaced_by_the_worker_is_followed(client, settings, job):
+    """The worker may replace a session it could not use; the receiver must not trust what it saw before."""
+    assert post(client, url_for(job.id, settings), callback_body(transcript())).status_code == 200
+    with session_scope(settings.database_url) as s:
+        s.get(Job, job.id).gladia_id = OTHER_GID
+    new_body = callback_body(transcript(gid=OTHER_GID), gid=OTHER_GID)
+    assert post(client, url_for(job.id, settings), new_body).status_code == 200
+    with session_scope(settings.database_url) as s:
+        assert s.scalar(select(func.count()).select_from(Utterance).where(Utterance.gladia_id == OTHER_GID)) == 1
+
+
 def test_job_without_session_id_cannot_take_another_jobs_session(client, settings, job):
     with session_scope(settings.database_url) as s:
         other = Job(source_path="/audio/c.wav")

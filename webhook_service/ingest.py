@@ -681,8 +681,8 @@ class Stored:
     status: str  # the inbox row's status after this delivery: processed | failed | pending
 
 
-# (database url, job id) -> gladia id, for jobs whose session id is known: it
-# never changes once set, so the receiver checks it without a query.
+# (database url, job id) -> gladia id last seen in the database: the common case
+# (the body names the job's session) is checked without a query.
 _job_sessions: dict[tuple[str, str], str] = {}
 _JOB_SESSIONS_MAX = 100_000
 
@@ -699,11 +699,11 @@ def check_job_session(conn: Connection, url: str, job_id: str, gladia_id: str) -
     the job; the id is recorded only when no other job holds it. Raises
     :class:`UnknownJob` or :class:`Forbidden`. Runs in the caller's transaction.
     """
-    cached = _job_sessions.get((url, job_id))
-    if cached is not None:
-        if cached != gladia_id:
-            raise Forbidden("the body names another session than this callback URL's job")
+    if _job_sessions.get((url, job_id)) == gladia_id:
         return
+    # Not cached, or cached with another id: the worker may have replaced a
+    # session it could not use (an orphan without its socket URL), so the
+    # database decides.
     sql = _statements(conn.dialect.name)
     row = conn.execute(sql.job_session, {"b_job": job_id}).first()
     if row is None:
