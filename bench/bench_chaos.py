@@ -28,9 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from conftest import _create_pg_database, _drop_pg_database  # noqa: E402
-from test_e2e_chaos import ChaosConfig, ChaosRun, isolated_redis_url  # noqa: E402
+from test_e2e_chaos import ChaosConfig, ChaosRun, EmulatorProcess, isolated_redis_url, verify  # noqa: E402
 
-from webhook_service.emulator import start_emulator  # noqa: E402
 from webhook_service.migrate import upgrade  # noqa: E402
 
 
@@ -38,9 +37,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--worker-concurrency", type=int, default=120)
-    parser.add_argument("--web-workers", type=int, default=3)
-    parser.add_argument("--max-sessions", type=int, default=100, help="MAX_CONCURRENT_SESSIONS")
+    # Each worker process holds up to ~concurrency database connections: 3 x 20 stays well
+    # inside PostgreSQL's default max_connections of 100 with the receiver's.
+    parser.add_argument("--worker-concurrency", type=int, default=20)
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--max-sessions", type=int, default=50, help="MAX_CONCURRENT_SESSIONS")
     parser.add_argument("--repeat-audio", type=int, default=8,
                         help="Each file is this many bundled recordings end to end (~2.4 s each).")
     parser.add_argument("--speed", type=float, default=4.0, help="STREAM_SPEED (1 = real time).")
@@ -68,8 +69,7 @@ def main() -> int:
                          web_workers=args.web_workers, max_sessions=args.max_sessions,
                          stream_speed=args.speed, repeat_audio=args.repeat_audio, kill_workers=0,
                          restart_receiver=0, timeout_s=args.timeout, seed=args.seed)
-    emulator = start_emulator(engine="vad", callback_retries=12, callback_backoff_s=0.25,
-                              max_sessions_per_key=max(args.max_sessions, 30) + 10)
+    emulator = EmulatorProcess(workdir, engine="vad", max_sessions=args.max_sessions + 10)
     run = ChaosRun(config, database_url=database_url, broker_url=broker, emulator=emulator, workdir=workdir)
     report: dict = {}
     try:
@@ -87,8 +87,6 @@ def main() -> int:
             raise SystemExit(f"not every job reconciled: {dict(states)}\n{run.describe_unsettled()}")
         emulator.reset_faults()
         emulator.wait_callbacks(60)
-        from test_e2e_chaos import verify
-
         report = verify(database_url, emulator, run.job_ids, run.events, run.elapsed())
         report.update(broker=broker.split("://")[0], database=database_url.split(":")[0], workers=args.workers,
                       speed=args.speed, seed=args.seed, faults=config.faults)

@@ -79,6 +79,72 @@ def isolated_redis_url(base: str) -> str:
     raise RuntimeError(f"no empty Redis database at {head}")
 
 
+class EmulatorProcess:
+    """The emulator as a process of its own (`webhook-service emulator`), driven over its admin API.
+
+    A process rather than the in-process fixture: the emulator gets a CPU of
+    its own for hundreds of sessions, and no thread of the test process
+    formats tracebacks while pytest compiles (CPython 3.11.7 shares the AST
+    converter's recursion counter between threads, gh-106905).
+    """
+
+    def __init__(self, workdir: Path, *, engine: str = "vad", max_sessions: int = 30, callback_retries: int = 12,
+                 callback_backoff_s: float = 0.25, log_level: str = "WARNING"):
+        import uuid
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_key = f"chaos-{uuid.uuid4().hex[:12]}"
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        log = open(workdir / "logs" / "emulator.log", "ab")
+        env = dict(os.environ, LOG_LEVEL=log_level, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "webhook_service.cli", "emulator", "--port", str(self.port), "--engine", engine,
+             "--api-key", self.api_key, "--max-sessions-per-key", str(max_sessions),
+             "--callback-retries", str(callback_retries), "--callback-backoff", str(callback_backoff_s),
+             "--spool-dir", str(workdir / "spool")],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._admin("GET", "/_emulator/health")
+                break
+            except (urllib.error.URLError, OSError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the emulator did not start; see logs/emulator.log") from None
+                time.sleep(0.1)
+
+    def _admin(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def set_faults(self, **changes: Any) -> dict:
+        return self._admin("POST", "/_emulator/faults", changes)
+
+    def reset_faults(self) -> dict:
+        return self._admin("DELETE", "/_emulator/faults")
+
+    def ledger(self) -> dict:
+        return self._admin("GET", "/_emulator/ledger", timeout=120)
+
+    def wait_callbacks(self, timeout: float = 30.0) -> bool:
+        return bool(self._admin("POST", f"/_emulator/callbacks/wait?timeout={timeout}", {}, timeout + 10)["idle"])
+
+    def stop(self) -> None:
+        _killpg(self.proc, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            _killpg(self.proc, signal.SIGKILL)
+            self.proc.wait(5)
+
+
 @dataclass
 class ChaosConfig:
     files: int = 20
@@ -451,14 +517,15 @@ def _broker_url(tmp_path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, emulator_factory, tmp_path):
-    emulator = emulator_factory(engine="vad", callback_retries=12, callback_backoff_s=0.25)
+def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
+    emulator = EmulatorProcess(tmp_path)
     run = ChaosRun(ChaosConfig(), database_url=db_url, broker_url=_broker_url(tmp_path), emulator=emulator,
                    workdir=tmp_path)
     try:
         report = run.run()
     finally:
         run.stop()
+        emulator.stop()
     print(json.dumps(report, indent=2))
     # The faults really happened, and reconciliation repaired what was dropped.
     assert report["dropped"] >= 1 and report["duplicated"] >= 1

@@ -211,3 +211,21 @@ def test_an_inbox_row_that_keeps_failing_stops_at_the_attempt_limit(ssettings):
     with session_scope(url) as session:
         item = session.get(InboxItem, row)
         assert item.status == "failed" and item.attempts == ssettings.inbox_max_attempts
+
+
+def test_a_stream_redriven_by_the_sweeper_can_be_claimed_by_the_next_run(ssettings):
+    """The contract with the streamer: after a sweep released a dead worker's claim, a run takes over."""
+    from webhook_service.gladia.streamer import claim_job
+
+    url = ssettings.database_url
+    now = datetime.now(timezone.utc)
+    stale = add_job(url, state="streaming", gladia_id=GID, worker_id="dead-host:1:run",
+                    heartbeat_at=now - timedelta(seconds=ssettings.stale_heartbeat_s + 1))
+    rec = Recorder()
+    sweep(ssettings, dispatcher=rec, now=now)
+    assert rec.sent == [("stream", stale)]
+
+    claimed, why = claim_job(ssettings, stale, "new-host:2:run")
+
+    assert claimed is not None, why
+    assert job(url, stale).worker_id == "new-host:2:run"
