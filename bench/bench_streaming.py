@@ -213,30 +213,91 @@ def sink(port: int) -> None:
 
     It tells the client's own cost and scheduling apart from a server that
     falls behind: the emulator runs a voice-activity engine, writes every
-    byte to disk and keeps every message, in one Python process.
+    byte to disk and keeps every message, all in one Python process. The
+    sink speaks just enough RFC 6455 on a bare asyncio protocol: handshake,
+    binary frames acknowledged with Gladia's ``byte_range``, ``stop_recording``
+    answered by ``end_session`` and a 1000 close, close and ping frames.
     """
-    import websockets
-    from websockets.asyncio.server import serve
+    import base64
+    import hashlib
+    import struct
 
-    async def handler(ws) -> None:
-        total = 0
-        try:
-            async for message in ws:
-                if isinstance(message, bytes):
-                    before, total = total, total + len(message)
-                    await ws.send('{"session_id":"s","created_at":"2026-01-01T00:00:00.000Z","type":"audio_chunk",'
-                                  '"acknowledged":true,"error":null,'
-                                  f'"data":{{"byte_range":[{before},{total}],"time_range":[0,0]}}}}')
-                elif '"stop_recording"' in message:
-                    await ws.send('{"session_id":"s","created_at":"2026-01-01T00:00:00.000Z","type":"end_session"}')
-                    await ws.close(1000)
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def frame(opcode: int, payload: bytes) -> bytes:
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", 0x80 | opcode, n)
+        elif n < 65536:
+            head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        return head + payload
+
+    class Sink(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+            self.buffer = bytearray()
+            self.open = False
+            self.total = 0
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            if not self.open:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
                     return
-        except websockets.ConnectionClosed:
-            return
+                head = bytes(self.buffer[:end]).decode("latin-1")
+                del self.buffer[:end + 4]
+                key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                           if line.lower().startswith("sec-websocket-key:"))
+                accept = base64.b64encode(hashlib.sha1(key.encode() + guid).digest()).decode()
+                self.transport.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                      f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+                self.open = True
+            buf = self.buffer
+            while len(buf) >= 2:
+                opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
+                offset = 2
+                if length == 126:
+                    if len(buf) < 4:
+                        return
+                    length, offset = struct.unpack_from("!H", buf, 2)[0], 4
+                elif length == 127:
+                    if len(buf) < 10:
+                        return
+                    length, offset = struct.unpack_from("!Q", buf, 2)[0], 10
+                masked = buf[1] & 0x80
+                start = offset + (4 if masked else 0)
+                if len(buf) < start + length:
+                    return
+                if opcode == 2:
+                    before, self.total = self.total, self.total + length
+                    self.transport.write(frame(1, (
+                        '{"session_id":"s","created_at":"2026-01-01T00:00:00.000Z","type":"audio_chunk",'
+                        '"acknowledged":true,"error":null,'
+                        f'"data":{{"byte_range":[{before},{self.total}],"time_range":[0,0]}}}}').encode()))
+                elif opcode in (1, 8, 9):
+                    payload = bytes(buf[start:start + length])
+                    if masked:
+                        mask = buf[offset:offset + 4]
+                        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                    if opcode == 9:
+                        self.transport.write(frame(10, payload))
+                    elif opcode == 8:
+                        self.transport.write(frame(8, payload[:2]))
+                        self.transport.close()
+                        return
+                    elif b"stop_recording" in payload:
+                        self.transport.write(frame(1, b'{"session_id":"s","created_at":"2026-01-01T00:00:00.000Z",'
+                                                      b'"type":"end_session"}'))
+                        self.transport.write(frame(8, struct.pack("!H", 1000)))
+                del buf[:start + length]
 
     async def main() -> None:
-        async with serve(handler, "127.0.0.1", port, compression=None, max_size=2 << 20, ping_interval=None):
-            await asyncio.Future()
+        server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
 
     asyncio.run(main())
 
