@@ -58,6 +58,15 @@ SESSION_BODY = {
 }
 
 
+def ramp_s(streams: int) -> float:
+    """Streams start at random times over this many seconds (100 per second), for both clients.
+
+    Sessions do not all open in the same second in production; opening 500
+    WebSockets in one second would measure the handshakes, not the streaming.
+    """
+    return max(1.0, streams / 100)
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -120,7 +129,7 @@ async def run_ours(sessions: list[dict], audio: Path, seconds: float) -> dict:
     waits: list[float] = []
 
     async def one(session: dict) -> bool:
-        await asyncio.sleep(random.uniform(0, 1.0))  # streams do not all start on the same tick
+        await asyncio.sleep(random.uniform(0, ramp_s(len(sessions))))  # starts spread as in production
         stream = LiveStream(url=session["url"], path=str(audio), fmt=fmt, chunk_ms=CHUNK_MS, speed=1.0,
                             lateness=lateness)
         result = await stream.run()
@@ -144,7 +153,7 @@ async def run_sdk(sessions: list[dict], audio: Path, seconds: float, api_url: st
     loop = asyncio.get_running_loop()
 
     async def one(session: dict) -> bool:
-        await asyncio.sleep(random.uniform(0, 1.0))
+        await asyncio.sleep(random.uniform(0, ramp_s(len(sessions))))
         live = client.connect_session(LiveV2ConnectSessionOptions(id=session["id"], url=session["url"]))
         ended = loop.create_future()
         live.on("ended", lambda msg: ended.done() or ended.set_result(getattr(msg, "code", None)))

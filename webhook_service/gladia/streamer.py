@@ -70,7 +70,7 @@ from .client import (
 log = logging.getLogger(__name__)
 
 # How long a (re)connection waits for the acknowledgement of its empty probe chunk.
-PROBE_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 5.0
 MAX_FRAME_BYTES = 1 << 20  # Gladia closes the socket with 1009 above 1 MiB
 # Unacknowledged audio a stream may hold (and so resend) before it waits for acknowledgements.
 WINDOW_S = 1.0
@@ -143,6 +143,7 @@ class LiveStream:
         self._acked = asyncio.Event()
         self._probe = asyncio.Event()
         self._probe_total: Optional[int] = None
+        self._probing = False
         self._ended = asyncio.Event()  # end_session seen
         self._ws = None
 
@@ -284,6 +285,7 @@ class LiveStream:
         """
         self._probe.clear()
         self._probe_total = None
+        self._probing = True
         await ws.send(b"")
         try:
             await asyncio.wait_for(self._probe.wait(), PROBE_TIMEOUT_S)
@@ -291,6 +293,8 @@ class LiveStream:
             log.warning("stream %s: no acknowledgement of the empty probe chunk; resending from byte %d",
                         self.label, self.bytes_acked)
             return
+        finally:
+            self._probing = False
         total = self._probe_total
         if total is None or total == self.bytes_acked:
             return
@@ -400,6 +404,10 @@ class LiveStream:
                         self._acked.set()
                 else:
                     error = (message.get("error") or {}).get("message") if isinstance(message.get("error"), dict) else None
+                    if self._probing and not self._probe.is_set():
+                        # The server refuses empty chunks: no count to align on; resend from our own.
+                        self._probe.set()
+                        continue
                     self.last_error = f"chunk not acknowledged: {error or 'no reason given'}"
                     log.warning("stream %s: %s", self.label, self.last_error)
             elif kind == "end_session":
