@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import delete, select, text, update
 
 import report_fixtures
-from report_fixtures import at, utterance
+from report_fixtures import utterance
 from webhook_service import reports
 from webhook_service.db import is_postgres, session_scope
 from webhook_service.models import Job, SessionStats, SessionStatsStale, Utterance

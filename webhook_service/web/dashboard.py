@@ -73,6 +73,14 @@ def _duration(seconds: Optional[float]) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
+@bp.app_template_filter("hours")
+def _hours(seconds: Optional[float]) -> str:
+    """Large amounts of audio as hours (1,347.1 h); small ones as a duration."""
+    if seconds is None or abs(seconds) < 3600:
+        return _duration(seconds)
+    return f"{seconds / 3600:,.1f} h"
+
+
 @bp.app_template_filter("offset")
 def _offset(seconds: Optional[float]) -> str:
     """Time since the first timeline entry: +2.4 s, +1:05, +1:02:10."""

@@ -57,17 +57,24 @@
   });
 
   var health = data.callback_health || [];
+  function bar(label, key, color) {
+    return { type: "bar", label: label, data: column(health, key), backgroundColor: color, yAxisID: "y" };
+  }
   chart("chart-callbacks", {
-    type: "bar",
     data: { labels: days(health), datasets: [
-      { label: "received", data: column(health, "callbacks_received"), backgroundColor: colors.teal, stack: "in" },
-      { label: "redelivered", data: column(health, "duplicates"), backgroundColor: colors.slate, stack: "in" },
-      { label: "rejected", data: column(health, "rejected"), backgroundColor: colors.red, stack: "bad" },
-      { label: "failed", data: column(health, "failed"), backgroundColor: colors.amber, stack: "bad" },
-      { label: "missing (found by reconciliation)", data: column(health, "missing_found"), backgroundColor: colors.violet, stack: "rec" },
-      { label: "repaired", data: column(health, "repaired"), backgroundColor: colors.blue, stack: "rec2" }
+      { type: "line", label: "received", data: column(health, "callbacks_received"), borderColor: colors.teal,
+        backgroundColor: colors.teal, yAxisID: "y1", tension: 0.25, pointRadius: 3, borderWidth: 2, order: 0 },
+      bar("redelivered", "duplicates", colors.slate),
+      bar("rejected", "rejected", colors.red),
+      bar("failed", "failed", colors.amber),
+      bar("missing (found by reconciliation)", "missing_found", colors.violet),
+      bar("repaired", "repaired", colors.blue)
     ] },
-    options: { scales: { x: { stacked: true, grid: { display: false } }, y: Object.assign({ stacked: true }, gridY) } }
+    options: { scales: {
+      x: { grid: { display: false } },
+      y: Object.assign({ position: "left", title: { display: true, text: "problems" } }, gridY),
+      y1: { position: "right", beginAtZero: true, grid: { display: false }, title: { display: true, text: "received" } }
+    } }
   });
   document.body.setAttribute("data-charts", String(drawn));
 })();
