@@ -482,3 +482,13 @@ def test_metrics_count_received_duplicate_rejected(client, settings, job):
     assert after[duplicate] - before[duplicate] == 1
     assert after[rejected] - before[rejected] == 1
     assert after[latency] - before[latency] == 1
+
+
+def test_database_down_is_503_not_500(settings, job):
+    """With the database unreachable nothing can be stored: a 503 tells a retrying sender to retry."""
+    from webhook_service.web import create_app
+
+    down = replace(settings, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    client = create_app(down, TESTING=True).test_client()
+    r = post(client, url_for(job.id, down), callback_body(transcript()))
+    assert r.status_code == 503 and r.get_json()["error"]["status"] == 503

@@ -25,7 +25,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -128,7 +128,16 @@ def gladia_callback(token: str):
                 ingest.forget_job_session(cfg.database_url, job_id)
                 if attempt == 2:
                     return _reject(403, "wrong_session", "the body names a session of another job", job=job_id)
+            except DBAPIError as exc:
+                return _unavailable(exc)
         return _answer(label, stored, status)
+
+
+def _unavailable(exc: Exception):
+    """The raw body could not be committed: say so with a 503, so a retrying sender retries."""
+    metrics.CALLBACKS_REJECTED.labels("database_unavailable").inc()
+    log.error("callback not stored, database error: %s", type(exc).__name__)
+    return json_error(503, "database unavailable; the callback was not stored")
 
 
 def _answer(label: str, stored: ingest.Stored, status: str):
@@ -180,8 +189,11 @@ def gladia_webhook():
         return _reject(400, "invalid_body", str(exc), kind="webhook")
     label = ingest.metric_event(hook.event)
     with job_context(None, hook.gladia_id):
-        stored, status = ingest.receive(
-            cfg, kind="webhook", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
-            event=hook.event, gladia_id=hook.gladia_id, job_id=None, received_at=received_at, validated=True,
-        )
+        try:
+            stored, status = ingest.receive(
+                cfg, kind="webhook", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
+                event=hook.event, gladia_id=hook.gladia_id, job_id=None, received_at=received_at, validated=True,
+            )
+        except DBAPIError as exc:
+            return _unavailable(exc)
     return _answer(label, stored, status)
