@@ -306,3 +306,16 @@ def test_a_run_that_cannot_record_heartbeats_fences_itself(stream_settings, emul
     assert result.outcome == "lost_claim"
     assert 0 < result.bytes_sent < 64000
     assert "no heartbeat" in result.error
+
+
+def test_audio_that_breaks_mid_stream_ends_the_session_cleanly(stream_settings, emulator, audio_dir):
+    path = audio_file(audio_dir, "long.wav", 1.0)
+    client = GladiaClient(emulator.url, emulator.api_key)
+    session = client.create_live({"encoding": "wav/pcm", "sample_rate": 16000, "bit_depth": 16, "channels": 1})
+    stream = LiveStream(url=session["url"], path=str(path), fmt=PcmFormat(), speed=0, max_duration_s=0.5)
+    result = runtime(stream_settings).run(stream.run())
+    assert result.outcome == "failed_audio" and "limited to 3 h" in result.error
+    # Closed with 1000, not left waiting for a reconnect: Gladia finishes the session with what it got.
+    done = emulator.wait_session_done(session["id"], timeout=20)
+    assert done["status"] == "done"
+    assert 0 < len(emulator.received_audio(session["id"])) <= 16000

@@ -162,7 +162,13 @@ class LiveStream:
                                        open_timeout=10, ping_interval=20, ping_timeout=30,
                                        close_timeout=5, user_agent_header="webhook-service") as ws:
                         self._ws = ws
-                        outcome = await self._converse(ws)
+                        try:
+                            outcome = await self._converse(ws)
+                        except AudioError:
+                            # The file broke mid-way: end the session with what Gladia has (a 1000 close),
+                            # rather than leave it waiting for a reconnect.
+                            await self._close_quietly(1000)
+                            raise
                         if outcome is not None:
                             return self._result(outcome)
                 except InvalidStatus as exc:
@@ -199,7 +205,6 @@ class LiveStream:
                 await asyncio.sleep(delay)
         except AudioError as exc:
             self.last_error = str(exc)
-            await self._close_quietly(1000)
             return self._result("failed_audio")
         finally:
             if self._reader is not None:
