@@ -48,6 +48,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=3, help="Worker SIGKILLs (each followed by a restart).")
     parser.add_argument("--receiver-restarts", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--stale-heartbeat", type=float, default=15.0, help="STALE_HEARTBEAT_S")
     parser.add_argument("--seed", type=int, default=20260302)
     parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="'' for the filesystem broker")
@@ -68,7 +69,8 @@ def main() -> int:
     config = ChaosConfig(files=args.sessions, workers=args.workers, worker_concurrency=args.worker_concurrency,
                          web_workers=args.web_workers, max_sessions=args.max_sessions,
                          stream_speed=args.speed, repeat_audio=args.repeat_audio, kill_workers=0,
-                         restart_receiver=0, timeout_s=args.timeout, seed=args.seed)
+                         restart_receiver=0, timeout_s=args.timeout, seed=args.seed,
+                         stale_heartbeat_s=args.stale_heartbeat)
     emulator = EmulatorProcess(workdir, engine="vad", max_sessions=args.max_sessions + 10)
     run = ChaosRun(config, database_url=database_url, broker_url=broker, emulator=emulator, workdir=workdir)
     report: dict = {}

@@ -159,6 +159,9 @@ class ChaosConfig:
     restart_receiver: int = 1
     timeout_s: float = 75.0
     seed: int = 20260302
+    # Short, so the killed worker's streams are picked up within the test; long enough that a
+    # loaded machine does not make live workers look dead (their heartbeat is every 0.5 s).
+    stale_heartbeat_s: float = 5.0
     faults: dict[str, Any] = field(default_factory=lambda: {
         "callback_drop_rate": 0.12,
         "callback_duplicate_rate": 0.06,
@@ -206,7 +209,7 @@ class ChaosRun:
             MAX_CONCURRENT_SESSIONS=str(self.config.max_sessions),
             STREAM_SPEED=str(self.config.stream_speed),
             HEARTBEAT_INTERVAL_S="0.5",
-            STALE_HEARTBEAT_S="3",
+            STALE_HEARTBEAT_S=str(self.config.stale_heartbeat_s),
             STALE_QUEUED_S="8",
             SWEEP_INTERVAL_S="1",
             RECONCILE_DELAY_S="1",

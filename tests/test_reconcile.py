@@ -383,6 +383,31 @@ def test_a_session_just_completed_is_compared_once_callbacks_in_flight_had_time_
     assert reconcile_job(rsettings, job_id, now=settled_at).outcome == "reconciled"
 
 
+def test_a_done_session_does_not_settle_a_job_whose_audio_was_not_streamed(rsettings, stub):
+    """A session Gladia ended without the job's audio (e.g. created by a run that lost its claim)."""
+    messages, body = build_session(utterances=1)
+    stub.answer(GID, (200, body))
+    with session_scope(rsettings.database_url) as session:
+        job = Job(source_path="/audio/a.wav", gladia_id=GID, state="done", session_config={},
+                  bytes_total=64_000, bytes_acked=3_200, done_at=datetime.now(timezone.utc))
+        session.add(job)
+        session.flush()
+        job_id = job.id
+
+    result = reconcile_job(rsettings, job_id)
+
+    assert result.outcome == "retry" and "not fully streamed" in result.reason
+    with session_scope(rsettings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job.state == "done" and job.reconcile_after == result.next_attempt_at
+        assert session.scalar(select(func.count()).select_from(Event)) == 0  # nothing attached to the job
+
+    with session_scope(rsettings.database_url) as session:  # the worker finishes the stream
+        job = session.get(Job, job_id)
+        job.bytes_acked, job.stream_closed_at = 64_000, datetime.now(timezone.utc)
+    assert reconcile_job(rsettings, job_id).outcome == "reconciled"
+
+
 def test_past_the_deadline_a_session_still_processing_fails(rsettings, stub):
     _messages, body = build_session()
     stub.answer(GID, (200, dict(body, status="processing", result=None)))

@@ -273,6 +273,12 @@ class _JobView:
     session_config: dict[str, Any]
     deadline_from: Optional[datetime]
     previous_retries: int
+    # Whether the worker finished with the audio (closed the stream, or gave up on the job). A
+    # session can be `done` at Gladia while the job's audio was never sent: one created by a run
+    # that lost its claim and then ended by Gladia for lack of audio. Settling the job on it
+    # would report a transcript that does not exist.
+    stream_finished: bool = True
+    stream_progress: str = ""
 
 
 def find_job_id(settings: Settings, job_or_session_id: str) -> str:
@@ -300,9 +306,14 @@ def _load(settings: Settings, job_id: str) -> _JobView:
                     func.min(ReconciliationRun.started_at),
                 ).where(ReconciliationRun.gladia_id == job.gladia_id)
             ).one()
-        deadline_from = job.stream_closed_at or job.processing_at or job.done_at or job.failed_at or first_run
+        finished = (job.stream_closed_at is not None or job.state == "failed"
+                    or (bool(job.bytes_total) and (job.bytes_acked or 0) >= (job.bytes_total or 0)))
+        deadline_from = job.stream_closed_at or job.failed_at or first_run
+        if finished:
+            deadline_from = deadline_from or job.processing_at or job.done_at
         return _JobView(job.id, job.gladia_id, job.state, dict(job.session_config or {}),
-                        deadline_from, int(retries or 0))
+                        deadline_from, int(retries or 0), finished,
+                        f"{job.bytes_acked or 0} of {job.bytes_total or '?'} bytes acknowledged")
 
 
 def reconcile_job(
@@ -381,6 +392,9 @@ def _run(settings: Settings, view: _JobView, trigger: str, fetch: SessionFetcher
         return _finish_failed(settings, view, trigger, started, f"gladia_error: status error (error_code {code})")
     if status != "done":
         return _retry_or_deadline(settings, view, trigger, started, f"unexpected session status {status!r}")
+    if not view.stream_finished:
+        return _retry_or_deadline(settings, view, trigger, started,
+                                  f"session done but the job's audio is not fully streamed ({view.stream_progress})")
     completed = _parse_time(body.get("completed_at"))
     settled_at = completed + timedelta(seconds=settings.reconcile_delay_s) if completed else None
     if settle and settled_at and started < settled_at:
@@ -521,7 +535,8 @@ def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, starte
         extra = sorted(uid for uid, row in rows.items() if row.is_final and uid not in reference_ids)
 
         duplicates = _count_duplicates(session, gladia_id)
-        if job is not None:
+        replaced = job is not None and job.gladia_id != gladia_id
+        if job is not None and not replaced:
             job.advance("done", when=done_at)
             job.advance("reconciled")
             job.reconcile_after = None
@@ -536,8 +551,12 @@ def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, starte
             "utterances": {"expected": len(reference), "missing": utt_missing, "mismatched": utt_mismatched,
                            "repaired": utt_repaired, "extra": extra[:50], "extra_count": len(extra)},
         }
+        if replaced:
+            # The worker gave the job another session meanwhile: this one settles nothing.
+            details["replaced_by"] = job.gladia_id
         outcome = ReconcileResult(
-            view.id, gladia_id, "reconciled",
+            view.id, gladia_id, "retry" if replaced else "reconciled",
+            reason="the job was given another session meanwhile" if replaced else None,
             expected=len(expected), received=len(expected) - len(missing), missing=len(missing),
             duplicates=duplicates, mismatched=utt_mismatched,
             repaired=repaired_messages + utt_repaired, details=details,
