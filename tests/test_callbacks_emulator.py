@@ -12,7 +12,6 @@ import json
 import wave
 from pathlib import Path
 
-import pytest
 import requests
 import websockets
 from sqlalchemy import func, select
