@@ -315,19 +315,20 @@ def _latency(session: Session, filters: Filters) -> list[dict[str, Any]]:
     where, params = _where(filters)
     rows = _query(session, f"SELECT day, close_to_final_s, callback_delay_median_s "
                            f"FROM report_session_summary WHERE {where}", params)
-    by_day: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"sessions": [], "final": [], "delay": []})
+    sessions: dict[str, int] = defaultdict(int)
+    finals: dict[str, list[float]] = defaultdict(list)
+    delays: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        bucket = by_day[row["day"]]
-        bucket["sessions"].append(0.0)
+        day = row["day"]
+        sessions[day] += 1
         if row["close_to_final_s"] is not None:
-            bucket["final"].append(float(row["close_to_final_s"]))
+            finals[day].append(float(row["close_to_final_s"]))
         if row["callback_delay_median_s"] is not None:
-            bucket["delay"].append(float(row["callback_delay_median_s"]))
+            delays[day].append(float(row["callback_delay_median_s"]))
     result = []
-    for day in sorted(by_day):
-        bucket = by_day[day]
-        final, delay = sorted(bucket["final"]), sorted(bucket["delay"])
-        row: dict[str, Any] = {"day": day, "sessions": len(bucket["sessions"]), "final_results": len(final)}
+    for day in sorted(sessions):
+        final, delay = sorted(finals[day]), sorted(delays[day])
+        row: dict[str, Any] = {"day": day, "sessions": sessions[day], "final_results": len(final)}
         for q in LATENCY_PERCENTILES:
             row[f"close_to_final_p{round(q * 100)}_s"] = percentile_cont(final, q)
         row["sessions_with_callbacks"] = len(delay)
