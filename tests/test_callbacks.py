@@ -492,3 +492,12 @@ def test_database_down_is_503_not_500(settings, job):
     client = create_app(down, TESTING=True).test_client()
     r = post(client, url_for(job.id, down), callback_body(transcript()))
     assert r.status_code == 503 and r.get_json()["error"]["status"] == 503
+
+
+@pytest.mark.dbless
+def test_malformed_webhook_secret_stops_at_start():
+    from webhook_service.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="GLADIA_WEBHOOK_SECRET"):
+        Settings.from_env(environ={"GLADIA_WEBHOOK_SECRET": "not base64!"})
+    assert Settings.from_env(environ={"GLADIA_WEBHOOK_SECRET": WEBHOOK_SECRET}).gladia_webhook_secret == WEBHOOK_SECRET
