@@ -138,9 +138,9 @@ class Settings:
             import base64
             import binascii
 
-            secret = self.gladia_webhook_secret.removeprefix("whsec_")
+            secret = self.gladia_webhook_secret.removeprefix("whsec_").rstrip("=")
             try:
-                base64.b64decode(secret + "==", validate=True)
+                base64.b64decode(secret + "=" * (-len(secret) % 4), validate=True)
             except (binascii.Error, ValueError):
                 raise ConfigError("GLADIA_WEBHOOK_SECRET must be a Svix secret (whsec_ + base64)") from None
         if self.close_mode not in {"close", "stop"}:
