@@ -251,9 +251,9 @@ def main() -> None:
             conn.execute(text(
                 "INSERT INTO utterances (gladia_id, job_id, utterance_id, is_final, channel, start_s, end_s, text,"
                 " language, confidence, words, word_count, source, received_at, updated_at)"
-                " SELECT gladia_id, id, 'late_' || n, true, 0, 1000 + n, 1001 + n, ' late', 'en', 0.9, '[]', 1,"
+                " SELECT gladia_id, id, :tag || n, true, 0, 1000 + n, 1001 + n, ' late', 'en', 0.9, '[]', 1,"
                 " 'callback', now(), now() FROM jobs, generate_series(1, 5) AS n"
-                " WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT 20)"))
+                " WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT 20)"), {"tag": f"late_{uuid.uuid4().hex[:8]}_"})
         started = time.perf_counter()
         rows = reports.run_report(url, "daily_usage").rows
         incremental_ms = (time.perf_counter() - started) * 1000
