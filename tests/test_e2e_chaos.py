@@ -434,6 +434,10 @@ def verify(database_url: str, emulator, job_ids: list[str], events: list[str], e
             assert body["status"] == "done", (gid, body["status"])
             result = body["result"]
             audio_s += float(result["metadata"]["audio_duration"])
+            # Every byte of the file reached the session (resumed streams neither lost nor repeated audio).
+            assert job.bytes_acked == job.bytes_total, (gid, job.bytes_acked, job.bytes_total)
+            assert abs(float(result["metadata"]["audio_duration"]) - float(job.audio_duration_s)) < 0.05, (
+                gid, result["metadata"]["audio_duration"], job.audio_duration_s)
             reference = sorted((u["channel"], round(u["start"], 6), round(u["end"], 6), u["text"])
                                for u in result["transcription"]["utterances"])
             stored = sorted((u.channel, round(u.start_s, 6), round(u.end_s, 6), u.text) for u in session.scalars(

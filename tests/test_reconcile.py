@@ -383,16 +383,20 @@ def test_a_session_just_completed_is_compared_once_callbacks_in_flight_had_time_
     assert reconcile_job(rsettings, job_id, now=settled_at).outcome == "reconciled"
 
 
-def test_a_done_session_does_not_settle_a_job_whose_audio_was_not_streamed(rsettings, stub):
-    """A session Gladia ended without the job's audio (e.g. created by a run that lost its claim)."""
-    messages, body = build_session(utterances=1)
-    stub.answer(GID, (200, body))
-    with session_scope(rsettings.database_url) as session:
+def _partly_streamed_job(url: str, **fields: Any) -> str:
+    with session_scope(url) as session:
         job = Job(source_path="/audio/a.wav", gladia_id=GID, state="done", session_config={},
-                  bytes_total=64_000, bytes_acked=3_200, done_at=datetime.now(timezone.utc))
+                  bytes_total=64_000, bytes_acked=3_200, done_at=datetime.now(timezone.utc), **fields)
         session.add(job)
         session.flush()
-        job_id = job.id
+        return job.id
+
+
+def test_a_done_session_waits_while_a_worker_is_still_on_the_job(rsettings, stub):
+    _messages, body = build_session(utterances=1)
+    stub.answer(GID, (200, body))
+    job_id = _partly_streamed_job(rsettings.database_url, worker_id="host:1:run",
+                                  heartbeat_at=datetime.now(timezone.utc))
 
     result = reconcile_job(rsettings, job_id)
 
@@ -400,12 +404,27 @@ def test_a_done_session_does_not_settle_a_job_whose_audio_was_not_streamed(rsett
     with session_scope(rsettings.database_url) as session:
         job = session.get(Job, job_id)
         assert job.state == "done" and job.reconcile_after == result.next_attempt_at
-        assert session.scalar(select(func.count()).select_from(Event)) == 0  # nothing attached to the job
+        assert session.scalar(select(func.count()).select_from(Event)) == 0  # nothing attached yet
 
     with session_scope(rsettings.database_url) as session:  # the worker finishes the stream
         job = session.get(Job, job_id)
-        job.bytes_acked, job.stream_closed_at = 64_000, datetime.now(timezone.utc)
+        job.bytes_acked, job.stream_closed_at, job.worker_id = 64_000, datetime.now(timezone.utc), None
     assert reconcile_job(rsettings, job_id).outcome == "reconciled"
+
+
+def test_a_session_gladia_ended_before_all_the_audio_fails_the_job_and_keeps_what_exists(rsettings, stub):
+    messages, body = build_session(utterances=2)
+    stub.answer(GID, (200, body))
+    job_id = _partly_streamed_job(rsettings.database_url)  # no worker on it any more
+
+    result = reconcile_job(rsettings, job_id)
+
+    assert result.outcome == "failed" and result.reason.startswith("incomplete")
+    assert "3200 of 64000 bytes" in result.reason and result.repaired == result.expected > 0
+    assert stored_finals(rsettings.database_url) == reference_finals(body)  # the partial results are kept
+    with session_scope(rsettings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job.state == "failed" and "incomplete" in job.last_error and job.reconcile_after is None
 
 
 def test_past_the_deadline_a_session_still_processing_fails(rsettings, stub):

@@ -279,6 +279,8 @@ class _JobView:
     # would report a transcript that does not exist.
     stream_finished: bool = True
     stream_progress: str = ""
+    # A worker holds the job and reported recently: it may still be streaming or replacing the session.
+    owned_by_live_worker: bool = False
 
 
 def find_job_id(settings: Settings, job_or_session_id: str) -> str:
@@ -311,9 +313,11 @@ def _load(settings: Settings, job_id: str) -> _JobView:
         deadline_from = job.stream_closed_at or job.failed_at or first_run
         if finished:
             deadline_from = deadline_from or job.processing_at or job.done_at
+        alive_since = utcnow() - timedelta(seconds=settings.stale_heartbeat_s)
+        owned = job.worker_id is not None and job.heartbeat_at is not None and job.heartbeat_at >= alive_since
         return _JobView(job.id, job.gladia_id, job.state, dict(job.session_config or {}),
                         deadline_from, int(retries or 0), finished,
-                        f"{job.bytes_acked or 0} of {job.bytes_total or '?'} bytes acknowledged")
+                        f"{job.bytes_acked or 0} of {job.bytes_total or '?'} bytes acknowledged", owned)
 
 
 def reconcile_job(
@@ -392,7 +396,8 @@ def _run(settings: Settings, view: _JobView, trigger: str, fetch: SessionFetcher
         return _finish_failed(settings, view, trigger, started, f"gladia_error: status error (error_code {code})")
     if status != "done":
         return _retry_or_deadline(settings, view, trigger, started, f"unexpected session status {status!r}")
-    if not view.stream_finished:
+    if not view.stream_finished and view.owned_by_live_worker:
+        # The worker is still at it (resuming, or replacing a session it could not use).
         return _retry_or_deadline(settings, view, trigger, started,
                                   f"session done but the job's audio is not fully streamed ({view.stream_progress})")
     completed = _parse_time(body.get("completed_at"))
@@ -536,9 +541,18 @@ def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, starte
 
         duplicates = _count_duplicates(session, gladia_id)
         replaced = job is not None and job.gladia_id != gladia_id
+        # Gladia ended the session before it had all the audio, and no worker is on it: a done
+        # session takes no more audio, so the results stored are all there will be. Keep them,
+        # but never call the job reconciled.
+        incomplete = (f"incomplete: Gladia ended the session with {view.stream_progress}"
+                      if not view.stream_finished else None)
         if job is not None and not replaced:
             job.advance("done", when=done_at)
-            job.advance("reconciled")
+            if incomplete:
+                if job.advance("failed"):
+                    job.last_error = f"reconciliation: {incomplete}"
+            else:
+                job.advance("reconciled")
             job.reconcile_after = None
         details = {
             "status": body.get("status"),
@@ -555,8 +569,8 @@ def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, starte
             # The worker gave the job another session meanwhile: this one settles nothing.
             details["replaced_by"] = job.gladia_id
         outcome = ReconcileResult(
-            view.id, gladia_id, "retry" if replaced else "reconciled",
-            reason="the job was given another session meanwhile" if replaced else None,
+            view.id, gladia_id, "retry" if replaced else "failed" if incomplete else "reconciled",
+            reason="the job was given another session meanwhile" if replaced else incomplete,
             expected=len(expected), received=len(expected) - len(missing), missing=len(missing),
             duplicates=duplicates, mismatched=utt_mismatched,
             repaired=repaired_messages + utt_repaired, details=details,
