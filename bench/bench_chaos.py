@@ -28,7 +28,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from conftest import _create_pg_database, _drop_pg_database  # noqa: E402
-from test_e2e_chaos import ChaosConfig, ChaosRun, EmulatorProcess, isolated_redis_url, verify  # noqa: E402
+from test_e2e_chaos import (  # noqa: E402
+    ChaosConfig,
+    ChaosRun,
+    EmulatorProcess,
+    isolated_redis_url,
+    release_redis,
+    verify,
+)
 
 from webhook_service.migrate import upgrade  # noqa: E402
 
@@ -97,6 +104,7 @@ def main() -> int:
     finally:
         run.stop()
         emulator.stop()
+        release_redis(broker)
         if pg_name:
             _drop_pg_database(args.database, pg_name)
         print(f"logs in {run.logs}", file=sys.stderr)

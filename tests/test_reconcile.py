@@ -425,6 +425,11 @@ def test_a_session_gladia_ended_before_all_the_audio_fails_the_job_and_keeps_wha
     with session_scope(rsettings.database_url) as session:
         job = session.get(Job, job_id)
         assert job.state == "failed" and "incomplete" in job.last_error and job.reconcile_after is None
+    # A later run (a late end_session callback schedules one) does not turn it into "reconciled".
+    again = reconcile_job(rsettings, job_id)
+    assert again.outcome == "failed" and again.repaired == 0
+    with session_scope(rsettings.database_url) as session:
+        assert session.get(Job, job_id).state == "failed"
 
 
 def test_past_the_deadline_a_session_still_processing_fails(rsettings, stub):

@@ -308,7 +308,8 @@ def _load(settings: Settings, job_id: str) -> _JobView:
                     func.min(ReconciliationRun.started_at),
                 ).where(ReconciliationRun.gladia_id == job.gladia_id)
             ).one()
-        finished = (job.stream_closed_at is not None or job.state == "failed"
+        # Not "failed": a worker that gave up mid-stream left audio unsent.
+        finished = (job.stream_closed_at is not None
                     or (bool(job.bytes_total) and (job.bytes_acked or 0) >= (job.bytes_total or 0)))
         deadline_from = job.stream_closed_at or job.failed_at or first_run
         if finished:

@@ -65,7 +65,10 @@ class CeleryDispatcher:
     def stream(self, job_id: str) -> None:
         from .tasks import stream_job
 
-        stream_job.delay(job_id)
+        # Through the default queue, which carries only short tasks (reconcile, sweep), not behind
+        # a backlog of new streams: Gladia keeps a disconnected session only for a while, so a
+        # stream to resume must start within seconds.
+        stream_job.apply_async(args=[job_id], queue=stream_job.app.conf.task_default_queue)
 
 
 @dataclass
