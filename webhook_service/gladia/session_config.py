@@ -145,7 +145,7 @@ SCHEMA: dict[str, tuple] = {
     }),
     "messages_config": ("object", dict(_FLAGS)),
     "callback": _B,
-    "callback_config": ("object", dict(_FLAGS)),
+    "callback_config": ("object", dict(_FLAGS, url=("string",))),  # url: refused below, set by the service
 }
 # Required sub-keys when the parent flag is on.
 _REQUIRES = (
