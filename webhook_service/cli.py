@@ -175,13 +175,16 @@ def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: s
             click.echo(line + (f"  ({job['error']})" if job["error"] else ""))
         if unsent:
             click.echo(f"warning: the broker refused {len(unsent)} task(s); the sweeper will send them", err=True)
+    refused = len(result.jobs) - len(queued)  # files that failed at submit (unreadable, empty, too long)
     if wait_ and queued:
         final = _wait_with_progress(settings, queued, until, timeout, quiet=as_json)
         if as_json:
             _print_submission_json(settings, result, final)
-        sys.exit(0 if final.failed == 0 and final.settled else 1)
+        sys.exit(0 if final.failed == 0 and final.settled and not refused else 1)
     if as_json:
         _print_submission_json(settings, result, None)
+    if wait_ and refused:
+        sys.exit(1)
 
 
 def _print_submission_json(settings, result, final) -> None:
