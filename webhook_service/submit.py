@@ -11,6 +11,7 @@ state ``failed`` with the reason, and the other files go ahead.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -181,6 +182,9 @@ def enqueue(settings: Settings, job_ids: list[str]) -> list[str]:
     from .tasks import celery_init_app, stream_job
     from .web import create_app
 
+    if settings.celery_broker_url.startswith("filesystem"):
+        # kombu warns that a folder broker has no host name, on every connection: noise for a CLI user.
+        logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     celery_init_app(create_app(settings))
     failed = []
     for job_id in job_ids:
