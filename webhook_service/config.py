@@ -159,7 +159,7 @@ class Settings:
         """Create the data folders the embedded defaults write into."""
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         if self.celery_broker_url.startswith("filesystem"):
-            for sub in ("in", "processed"):
+            for sub in ("in", "processed", "control"):
                 (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
         if self.database_url.startswith("sqlite:///"):
             path = self.database_url[len("sqlite:///"):]

@@ -66,6 +66,7 @@ def celery_config(settings: Settings) -> dict:
             data_folder_out=folder,
             processed_folder=str(settings.broker_dir / "processed"),
             store_processed=False,
+            control_folder=str(settings.broker_dir / "control"),
         )
     config["broker_transport_options"] = transport
     return config
