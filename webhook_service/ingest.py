@@ -35,7 +35,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from prometheus_client import Counter
 
@@ -43,13 +43,27 @@ try:
     import fcntl
 except ImportError:  # not POSIX: threads still queue on the mutex
     fcntl = None  # type: ignore[assignment]
-from sqlalchemy import Connection, String, Text, and_, bindparam, func, literal, or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import metrics
 from .config import Settings
-from .db import get_engine, session_scope
+from .db import get_engine, make_engine, session_scope
 from .logging_setup import job_context
 from .models import (
     EVENT_SOURCES,
@@ -404,26 +418,6 @@ def _statements(dialect: str) -> SimpleNamespace:
         from sqlalchemy.dialects.sqlite import insert
     ev, ut, ad, ib, sr = (m.__table__ for m in (Event, Utterance, AddonResult, InboxItem, SessionResult))
 
-    utt = insert(ut)
-    new, old = utt.excluded, ut.c
-    # Rank = (is_final, created_at, text): a final beats any partial, a later
-    # message beats an earlier one, and the text breaks exact ties, so the
-    # stored row never depends on arrival order.
-    utt_more_advanced = or_(
-        new.is_final > old.is_final,
-        and_(
-            new.is_final == old.is_final,
-            or_(
-                _ts(new.created_at) > _ts(old.created_at),
-                and_(_ts(new.created_at) == _ts(old.created_at), new.text >= old.text),
-            ),
-        ),
-    )
-    utt_set = {name: getattr(new, name) for name in (
-        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
-        "source", "created_at", "updated_at")}
-    utt_set["job_id"] = func.coalesce(new.job_id, old.job_id)
-
     addon = insert(ad)
     anew, aold = addon.excluded, ad.c
     # The latest message wins; on equal created_at a success beats an error.
@@ -434,8 +428,7 @@ def _statements(dialect: str) -> SimpleNamespace:
 
     return SimpleNamespace(
         event_insert=insert(ev).on_conflict_do_nothing(index_elements=["gladia_id", "message_key"]).returning(ev.c.id),
-        utterance_upsert=utt.on_conflict_do_update(
-            index_elements=["gladia_id", "utterance_id"], set_=utt_set, where=utt_more_advanced),
+        utterance_upsert=_utterance_upsert(insert(ut)),
         addon_upsert=addon.on_conflict_do_update(
             index_elements=["gladia_id", "kind", "utterance_id", "target_language"],
             set_=dict(data=anew.data, error=anew.error, source=anew.source, created_at=anew.created_at,
@@ -455,6 +448,78 @@ def _statements(dialect: str) -> SimpleNamespace:
         .where(ib.c.id == bindparam("b_id"))
         .values(status="failed", error=bindparam("b_error", type_=Text()), attempts=ib.c.attempts + 1),
         job_session=select(Job.__table__.c.gladia_id).where(Job.__table__.c.id == bindparam("b_job")),
+    )
+
+
+def _utterance_upsert(utt):
+    """``utt`` (an INSERT into utterances, either dialect) made an upsert that keeps the most advanced version."""
+    ut = Utterance.__table__
+    new, old = utt.excluded, ut.c
+    # Rank = (is_final, created_at, text): a final beats any partial, a later
+    # message beats an earlier one, and the text breaks exact ties, so the
+    # stored row never depends on arrival order.
+    utt_more_advanced = or_(
+        new.is_final > old.is_final,
+        and_(
+            new.is_final == old.is_final,
+            or_(
+                _ts(new.created_at) > _ts(old.created_at),
+                and_(_ts(new.created_at) == _ts(old.created_at), new.text >= old.text),
+            ),
+        ),
+    )
+    utt_set = {name: getattr(new, name) for name in (
+        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
+        "source", "created_at", "updated_at")}
+    utt_set["job_id"] = func.coalesce(new.job_id, old.job_id)
+    return utt.on_conflict_do_update(index_elements=["gladia_id", "utterance_id"], set_=utt_set,
+                                     where=utt_more_advanced)
+
+
+EVENT_COLUMNS = ("gladia_id", "job_id", "message_key", "type", "source", "created_at", "received_at", "inbox_id",
+                 "payload")
+UTTERANCE_COLUMNS = ("gladia_id", "job_id", "utterance_id", "is_final", "channel", "start_s", "end_s", "text",
+                     "language", "confidence", "words", "word_count", "source", "created_at", "received_at",
+                     "updated_at")
+# Message types whose whole normalization is the event row plus at most one
+# utterance: on PostgreSQL the receiver writes them in one statement. The
+# others (lifecycle, add-ons, session results, unknown types) take the general path.
+SINGLE_STATEMENT_TYPES = frozenset({"transcript", "speech_start", "speech_end", "audio_chunk", "stop_recording"})
+
+
+@functools.lru_cache(maxsize=None)
+def _pg_single_statements() -> SimpleNamespace:
+    """PostgreSQL: one callback's normalization as ONE statement of data-modifying CTEs.
+
+    ``new_event`` inserts the event (nothing on a duplicate message),
+    ``inbox_done`` marks the inbox row processed, and for a transcript
+    ``utterance`` upserts the utterance only when ``new_event`` inserted a row,
+    exactly as :func:`_normalize` does in three statements. The statement
+    returns how many events it inserted (0 or 1). One statement is one
+    transaction (atomic: any error leaves nothing) and one round trip instead
+    of six (BEGIN, three statements, COMMIT). Parameters are named ``e_*``
+    (event), ``u_*`` (utterance) and ``b_*`` (inbox).
+    """
+    from sqlalchemy.dialects.postgresql import insert
+
+    ev, ut = Event.__table__, Utterance.__table__
+
+    def params(table, prefix: str, names: Iterable[str]) -> dict[str, Any]:
+        # Typed casts: a bare parameter in a SELECT list would reach PostgreSQL as text.
+        return {name: cast(bindparam(prefix + name, type_=table.c[name].type), table.c[name].type) for name in names}
+
+    new_event = (insert(ev).values(params(ev, "e_", EVENT_COLUMNS))
+                 .on_conflict_do_nothing(index_elements=["gladia_id", "message_key"])
+                 .returning(ev.c.id).cte("new_event"))
+    inbox_done = _statements("postgresql").inbox_processed.returning(InboxItem.__table__.c.id).cte("inbox_done")
+    utt_values = params(ut, "u_", UTTERANCE_COLUMNS)
+    utterance = _utterance_upsert(insert(ut).from_select(
+        list(UTTERANCE_COLUMNS), select(*utt_values.values()).where(exists(new_event.select())),
+    )).returning(ut.c.id).cte("utterance")
+    inserted = select(func.count()).select_from(new_event)
+    return SimpleNamespace(
+        event_only=inserted.add_cte(inbox_done),
+        transcript=inserted.add_cte(inbox_done, utterance),
     )
 
 
@@ -565,9 +630,9 @@ def _normalize(
         # The job row first, before any insert that references it: one lock order everywhere.
         session.get(Job, job_id, with_for_update=_ROW_LOCK)
 
-    new = conn.execute(sql.event_insert, dict(
-        gladia_id=gladia_id, job_id=job_id, message_key=message_key(message), type=mtype, source=source,
-        created_at=created_at, received_at=received_at, inbox_id=inbox_id, payload=message,
+    new = conn.execute(sql.event_insert, _event_values(
+        message, gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at,
+        received_at=received_at, inbox_id=inbox_id,
     )).scalar() is not None
 
     if lifecycle:
@@ -577,9 +642,9 @@ def _normalize(
 
     data = message.get("data")
     if mtype == "transcript":
-        conn.execute(sql.utterance_upsert, dict(
-            gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at, received_at=received_at,
-            updated_at=now, **_utterance_values(data),
+        conn.execute(sql.utterance_upsert, _utterance_row(
+            data, gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at,
+            received_at=received_at, now=now,
         ))
     elif mtype in REALTIME_ADDONS or mtype in SESSION_ADDONS:
         data = data if isinstance(data, dict) else None
@@ -615,6 +680,20 @@ def _apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, 
     if mtype == "end_session" and schedule:
         job.reconcile_after = utcnow()
     session.flush()
+
+
+def _event_values(message: dict[str, Any], *, gladia_id: str, job_id: Optional[str], source: str,
+                  created_at: Optional[datetime], received_at: datetime, inbox_id: Optional[int]) -> dict[str, Any]:
+    """The ``events`` row of one message (columns :data:`EVENT_COLUMNS`)."""
+    return dict(gladia_id=gladia_id, job_id=job_id, message_key=message_key(message), type=message["type"],
+                source=source, created_at=created_at, received_at=received_at, inbox_id=inbox_id, payload=message)
+
+
+def _utterance_row(data: Mapping[str, Any], *, gladia_id: str, job_id: Optional[str], source: str,
+                   created_at: Optional[datetime], received_at: datetime, now: datetime) -> dict[str, Any]:
+    """The ``utterances`` row of a transcript message's ``data`` (columns :data:`UTTERANCE_COLUMNS`)."""
+    return dict(gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at, received_at=received_at,
+                updated_at=now, **_utterance_values(data))
 
 
 def _utterance_values(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -749,6 +828,80 @@ def store_inbox(
     return Stored(inbox_id=row.id, duplicate=True, status=row.status)
 
 
+@functools.lru_cache(maxsize=None)
+def _receiver_engine(url: str) -> Engine:
+    """PostgreSQL: the callback receiver's own pool, in autocommit and without a pre-ping.
+
+    On the receiver's hot path every transaction is a single statement (the
+    inbox INSERT, then the normalization statement of
+    :func:`_pg_single_statements`), so autocommit saves a BEGIN and a COMMIT
+    round trip for each. The pool's pre-ping (one more round trip per request)
+    is replaced by :func:`_receive_callback_pg` storing again on a fresh
+    connection when the first statement finds its pooled connection dead:
+    the inbox INSERT is idempotent, so trying it twice is safe.
+    """
+    return make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+
+
+def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: Mapping[str, str], item: Callback,
+                         job_id: str, received_at: datetime) -> tuple[Stored, str]:
+    """:func:`receive` for a callback on PostgreSQL: two round trips in the common case.
+
+    1. The raw delivery: one ``INSERT ... ON CONFLICT DO NOTHING`` in
+       autocommit, committed (synchronously) before anything else. The job's
+       session check is cached per process; when it is not, its statements
+       run before the INSERT, each atomic on its own (the session id is only
+       ever set where it is NULL, and the unique index arbitrates races).
+    2. The normalization, in a transaction of its own: one statement for the
+       common message types (:data:`SINGLE_STATEMENT_TYPES`), else the
+       general path of :func:`normalize_inbox` on the same connection.
+    """
+    url = settings.database_url
+    for attempt in (1, 2):
+        try:
+            with _receiver_engine(url).connect() as conn:
+                check_job_session(conn, url, job_id, item.gladia_id)
+                stored = store_inbox(conn, kind="callback", raw=raw, body=body, headers=headers, event=item.event,
+                                     gladia_id=item.gladia_id, job_id=job_id, received_at=received_at)
+                if stored.duplicate and stored.status == "processed":
+                    return stored, "duplicate"
+                if item.payload["type"] not in SINGLE_STATEMENT_TYPES:
+                    with get_engine(url).connect() as tx_conn:  # a transaction of several statements
+                        return stored, normalize_inbox(settings, stored.inbox_id, kind="callback", body=body,
+                                                       job_id=job_id, received_at=received_at, event=item.event,
+                                                       conn=tx_conn, validated=True)
+                return stored, _normalize_single(conn, stored.inbox_id, item, job_id=job_id,
+                                                 received_at=received_at)
+        except DBAPIError as exc:
+            # Normalization never raises, so this is the raw INSERT (or the session check):
+            # nothing was committed, or the same INSERT will find its own row.
+            if attempt == 2 or not (exc.connection_invalidated or _retryable(exc)):
+                raise
+            log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
+    raise AssertionError("unreachable")
+
+
+def _normalize_single(conn: Connection, inbox_id: int, item: Callback, *, job_id: str, received_at: datetime) -> str:
+    """Normalize a callback of :data:`SINGLE_STATEMENT_TYPES` with one statement (one transaction)."""
+    message = item.payload
+    created_at = parse_timestamp(message.get("created_at"))
+    now = utcnow()
+    params: dict[str, Any] = {"b_id": inbox_id, "b_now": now, "b_job": job_id}
+    params.update(("e_" + name, value) for name, value in _event_values(
+        message, gladia_id=item.gladia_id, job_id=job_id, source="callback", created_at=created_at,
+        received_at=received_at, inbox_id=inbox_id).items())
+    statements = _pg_single_statements()
+    if message["type"] == "transcript":
+        statement = statements.transcript
+        params.update(("u_" + name, value) for name, value in _utterance_row(
+            message["data"], gladia_id=item.gladia_id, job_id=job_id, source="callback", created_at=created_at,
+            received_at=received_at, now=now).items())
+    else:
+        statement = statements.event_only
+    return _guarded(conn, lambda: conn.execute(statement, params), inbox_id=inbox_id, event=item.event,
+                    received_at=received_at)
+
+
 def receive(
     settings: Settings,
     *,
@@ -773,6 +926,12 @@ def receive(
     :func:`validate_webhook` on ``body``.
     """
     url = settings.database_url
+    if kind == "callback" and get_engine(url).dialect.name == "postgresql":
+        assert job_id is not None
+        item = (Callback(gladia_id=gladia_id, event=event, payload=body["payload"]) if validated
+                else validate_callback(body))
+        return _receive_callback_pg(settings, raw=raw, body=body, headers=headers, item=item, job_id=job_id,
+                                    received_at=received_at)
     with get_engine(url).connect() as conn:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
@@ -835,18 +994,35 @@ def normalize_inbox(
             return normalize_inbox(settings, inbox_id, kind=kind, body=body, job_id=job_id,
                                    received_at=received_at, event=event, conn=own, validated=validated)
     sql = _statements(conn.dialect.name)
+
+    def transaction() -> None:
+        nonlocal job_id
+        with _write_lock(conn), conn.begin():
+            if conn.dialect.name == "postgresql":
+                # No fsync wait for this commit: if a crash loses it, the inbox row
+                # is still 'pending' (its status changes in this same transaction)
+                # and the sweeper normalizes it again. The raw row, committed
+                # before, stays synchronous.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            job_id = _normalize_stored(conn, sql, inbox_id, kind=kind, body=body, job_id=job_id,
+                                       received_at=received_at, validated=validated)
+
+    return _guarded(conn, transaction, inbox_id=inbox_id, event=event, received_at=received_at)
+
+
+def _guarded(conn: Connection, transaction: Callable[[], None], *, inbox_id: int, event: Optional[str],
+             received_at: datetime) -> str:
+    """Run a normalization ``transaction``, retrying deadlocks; on failure mark the inbox row ``failed``.
+
+    Returns the row's status afterwards: ``processed``, ``failed``, or
+    ``pending`` when even the failure could not be recorded (the sweeper
+    finds the row either way). Never raises.
+    """
+    sql = _statements(conn.dialect.name)
     try:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                with _write_lock(conn), conn.begin():
-                    if conn.dialect.name == "postgresql":
-                        # No fsync wait for this commit: if a crash loses it, the inbox row
-                        # is still 'pending' (its status changes in this same transaction)
-                        # and the sweeper normalizes it again. The raw row, committed
-                        # before, stays synchronous.
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    job_id = _normalize_stored(conn, sql, inbox_id, kind=kind, body=body, job_id=job_id,
-                                               received_at=received_at, validated=validated)
+                transaction()
                 break
             except OperationalError as exc:
                 if attempt == _ATTEMPTS or not _retryable(exc):
@@ -858,6 +1034,8 @@ def normalize_inbox(
         try:
             if conn.invalidated or conn.closed:
                 raise RuntimeError("connection lost")
+            if conn.in_transaction():  # autocommit connections autobegin (nothing to undo in the database)
+                conn.rollback()
             with _write_lock(conn), conn.begin():
                 conn.execute(sql.inbox_failed, {"b_id": inbox_id, "b_error": f"{type(exc).__name__}: {exc}"[:2000]})
         except Exception:  # noqa: BLE001 - the row stays pending; the sweeper finds it
