@@ -8,8 +8,8 @@ What it does, in one run:
 1. creates a fresh database (a SQLite file, or a new PostgreSQL database next
    to the one named) and applies the migrations;
 2. creates ``--sessions`` jobs, each with its Gladia session id;
-3. starts gunicorn with the Procfile's options (``--workers $WEB_CONCURRENCY``
-   (2) ``--threads 4``) on the real app, plus one bare Flask route
+3. starts gunicorn with the options of the Procfile's ``web`` line (read from
+   it: ``--workers ${WEB_CONCURRENCY:-N}`` and ``--threads T``) on the real app, plus one bare Flask route
    (``POST /_bench/bare`` answering 200) registered on the same app, so both
    are served by the same processes;
 4. sends ``--requests`` POSTs to the bare route, then ``--requests`` distinct
@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -76,6 +77,17 @@ def make_database(db: str, workdir: Path) -> tuple[str, callable]:
     return base.set(database=name).render_as_string(hide_password=False), drop
 
 
+def disable_stale_triggers(url: str) -> None:
+    """Switch off the AFTER triggers that mark sessions stale for the reports (a diagnostic run only)."""
+    if not url.startswith("postgresql"):
+        raise SystemExit("--without-stale-triggers is for PostgreSQL")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for table in ("events", "utterances", "callback_inbox"):
+            conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER trg_{table}_stats_stale"))
+    engine.dispose()
+
+
 def create_jobs(url: str, count: int) -> list[tuple[str, str]]:
     out = []
     with session_scope(url) as s:
@@ -113,13 +125,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(url: str, port: int, workdir: Path) -> subprocess.Popen:
+def procfile_web_options() -> tuple[str, str]:
+    """(workers, threads) of the Procfile's ``web`` line, ``$WEB_CONCURRENCY`` applied as the shell would."""
+    line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("web:"))
+    workers = re.search(r"--workers \$\{WEB_CONCURRENCY:-(\d+)\}", line)
+    threads = re.search(r"--threads (\d+)", line)
+    if workers is None or threads is None:
+        raise SystemExit(f"cannot read --workers/--threads from the Procfile's web line: {line}")
+    return os.environ.get("WEB_CONCURRENCY", workers.group(1)), threads.group(1)
+
+
+def start_gunicorn(url: str, port: int, workdir: Path, workers: str, threads: str) -> subprocess.Popen:
     env = dict(os.environ, DATABASE_URL=url, CALLBACK_SIGNING_KEY=SIGNING_KEY, DATA_DIR=str(workdir / "data"),
                CELERY_BROKER_URL="memory://", LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
-    workers = env.get("WEB_CONCURRENCY", "2")
     # The Procfile's `web` line, with the bench route added to the same app.
     cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", workers,
-           "--threads", "4", "bench.bench_wsgi:app"]
+           "--threads", threads, "bench.bench_wsgi:app"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -237,17 +258,24 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", help="gunicorn threads per worker (default: the Procfile's)")
+    parser.add_argument("--without-stale-triggers", action="store_true",
+                        help="PostgreSQL: disable the reporting triggers of migration 0002 (to measure their cost)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
+    workers, threads = procfile_web_options()
+    threads = args.threads or threads
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
     url, drop = make_database(args.db, workdir)
     proc = None
     try:
         upgrade(url)
+        if args.without_stale_triggers:
+            disable_stale_triggers(url)
         jobs = create_jobs(url, args.sessions)
         port = free_port()
-        proc = start_gunicorn(url, port, workdir)
+        proc = start_gunicorn(url, port, workdir, workers, threads)
 
         paths = {job_id: "/callbacks/gladia/" + callback_token(job_id, SIGNING_KEY) for job_id, _ in jobs}
         callbacks = [(paths[jobs[i % len(jobs)][0]], transcript_body(jobs[i % len(jobs)][1], i))
@@ -272,7 +300,8 @@ def main() -> int:
         result = {
             "load_average_1m": round(os.getloadavg()[0], 2),
             "database": "sqlite" if args.db == "sqlite" else "postgresql",
-            "server": f"gunicorn --workers {os.environ.get('WEB_CONCURRENCY', '2')} --threads 4",
+            "server": f"gunicorn --workers {workers} --threads {threads}",
+            "stale_triggers": not args.without_stale_triggers,
             "connections": args.connections,
             "callbacks": cb_result,
             "bare_route": bare_result,
@@ -284,7 +313,8 @@ def main() -> int:
         if args.json:
             print(json.dumps(result, indent=2))
         else:
-            print(f"database      {result['database']}   server {result['server']}   connections {args.connections}")
+            print(f"database      {result['database']}   server {result['server']}   connections {args.connections}"
+                  + ("   (reporting triggers disabled)" if args.without_stale_triggers else ""))
             for name, r in (("bare route", bare_result), ("callbacks", cb_result)):
                 print(f"{name:13s} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.1f} ms   p99 {r['p99_ms']:6.1f} ms   "
                       f"CPU/request: server {r['server_cpu_ms_per_request']:.2f} ms, "

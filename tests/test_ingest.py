@@ -327,6 +327,20 @@ def test_parse_json_body_refuses_what_databases_cannot_store(raw):
         ingest.parse_json_body(raw)
 
 
+@pytest.mark.dbless
+@pytest.mark.parametrize("raw", [b"1e400", b"[1,-2.5E+999]", b'{"a":[0, 1e309]}', b'{"a":\t1e400}', b'{"a":\n-1e400}'])
+def test_parse_json_body_refuses_an_overflowing_number_wherever_it_stands(raw):
+    with pytest.raises(ingest.InvalidMessage, match="finite"):
+        ingest.parse_json_body(raw)
+
+
+@pytest.mark.dbless
+def test_parse_json_body_keeps_exponent_lookalikes_in_strings():
+    # A UUID such as "...-9e123-..." is text, not a number: accepted as is.
+    body = b'{"id": "4f1c2a9e-9e12-4e33-8e999-0e1234567890", "n": 1e300, "m": 2e-400}'
+    assert ingest.parse_json_body(body) == {"id": "4f1c2a9e-9e12-4e33-8e999-0e1234567890", "n": 1e300, "m": 0.0}
+
+
 def test_process_inbox_item_retries_a_failed_row(settings, job):
     body = callback_body(transcript())
     raw = json.dumps(body).encode()

@@ -154,9 +154,12 @@ def _reject_constant(name: str) -> Any:
 
 
 # What could make a parsed body unstorable, as it appears in valid JSON text: a
-# NUL or a surrogate only as a \u escape; an infinite float only from an
-# exponent of 3+ digits or a run of 300+ digits. Bodies without any are not walked.
-_RISKY_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|[eE][+-]?\d{3}|\d{300}")
+# NUL or a surrogate only as a \u escape; an infinite float only from a number
+# (it starts the text or follows one of ``[:,`` or whitespace) with an exponent
+# of 3+ digits, or from a run of 300+ digits. Bodies without any are not walked.
+# Anchoring the exponent to a number keeps ids such as UUIDs ("...-4e12-...")
+# from sending every body to the walk.
+_RISKY_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|(?:^|[\[:,\s])-?\d+(?:\.\d+)?[eE][+-]?\d{3}|\d{300}")
 
 
 def parse_json_body(raw: bytes) -> Any:
