@@ -335,6 +335,16 @@ def test_parse_json_body_refuses_an_overflowing_number_wherever_it_stands(raw):
 
 
 @pytest.mark.dbless
+@pytest.mark.parametrize("body", [
+    {"id": "s-1", "event": "live.transcript", "payload": {"type": "transcript", "b": [1, "é\u2028"], "a": None}},
+    {"payload": {"z": 1.5, "y": {"x": "\"quoted\""}}, "event": "live.x", "id": "ü"},
+    {"id": "s-1", "event": "live.transcript", "payload": {}, "extra": True},  # not the usual envelope
+])
+def test_callback_key_is_the_message_key_of_the_whole_body(body):
+    assert ingest.callback_key(body, ingest.canonical_json(body["payload"])) == ingest.message_key(body)
+
+
+@pytest.mark.dbless
 def test_parse_json_body_keeps_exponent_lookalikes_in_strings():
     # A UUID such as "...-9e123-..." is text, not a number: accepted as is.
     body = b'{"id": "4f1c2a9e-9e12-4e33-8e999-0e1234567890", "n": 1e300, "m": 2e-400}'

@@ -141,7 +141,24 @@ def canonical_json(value: Any) -> str:
 
 def message_key(message: Mapping[str, Any]) -> str:
     """sha256 hex of the canonical message: the same message has the same key from any source."""
-    return hashlib.sha256(canonical_json(message).encode("utf-8")).hexdigest()
+    return _sha256(canonical_json(message))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def callback_key(body: Mapping[str, Any], payload_json: str) -> str:
+    """``message_key(body)`` of a callback, given the canonical JSON of its payload.
+
+    A callback body is ``{"event", "id", "payload"}``: with sorted keys its
+    canonical text is those three in that order, so the payload (nearly all of
+    the body) need not be serialized twice. Any other envelope is serialized whole.
+    """
+    if body.keys() != {"event", "id", "payload"}:
+        return message_key(body)
+    return _sha256(f'{{"event":{canonical_json(body["event"])},"id":{canonical_json(body["id"])},'
+                   f'"payload":{payload_json}}}')
 
 
 def metric_event(event: Any) -> str:
@@ -153,13 +170,19 @@ def _reject_constant(name: str) -> Any:
     raise InvalidMessage(f"JSON constant {name} is not allowed")
 
 
-# What could make a parsed body unstorable, as it appears in valid JSON text: a
-# NUL or a surrogate only as a \u escape; an infinite float only from a number
-# (it starts the text or follows one of ``[:,`` or whitespace) with an exponent
-# of 3+ digits, or from a run of 300+ digits. Bodies without any are not walked.
-# Anchoring the exponent to a number keeps ids such as UUIDs ("...-4e12-...")
-# from sending every body to the walk.
-_RISKY_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|(?:^|[\[:,\s])-?\d+(?:\.\d+)?[eE][+-]?\d{3}|\d{300}")
+def _finite_float(text: str) -> float:
+    # The parser's hook for every number with a fraction or an exponent: one that
+    # overflows (1e400, or 400 digits and ".0") would become infinity.
+    value = float(text)
+    if math.isinf(value):
+        raise InvalidMessage("JSON numbers must be finite")
+    return value
+
+
+# A NUL or a lone surrogate (which databases cannot store) can only come from a
+# \u escape in valid JSON text. Bodies without one, and with too few brackets to
+# nest deeper than the limit, are not walked after parsing.
+_RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -174,7 +197,7 @@ def parse_json_body(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidMessage("body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except InvalidMessage:
         raise
     except RecursionError:
@@ -182,7 +205,7 @@ def parse_json_body(raw: bytes) -> Any:
     except ValueError as exc:
         raise InvalidMessage(f"body is not valid JSON: {exc}") from None
     # Fewer brackets than the depth limit cannot nest deeper than it.
-    if _RISKY_TEXT.search(text) or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+    if _RISKY_ESCAPE.search(text) or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
         _check_storable(value)
     return value
 
@@ -511,7 +534,10 @@ def _pg_single_statements() -> SimpleNamespace:
         # Typed casts: a bare parameter in a SELECT list would reach PostgreSQL as text.
         return {name: cast(bindparam(prefix + name, type_=table.c[name].type), table.c[name].type) for name in names}
 
-    new_event = (insert(ev).values(params(ev, "e_", EVENT_COLUMNS))
+    event_values = params(ev, "e_", EVENT_COLUMNS)
+    # The payload arrives as its canonical JSON text, already serialized for its key.
+    event_values["payload"] = cast(bindparam("e_payload", type_=Text()), ev.c.payload.type)
+    new_event = (insert(ev).values(event_values)
                  .on_conflict_do_nothing(index_elements=["gladia_id", "message_key"])
                  .returning(ev.c.id).cte("new_event"))
     inbox_done = _statements("postgresql").inbox_processed.returning(InboxItem.__table__.c.id).cte("inbox_done")
@@ -686,9 +712,10 @@ def _apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, 
 
 
 def _event_values(message: dict[str, Any], *, gladia_id: str, job_id: Optional[str], source: str,
-                  created_at: Optional[datetime], received_at: datetime, inbox_id: Optional[int]) -> dict[str, Any]:
-    """The ``events`` row of one message (columns :data:`EVENT_COLUMNS`)."""
-    return dict(gladia_id=gladia_id, job_id=job_id, message_key=message_key(message), type=message["type"],
+                  created_at: Optional[datetime], received_at: datetime, inbox_id: Optional[int],
+                  key: Optional[str] = None) -> dict[str, Any]:
+    """The ``events`` row of one message (columns :data:`EVENT_COLUMNS`); ``key``: its message_key if known."""
+    return dict(gladia_id=gladia_id, job_id=job_id, message_key=key or message_key(message), type=message["type"],
                 source=source, created_at=created_at, received_at=received_at, inbox_id=inbox_id, payload=message)
 
 
@@ -816,11 +843,15 @@ def store_inbox(
     gladia_id: Optional[str],
     job_id: Optional[str],
     received_at: datetime,
+    dedupe_key: Optional[str] = None,
 ) -> Stored:
-    """Insert the raw delivery, or count it as a duplicate of the one already stored."""
+    """Insert the raw delivery, or count it as a duplicate of the one already stored.
+
+    ``dedupe_key``: ``message_key(body)`` when the caller already has it.
+    """
     conn = _connection(executor)
     sql = _statements(conn.dialect.name)
-    dedupe_key = message_key(body)
+    dedupe_key = dedupe_key or message_key(body)
     inbox_id = conn.execute(sql.inbox_insert, dict(
         dedupe_key=dedupe_key, kind=kind, received_at=received_at, headers=dict(headers), body=raw,
         event=event, gladia_id=gladia_id, job_id=job_id, status="pending", attempts=0, duplicates=0,
@@ -860,12 +891,15 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
        general path of :func:`normalize_inbox` on the same connection.
     """
     url = settings.database_url
+    # Serialized once: for the inbox's dedupe key, the event's key and the stored payload.
+    payload_json = canonical_json(item.payload)
     for attempt in (1, 2):
         try:
             with _receiver_engine(url).connect() as conn:
                 check_job_session(conn, url, job_id, item.gladia_id)
                 stored = store_inbox(conn, kind="callback", raw=raw, body=body, headers=headers, event=item.event,
-                                     gladia_id=item.gladia_id, job_id=job_id, received_at=received_at)
+                                     gladia_id=item.gladia_id, job_id=job_id, received_at=received_at,
+                                     dedupe_key=callback_key(body, payload_json))
                 if stored.duplicate and stored.status == "processed":
                     return stored, "duplicate"
                 if item.payload["type"] not in SINGLE_STATEMENT_TYPES:
@@ -873,7 +907,7 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
                         return stored, normalize_inbox(settings, stored.inbox_id, kind="callback", body=body,
                                                        job_id=job_id, received_at=received_at, event=item.event,
                                                        conn=tx_conn, validated=True)
-                return stored, _normalize_single(conn, stored.inbox_id, item, job_id=job_id,
+                return stored, _normalize_single(conn, stored.inbox_id, item, payload_json, job_id=job_id,
                                                  received_at=received_at)
         except DBAPIError as exc:
             # Normalization never raises, so this is the raw INSERT (or the session check):
@@ -884,15 +918,20 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
     raise AssertionError("unreachable")
 
 
-def _normalize_single(conn: Connection, inbox_id: int, item: Callback, *, job_id: str, received_at: datetime) -> str:
-    """Normalize a callback of :data:`SINGLE_STATEMENT_TYPES` with one statement (one transaction)."""
+def _normalize_single(conn: Connection, inbox_id: int, item: Callback, payload_json: str, *, job_id: str,
+                      received_at: datetime) -> str:
+    """Normalize a callback of :data:`SINGLE_STATEMENT_TYPES` with one statement (one transaction).
+
+    ``payload_json`` is ``canonical_json(item.payload)``.
+    """
     message = item.payload
     created_at = parse_timestamp(message.get("created_at"))
     now = utcnow()
     params: dict[str, Any] = {"b_id": inbox_id, "b_now": now, "b_job": job_id}
     params.update(("e_" + name, value) for name, value in _event_values(
         message, gladia_id=item.gladia_id, job_id=job_id, source="callback", created_at=created_at,
-        received_at=received_at, inbox_id=inbox_id).items())
+        received_at=received_at, inbox_id=inbox_id, key=_sha256(payload_json)).items())
+    params["e_payload"] = payload_json
     statements = _pg_single_statements()
     if message["type"] == "transcript":
         statement = statements.transcript
