@@ -44,18 +44,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--workers", type=int, default=3)
-    # Each worker process holds up to ~concurrency database connections: 3 x 20 stays well
-    # inside PostgreSQL's default max_connections of 100 with the receiver's.
-    parser.add_argument("--worker-concurrency", type=int, default=20)
+    # Threads well above the live sessions, so short tasks (sweep, reconcile, resumptions) never
+    # wait for a stream to end; each process's pool stays within PostgreSQL's 100 connections.
+    parser.add_argument("--worker-concurrency", type=int, default=40)
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--max-sessions", type=int, default=50, help="MAX_CONCURRENT_SESSIONS")
+    parser.add_argument("--max-sessions", type=int, default=30, help="MAX_CONCURRENT_SESSIONS")
     parser.add_argument("--repeat-audio", type=int, default=8,
                         help="Each file is this many bundled recordings end to end (~2.4 s each).")
     parser.add_argument("--speed", type=float, default=4.0, help="STREAM_SPEED (1 = real time).")
     parser.add_argument("--kills", type=int, default=3, help="Worker SIGKILLs (each followed by a restart).")
     parser.add_argument("--receiver-restarts", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--stale-heartbeat", type=float, default=15.0, help="STALE_HEARTBEAT_S")
+    parser.add_argument("--stale-heartbeat", type=float, default=8.0, help="STALE_HEARTBEAT_S")
+    parser.add_argument("--stale-queued", type=float, default=120.0, help="STALE_QUEUED_S")
     parser.add_argument("--seed", type=int, default=20260302)
     parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="'' for the filesystem broker")
@@ -77,7 +78,7 @@ def main() -> int:
                          web_workers=args.web_workers, max_sessions=args.max_sessions,
                          stream_speed=args.speed, repeat_audio=args.repeat_audio, kill_workers=0,
                          restart_receiver=0, timeout_s=args.timeout, seed=args.seed,
-                         stale_heartbeat_s=args.stale_heartbeat)
+                         stale_heartbeat_s=args.stale_heartbeat, stale_queued_s=args.stale_queued)
     emulator = EmulatorProcess(workdir, engine="vad", max_sessions=args.max_sessions + 10)
     run = ChaosRun(config, database_url=database_url, broker_url=broker, emulator=emulator, workdir=workdir)
     report: dict = {}

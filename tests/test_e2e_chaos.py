@@ -162,6 +162,9 @@ class ChaosConfig:
     # Short, so the killed worker's streams are picked up within the test; long enough that a
     # loaded machine does not make live workers look dead (their heartbeat is every 0.5 s).
     stale_heartbeat_s: float = 5.0
+    # A killed worker's prefetched tasks are lost with it on the filesystem broker: short here so
+    # that the test sees them re-sent. Keep it above the queue wait of a backlog (bench: 120 s).
+    stale_queued_s: float = 8.0
     faults: dict[str, Any] = field(default_factory=lambda: {
         "callback_drop_rate": 0.12,
         "callback_duplicate_rate": 0.06,
@@ -210,7 +213,7 @@ class ChaosRun:
             STREAM_SPEED=str(self.config.stream_speed),
             HEARTBEAT_INTERVAL_S="0.5",
             STALE_HEARTBEAT_S=str(self.config.stale_heartbeat_s),
-            STALE_QUEUED_S="8",
+            STALE_QUEUED_S=str(self.config.stale_queued_s),
             SWEEP_INTERVAL_S="1",
             RECONCILE_DELAY_S="1",
             RECONCILE_DEADLINE_S="300",

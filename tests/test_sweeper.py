@@ -29,15 +29,17 @@ class Recorder:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
+        self.resumes: list[bool] = []
         self._lock = threading.Lock()
 
     def reconcile(self, job_id: str, trigger: str) -> None:
         with self._lock:
             self.sent.append(("reconcile", job_id))
 
-    def stream(self, job_id: str) -> None:
+    def stream(self, job_id: str, resume: bool) -> None:
         with self._lock:
             self.sent.append(("stream", job_id))
+            self.resumes.append(resume)
 
 
 @pytest.fixture
@@ -132,6 +134,7 @@ def test_streams_whose_worker_went_silent_are_redriven(ssettings):
     assert sorted(report.restarted_stale) == sorted([stale, starting, claimed])
     assert sorted(rec.sent) == sorted([("stream", stale), ("stream", starting), ("stream", claimed)])
     assert job(url, claimed).worker_id is None
+    assert rec.resumes == [True, True, True]  # resumptions go first (short-task queue)
     assert job(url, stale).heartbeat_at == NOW
     # The silent owner's claim is released so that the new run can claim the job.
     assert job(url, stale).worker_id is None and job(url, alive).worker_id == "w:2"
@@ -157,6 +160,7 @@ def test_queued_jobs_never_picked_up_are_sent_again(ssettings):
     report = sweep(ssettings, dispatcher=rec, now=NOW)
 
     assert report.restarted_queued == [lost] and rec.sent == [("stream", lost)]
+    assert rec.resumes == [False]  # a new stream waits its turn behind the others
     sweep(ssettings, dispatcher=rec, now=NOW + timedelta(seconds=30))
     assert rec.sent == [("stream", lost)]
     assert job(url, fresh).heartbeat_at is None and job(url, owned).worker_id == "w:1"
@@ -224,6 +228,14 @@ def test_a_stream_redriven_by_the_sweeper_can_be_claimed_by_the_next_run(ssettin
     rec = Recorder()
     sweep(ssettings, dispatcher=rec, now=now)
     assert rec.sent == [("stream", stale)]
+
+    from webhook_service.models import ConcurrencySlot
+
+    with session_scope(url) as session:  # the dead worker's slot, released by the sweep below
+        session.add(ConcurrencySlot(slot=0, job_id=stale, expires_at=now + timedelta(minutes=5)))
+    sweep(ssettings, dispatcher=Recorder(), now=now + timedelta(seconds=ssettings.stale_heartbeat_s + 1))
+    with session_scope(url) as session:
+        assert session.scalar(select(ConcurrencySlot.job_id)) is None
 
     claimed, why = claim_job(ssettings, stale, "new-host:2:run")
 

@@ -32,6 +32,7 @@ from typing import Optional, Protocol
 
 from sqlalchemy import and_, func, or_, select, update
 
+from . import concurrency
 from .config import Settings
 from .db import session_scope
 from .models import InboxItem, Job, utcnow
@@ -51,7 +52,7 @@ class Dispatcher(Protocol):
 
     def reconcile(self, job_id: str, trigger: str) -> None: ...
 
-    def stream(self, job_id: str) -> None: ...
+    def stream(self, job_id: str, resume: bool) -> None: ...
 
 
 class CeleryDispatcher:
@@ -62,13 +63,16 @@ class CeleryDispatcher:
 
         reconcile.delay(job_id, trigger=trigger)
 
-    def stream(self, job_id: str) -> None:
+    def stream(self, job_id: str, resume: bool) -> None:
         from .tasks import stream_job
 
-        # Through the default queue, which carries only short tasks (reconcile, sweep), not behind
-        # a backlog of new streams: Gladia keeps a disconnected session only for a while, so a
-        # stream to resume must start within seconds.
-        stream_job.apply_async(args=[job_id], queue=stream_job.app.conf.task_default_queue)
+        if resume:
+            # Through the default queue, which carries only short tasks (reconcile, sweep), not
+            # behind a backlog of new streams: Gladia keeps a disconnected session only for a
+            # while, so a stream to resume must start within seconds.
+            stream_job.apply_async(args=[job_id], queue=stream_job.app.conf.task_default_queue)
+        else:
+            stream_job.delay(job_id)
 
 
 @dataclass
@@ -199,7 +203,10 @@ def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispat
         stale = session.scalars(select(Job.id).where(owned, last_sign < cutoff).limit(SWEEP_BATCH)).all()
     for job_id in stale:
         if _claim_stream(settings, job_id, now, cutoff, owned, release_owner=True):
-            if _dispatch(lambda: dispatcher.stream(job_id), report):
+            # The dead owner's live-session slot is free now, not when its lease runs out: the
+            # resumed run must not wait for capacity its own session already accounts for.
+            concurrency.release_slot(settings.database_url, job_id)
+            if _dispatch(lambda: dispatcher.stream(job_id, resume=True), report):
                 report.restarted_stale.append(job_id)
 
 
@@ -213,7 +220,7 @@ def _restart_lost_queued(settings: Settings, now: datetime, dispatcher: Dispatch
         lost = session.scalars(select(Job.id).where(never_started, last_sign < cutoff).limit(SWEEP_BATCH)).all()
     for job_id in lost:
         if _claim_stream(settings, job_id, now, cutoff, never_started):
-            if _dispatch(lambda: dispatcher.stream(job_id), report):
+            if _dispatch(lambda: dispatcher.stream(job_id, resume=False), report):
                 report.restarted_queued.append(job_id)
 
 
