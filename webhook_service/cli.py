@@ -63,7 +63,7 @@ def db_upgrade(revision: str) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
+@click.option("--workers", default=4, show_default=True, type=int, help="gunicorn worker processes.")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
 def web(host: str, port: int, workers: int, dev: bool) -> None:
     """Run the receiver, JSON API and dashboard."""
@@ -76,7 +76,7 @@ def web(host: str, port: int, workers: int, dev: bool) -> None:
     os.execvp(
         sys.executable,
         [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-         "--threads", "4", "--access-logfile", "-", "webhook_service.wsgi:app"],
+         "--threads", "2", "--access-logfile", "-", "webhook_service.wsgi:app"],
     )
 
 
