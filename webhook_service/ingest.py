@@ -888,7 +888,8 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
        ever set where it is NULL, and the unique index arbitrates races).
     2. The normalization, in a transaction of its own: one statement for the
        common message types (:data:`SINGLE_STATEMENT_TYPES`), else the
-       general path of :func:`normalize_inbox` on the same connection.
+       general path of :func:`normalize_inbox` (several statements and row
+       locks) on a transactional connection of the shared engine.
     """
     url = settings.database_url
     # Serialized once: for the inbox's dedupe key, the event's key and the stored payload.
@@ -911,7 +912,8 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
                                                  received_at=received_at)
         except DBAPIError as exc:
             # Normalization never raises, so this is the raw INSERT (or the session check):
-            # nothing was committed, or the same INSERT will find its own row.
+            # nothing was committed, or it was and the second INSERT finds the row
+            # (counted then as a duplicate delivery, and normalized if still pending).
             if attempt == 2 or not (exc.connection_invalidated or _retryable(exc)):
                 raise
             log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
