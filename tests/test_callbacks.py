@@ -501,3 +501,20 @@ def test_malformed_webhook_secret_stops_at_start():
     with pytest.raises(ConfigError, match="GLADIA_WEBHOOK_SECRET"):
         Settings.from_env(environ={"GLADIA_WEBHOOK_SECRET": "not base64!"})
     assert Settings.from_env(environ={"GLADIA_WEBHOOK_SECRET": WEBHOOK_SECRET}).gladia_webhook_secret == WEBHOOK_SECRET
+
+
+# ------------------------------------------------------------ connection loss (PostgreSQL)
+
+
+def test_callback_after_the_database_dropped_its_connections_is_stored(client, settings, job):
+    """The receiver's pool has no pre-ping: a dead pooled connection must cost a retry, not a 503."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL: terminating server connections")
+    assert post(client, url_for(job.id, settings), callback_body(transcript("00_00000001"))).status_code == 200
+    with session_scope(settings.database_url) as s:  # every other connection of this database is cut
+        cut = s.scalar(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+    assert cut >= 1
+    r = post(client, url_for(job.id, settings), callback_body(transcript("00_00000002")))
+    assert r.status_code == 200 and r.get_json()["status"] == "stored" and r.get_json()["normalized"] == "processed"
+    assert counts(settings) == {"inbox": 2, "events": 2, "utterances": 2}
