@@ -194,6 +194,7 @@ class ChaosRun:
         self.procs: dict[str, subprocess.Popen] = {}
         self.events: list[str] = []  # what the run did, for the report
         self.job_ids: list[str] = []
+        self.restarting: set[str] = set()  # processes the run itself is stopping and starting again
         self.started = time.monotonic()
         self.env = self._env()
 
@@ -341,20 +342,24 @@ class ChaosRun:
             victims = [pid for pid in self._streaming_owner_pids() if pid in workers]
             if victims:
                 name = workers[victims[0]]
+                self.restarting.add(name)
                 _killpg(self.procs[name], signal.SIGKILL)
                 self.procs[name].wait(10)
                 self.events.append(f"{self.elapsed():.1f}s SIGKILL {name} while streaming")
                 self.start_worker(int(name[len("worker"):]))
+                self.restarting.discard(name)
                 return
             time.sleep(0.05)
         raise AssertionError("no worker was seen streaming")
 
     def restart_receiver(self) -> None:
         proc = self.procs["web"]
+        self.restarting.add("web")
         _killpg(proc, signal.SIGTERM)
         proc.wait(20)
         self.events.append(f"{self.elapsed():.1f}s receiver stopped")
         self.start_web()
+        self.restarting.discard("web")
         self.events.append(f"{self.elapsed():.1f}s receiver restarted")
 
     def wait_settled(self) -> Counter:
@@ -364,8 +369,8 @@ class ChaosRun:
             states = self.states()
             if sum(states[s] for s in TERMINAL) == len(self.job_ids):
                 break
-            for name, proc in self.procs.items():
-                assert proc.poll() is None, f"{name} exited:\n{self.tail(name)}"
+            for name, proc in list(self.procs.items()):
+                assert proc.poll() is None or name in self.restarting, f"{name} exited:\n{self.tail(name)}"
             time.sleep(0.5)
         return states
 
