@@ -68,15 +68,28 @@ def isolated_redis_url(base: str) -> str:
     head = base.rsplit("/", 1)[0] if base.count("/") >= 3 else base.rstrip("/")
     numbers = list(range(1, 15))
     random.shuffle(numbers)
-    for number in numbers:
-        url = f"{head}/{number}"
-        client = redis.Redis.from_url(url)
-        try:
-            if client.dbsize() == 0:
-                return url
-        finally:
-            client.close()
-    raise RuntimeError(f"no empty Redis database at {head}")
+    admin = redis.Redis.from_url(f"{head}/0")
+    try:
+        in_use = {int(c.get("db", 0)) for c in admin.client_list()}
+    finally:
+        admin.close()
+    # An empty database first; else one that no client is connected to (left over by a run that
+    # was killed before it could empty it), emptied for this run.
+    for leftovers_too in (False, True):
+        for number in numbers:
+            if number in in_use:
+                continue
+            url = f"{head}/{number}"
+            client = redis.Redis.from_url(url)
+            try:
+                if client.dbsize() == 0:
+                    return url
+                if leftovers_too:
+                    client.flushdb()
+                    return url
+            finally:
+                client.close()
+    raise RuntimeError(f"every Redis database at {head} is in use")
 
 
 class EmulatorProcess:
