@@ -286,3 +286,18 @@ def test_cli_status_unknown_job(settings):
                                                 "DATA_DIR": settings.data_dir})
     assert result.returncode == 2
     assert "no job or batch" in result.stderr
+
+
+def test_cli_status_json_shows_progress_and_heartbeat(settings):
+    import json
+
+    beat = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    with session_scope(settings.database_url) as s:
+        s.add(Job(id="job-h", source_path="/calls/a.wav", state="streaming", bytes_total=1000,
+                  bytes_acked=250, heartbeat_at=beat, worker_id="host:42"))
+    result = _cli("status", "job-h", "--json", env={"DATABASE_URL": settings.database_url,
+                                                    "DATA_DIR": settings.data_dir})
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert (row["state"], row["bytes_acked"], row["bytes_total"]) == ("streaming", 250, 1000)
+    assert row["heartbeat_at"] == beat.isoformat() and row["worker_id"] == "host:42"

@@ -26,6 +26,8 @@ def job_summary(job: Job, batch_name: str | None) -> dict[str, Any]:
         "reconnects": job.reconnects,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
+        "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
+        "worker_id": job.worker_id,
         "last_error": job.last_error,
     }
 
