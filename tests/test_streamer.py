@@ -319,3 +319,63 @@ def test_audio_that_breaks_mid_stream_ends_the_session_cleanly(stream_settings, 
     done = emulator.wait_session_done(session["id"], timeout=20)
     assert done["status"] == "done"
     assert 0 < len(emulator.received_audio(session["id"])) <= 16000
+
+
+def test_a_session_created_by_a_run_that_lost_its_claim_is_recorded_and_streamed_by_the_next_owner(
+        stream_settings, emulator, audio_dir):
+    """A run whose claim is taken while POST /v2/live is in flight leaves no orphan: the next owner adopts it."""
+    from sqlalchemy import update
+
+    from webhook_service.gladia.streamer import ClaimLost, _ensure_session, claim_job
+
+    path = audio_file(audio_dir, "lost-claim.wav", 1.0)
+    [job_id] = make_jobs(stream_settings, path)
+    job, why = claim_job(stream_settings, job_id, "old-host:1:run")
+    assert job is not None, why
+    # Its heartbeat looked stale: the sweeper released the claim (a new run is on its way).
+    with session_scope(stream_settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(worker_id=None))
+    client = GladiaClient(emulator.url, emulator.api_key)
+
+    with pytest.raises(ClaimLost):
+        _ensure_session(stream_settings, client, job, "old-host:1:run")
+
+    recorded = load_job(stream_settings, job_id)
+    assert recorded.gladia_id is not None and recorded.ws_url is not None
+    assert run_job(stream_settings, job_id) == "stream_closed"
+    job = load_job(stream_settings, job_id)
+    assert job.gladia_id == recorded.gladia_id and job.state == "stream_closed"
+    sessions = client.list_live(custom_metadata={"job_id": job_id})["items"]
+    assert [s["id"] for s in sessions] == [recorded.gladia_id]
+    assert emulator.received_audio(job.gladia_id) == decoded(path, job_format(stream_settings, job_id))
+
+
+def test_a_run_that_finds_another_session_recorded_ends_its_own_and_stops(stream_settings, emulator, audio_dir):
+    """Two runs POSTed for one job: the session recorded first is the job's; the other ends without audio."""
+    from sqlalchemy import update
+
+    from webhook_service.gladia.streamer import ClaimLost, _ensure_session, claim_job
+
+    path = audio_file(audio_dir, "two-posts.wav", 1.0)
+    [job_id] = make_jobs(stream_settings, path)
+    job, why = claim_job(stream_settings, job_id, "old-host:1:run")
+    assert job is not None, why
+    client = GladiaClient(emulator.url, emulator.api_key)
+    # The job's next owner created and recorded its session while this run's POST was in flight.
+    theirs = client.create_live({"encoding": "wav/pcm", "sample_rate": 16000, "bit_depth": 16, "channels": 1})
+    with session_scope(stream_settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id)
+                        .values(worker_id="new-host:2:run", gladia_id=theirs["id"], ws_url=theirs["url"]))
+
+    with pytest.raises(ClaimLost):
+        _ensure_session(stream_settings, client, job, "old-host:1:run")
+
+    row = load_job(stream_settings, job_id)
+    assert (row.gladia_id, row.ws_url) == (theirs["id"], theirs["url"])
+    [own] = client.list_live(custom_metadata={"job_id": job_id})["items"]
+    assert own["id"] != theirs["id"]
+    deadline = time.monotonic() + 10
+    while client.get_live(own["id"])["status"] in ("queued", "processing") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get_live(own["id"])["status"] in ("done", "error")  # ended at once, not after Gladia's grace
+    assert emulator.received_audio(own["id"]) == b""

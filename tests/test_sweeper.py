@@ -231,13 +231,50 @@ def test_a_stream_redriven_by_the_sweeper_can_be_claimed_by_the_next_run(ssettin
 
     from webhook_service.models import ConcurrencySlot
 
-    with session_scope(url) as session:  # the dead worker's slot, released by the sweep below
+    with session_scope(url) as session:  # the dead worker's slot, kept for the job by the sweep below
         session.add(ConcurrencySlot(slot=0, job_id=stale, expires_at=now + timedelta(minutes=5)))
     sweep(ssettings, dispatcher=Recorder(), now=now + timedelta(seconds=ssettings.stale_heartbeat_s + 1))
     with session_scope(url) as session:
-        assert session.scalar(select(ConcurrencySlot.job_id)) is None
+        assert session.scalar(select(ConcurrencySlot.job_id)) == stale
 
     claimed, why = claim_job(ssettings, stale, "new-host:2:run")
 
     assert claimed is not None, why
     assert job(url, stale).worker_id == "new-host:2:run"
+
+
+def test_a_redriven_stream_keeps_its_slot_ahead_of_new_sessions(ssettings):
+    """Gladia keeps a dropped session only for a grace period: its resumption must not queue for capacity."""
+    from webhook_service import concurrency
+    from webhook_service.gladia.streamer import lease_s
+    from webhook_service.models import ConcurrencySlot
+
+    url = ssettings.database_url
+    now = datetime.now(timezone.utc)
+    stale = add_job(url, state="streaming", gladia_id=GID, ws_url="ws://gladia.invalid/v2/live?token=t",
+                    worker_id="dead-host:1:run", heartbeat_at=now - timedelta(seconds=ssettings.stale_heartbeat_s + 1))
+    fresh = add_job(url, state="queued")
+    with session_scope(url) as session:  # its lease, renewed with the last heartbeat, is about to run out
+        session.add(ConcurrencySlot(slot=0, job_id=stale, expires_at=now + timedelta(seconds=1)))
+
+    sweep(ssettings, dispatcher=Recorder(), now=now)
+
+    later = now + timedelta(seconds=5)  # the resumed run starts a few seconds after the sweep
+    assert concurrency.acquire_slot(url, fresh, 1, lease_s(ssettings), later, new_session=True) is None
+    assert concurrency.acquire_slot(url, stale, 1, lease_s(ssettings), later) == 0
+
+
+def test_new_sessions_leave_free_slots_to_waiting_resumptions(ssettings):
+    """A stream handed back without a slot (its lease ran out) is served before a new session."""
+    from webhook_service import concurrency
+
+    url = ssettings.database_url
+    now = datetime.now(timezone.utc)
+    waiting = add_job(url, state="streaming", gladia_id=GID, ws_url="ws://gladia.invalid/v2/live?token=t")
+    first, second = add_job(url, state="queued"), add_job(url, state="queued")
+
+    assert concurrency.acquire_slot(url, first, 2, 30, now, new_session=True) == 0
+    assert concurrency.acquire_slot(url, second, 2, 30, now, new_session=True) is None  # the last one is reserved
+    assert concurrency.acquire_slot(url, waiting, 2, 30, now) == 1
+    concurrency.release_slot(url, first)
+    assert concurrency.acquire_slot(url, second, 2, 30, now, new_session=True) == 0  # nobody waits any more

@@ -8,7 +8,8 @@ database itself refuses a session too many: taking a slot is an
 writer whose row landed owns it. A slot is a lease: the streamer renews it
 with every heartbeat, and a slot whose lease ran out (its worker died) may be
 taken over by a conditional UPDATE, so a crash never leaks capacity for longer
-than the lease.
+than the lease. Resumptions of recorded sessions go before new sessions (see
+:func:`acquire_slot`): Gladia ends a disconnected session after a grace period.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Optional
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .db import session_scope
-from .models import ConcurrencySlot, utcnow
+from .models import ConcurrencySlot, Job, utcnow
+
+# States of a job whose recorded session a worker is (or should be) streaming.
+_LIVE_STATES = ("starting", "streaming")
 
 
 def _insert(session: Session):
@@ -30,11 +34,17 @@ def _insert(session: Session):
 
 
 def acquire_slot(database_url: str, job_id: str, limit: int, lease_s: float,
-                 now: Optional[datetime] = None) -> Optional[int]:
+                 now: Optional[datetime] = None, *, new_session: bool = False) -> Optional[int]:
     """Take (or keep) a slot for ``job_id``; None when all ``limit`` slots are held by live leases.
 
     A job that already holds a slot (a resumed stream) keeps it and has its
     lease renewed: resuming never needs a second slot.
+
+    Resumptions come first: Gladia keeps a disconnected session only for a
+    grace period, while a new session can wait. So a ``new_session`` takes a
+    slot only when more slots are free than there are resumptions waiting for
+    one (jobs whose session is recorded, in ``starting``/``streaming``, that
+    hold no live slot: their worker died or handed them back).
     """
     now = now or utcnow()
     expires = now + timedelta(seconds=lease_s)
@@ -48,6 +58,10 @@ def acquire_slot(database_url: str, job_id: str, limit: int, lease_s: float,
         taken = dict(session.execute(
             select(ConcurrencySlot.slot, ConcurrencySlot.expires_at).where(ConcurrencySlot.slot < limit)
         ).all())
+        if new_session:
+            free = limit - sum(1 for expires_at in taken.values() if expires_at >= now)
+            if free <= 0 or _waiting_resumptions(session, job_id, now) >= free:
+                return None
         for slot in range(limit):
             if slot not in taken:
                 inserted = session.execute(
@@ -65,6 +79,29 @@ def acquire_slot(database_url: str, job_id: str, limit: int, lease_s: float,
                 if result.rowcount == 1:
                     return slot
     return None
+
+
+def _waiting_resumptions(session: Session, job_id: str, now: datetime) -> int:
+    live_slot = exists().where(ConcurrencySlot.job_id == Job.id, ConcurrencySlot.expires_at >= now)
+    return session.execute(
+        select(func.count()).select_from(Job)
+        .where(Job.state.in_(_LIVE_STATES), Job.ws_url.is_not(None), Job.id != job_id, ~live_slot)
+    ).scalar_one()
+
+
+def hold_slot(database_url: str, job_id: str, lease_s: float, now: Optional[datetime] = None) -> bool:
+    """Extend the lease of the slot ``job_id`` holds, if any, so the job's next run finds it.
+
+    Used when a stream is handed over (its worker died or shut down): its
+    Gladia session still counts against the plan's limit, and the run that
+    resumes it must not compete with new sessions for capacity.
+    """
+    now = now or utcnow()
+    with session_scope(database_url) as session:
+        return session.execute(
+            update(ConcurrencySlot).where(ConcurrencySlot.job_id == job_id)
+            .values(expires_at=now + timedelta(seconds=lease_s))
+        ).rowcount == 1
 
 
 def renew_slots(session: Session, job_ids: list[str], lease_s: float, now: Optional[datetime] = None) -> None:

@@ -203,9 +203,12 @@ def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispat
         stale = session.scalars(select(Job.id).where(owned, last_sign < cutoff).limit(SWEEP_BATCH)).all()
     for job_id in stale:
         if _claim_stream(settings, job_id, now, cutoff, owned, release_owner=True):
-            # The dead owner's live-session slot is free now, not when its lease runs out: the
-            # resumed run must not wait for capacity its own session already accounts for.
-            concurrency.release_slot(settings.database_url, job_id)
+            # The dead owner's live-session slot stays with the job (its session still counts at
+            # Gladia), its lease extended: the resumed run finds it held for it and never competes
+            # with new sessions, whose wait is harmless, while Gladia's reconnect grace runs out.
+            from .gladia.streamer import lease_s
+
+            concurrency.hold_slot(settings.database_url, job_id, lease_s(settings), now)
             if _dispatch(lambda: dispatcher.stream(job_id, resume=True), report):
                 report.restarted_stale.append(job_id)
 

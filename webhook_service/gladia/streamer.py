@@ -23,9 +23,14 @@ Crash safety rests on the job row:
   its heartbeat is stale), so two runs of one job never stream at once; a run
   that loses its claim (its heartbeat UPDATE matches no row) drops its socket
   without closing the session;
-* the Gladia session is created only when the row has none, and committed at
-  once; a crash between the POST and that commit leaves an orphan that the
-  next run finds by ``custom_metadata.job_id`` before creating another;
+* the Gladia session is created only when the row has none, and recorded at
+  once with a conditional UPDATE (only if the row names no other session),
+  even by a run that lost its claim meanwhile: the session belongs to the
+  job, and its next owner adopts it from the row. A run that finds another
+  session recorded ends its own and stops, so the session on the row is the
+  one that streams. A crash between the POST and that commit leaves an orphan
+  that the next run finds by ``custom_metadata.job_id`` before creating
+  another;
 * the resume point is ``bytes_acked`` (Gladia's ``byte_range`` end), so a new
   run or a reconnect sends exactly the bytes Gladia has not acknowledged.
 """
@@ -575,9 +580,10 @@ def write_progress(entries: list[_Entry]) -> tuple[set[str], set[str]]:
 class Deferred(Exception):
     """Nothing wrong, but not now (no free slot, Gladia's 429, a transient outage): retry later."""
 
-    def __init__(self, reason: str, countdown: float):
+    def __init__(self, reason: str, countdown: float, *, keep_slot: bool = False):
         super().__init__(reason)
         self.countdown = countdown
+        self.keep_slot = keep_slot  # the job's slot stays held (for the run that resumes its session)
 
 
 @dataclass
@@ -676,9 +682,14 @@ def run_job(settings: Settings, job_id: str) -> str:
             set_gladia_id(job.gladia_id)
         try:
             return _run_claimed(settings, job, run_id, MAX_JOB_ATTEMPTS)
-        except Deferred:
+        except ClaimLost as exc:
+            # The job (and its concurrency slot, keyed by job) belongs to the run that took it over.
+            log.warning("this run stops: %s", exc)
+            return "skipped: claim lost"
+        except Deferred as exc:
             _release(settings, job_id, run_id)
-            concurrency.release_slot(settings.database_url, job_id)
+            if not exc.keep_slot:
+                concurrency.release_slot(settings.database_url, job_id)
             raise
         except BaseException as exc:
             # Unexpected: let the job be re-driven (bounded by its attempts) rather than stuck.
@@ -717,19 +728,27 @@ def _audio_facts(settings: Settings, job: Job, run_id: str) -> Optional[PcmForma
 
 
 def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
+    """Hold a concurrency slot; resumptions first (see :func:`concurrency.acquire_slot`).
+
+    A resumption (the job has a recorded session) races Gladia's reconnect
+    grace, so it is re-queued almost at once when it must wait; a new session
+    backs off.
+    """
+    resuming = bool(job.gladia_id and job.ws_url)
     deadline = time.monotonic() + SLOT_WAIT_S
     delay = 0.2
     while True:
         slot = concurrency.acquire_slot(settings.database_url, job.id, settings.max_concurrent_sessions,
-                                        lease_s(settings))
+                                        lease_s(settings), new_session=not resuming)
         if slot is not None:
             log.debug("holding concurrency slot %d", slot)
             return
         if time.monotonic() >= deadline:
-            raise Deferred(f"all {settings.max_concurrent_sessions} session slots are busy", random.uniform(2, 10))
+            raise Deferred(f"all {settings.max_concurrent_sessions} session slots are busy",
+                           random.uniform(0.2, 1.0) if resuming else random.uniform(2, 10))
         # Keep the claim fresh while waiting, so nobody presumes this run dead.
         if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
-            raise Deferred("claim lost while waiting for a slot", 1)
+            raise Deferred("claim lost while waiting for a slot", 1, keep_slot=True)
         time.sleep(delay * random.uniform(0.5, 1.5))
         delay = min(delay * 1.6, 2.0)
 
@@ -745,14 +764,90 @@ def _find_orphan(client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
     return items[0] if items else None
 
 
+class ClaimLost(Exception):
+    """Another run owns the job now; this run stops without touching the session it leaves to it."""
+
+
+def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[str, Any],
+                    replaces: frozenset[str]) -> tuple[Optional[str], Optional[str], bool]:
+    """Record ``created`` as the job's session unless another one is recorded; whether or not the claim holds.
+
+    The session belongs to the job, not to the run that created it: a run
+    that lost its claim while POST /v2/live was in flight still records it,
+    so the job's next owner adopts it from the row instead of creating a
+    second one (and the receiver, which binds a session from its
+    ``start_session`` callback when the row has none, agrees). The UPDATE is
+    conditional: the row takes this session when it has none, when it already
+    names this one (the receiver got there first, without the socket URL), or
+    when it names a session in ``replaces`` (orphans without a socket URL that
+    this run found and deletes) and this run still owns the job, so nobody can
+    have streamed into them. The UPDATE comes first in the transaction: on
+    PostgreSQL it waits for a concurrent claim's row lock, so the owner read
+    after it is current.
+
+    Returns the row's (gladia_id, ws_url) after the write and whether this
+    run owns the job.
+    """
+    from datetime import datetime
+
+    values: dict[str, Any] = {"gladia_id": created["id"], "ws_url": created["url"]}
+    created_at = created.get("created_at")
+    if isinstance(created_at, str):
+        try:
+            values["gladia_created_at"] = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    takes = [Job.gladia_id.is_(None), Job.gladia_id == created["id"]]
+    if replaces:
+        takes.append((Job.gladia_id.in_(sorted(replaces))) & (Job.worker_id == run_id))
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id, or_(*takes)).values(**values))
+        row = session.execute(select(Job.gladia_id, Job.ws_url, Job.worker_id).where(Job.id == job_id)).one()
+    return row.gladia_id, row.ws_url, row.worker_id == run_id
+
+
+def _delete_quietly(client: GladiaClient, gladia_id: str, why: str, url: Optional[str] = None) -> None:
+    """End a session that holds no audio and never will (best effort).
+
+    Gladia refuses to DELETE a session still waiting for audio; when the
+    socket URL is known, ``stop_recording`` on it ends the session at once
+    instead of leaving it to hold a concurrent-session place until its
+    reconnect grace runs out. Its callbacks are refused by the receiver: the
+    job's row names another session.
+    """
+    log.warning("ending session %s (%s)", gladia_id, why)
+    try:
+        client.delete_live(gladia_id)
+        return
+    except GladiaError as exc:
+        if url is None:
+            log.warning("could not delete session %s: %s", gladia_id, exc)
+            return
+    from websockets.sync.client import connect as connect_sync
+
+    try:
+        with connect_sync(url, open_timeout=5, close_timeout=5, proxy=None,
+                          user_agent_header="webhook-service") as ws:
+            ws.send(json.dumps({"type": "stop_recording"}))
+    except Exception as exc:  # noqa: BLE001 - best effort: Gladia ends it after its grace anyway
+        log.warning("could not end session %s: %s", gladia_id, exc)
+
+
 def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: str) -> Optional[tuple[str, str]]:
-    """(gladia_id, ws_url) of the job's one session, created if it has none. None: job failed."""
+    """(gladia_id, ws_url) of the job's one session, created if it has none. None: job failed.
+
+    Raises :class:`ClaimLost` when another run owns the job (after recording
+    any session this run created, for that run to adopt), :class:`Deferred`
+    when another run's session is about to be recorded.
+    """
     if job.gladia_id and job.ws_url:
         return job.gladia_id, job.ws_url
     callback_url = (settings.public_base_url.rstrip("/") + "/callbacks/gladia/"
                     + callback_token(job.id, settings.callback_signing_key))
     body = session_config.post_body(job.session_config or {}, callback_url=callback_url, job_id=job.id,
                                     batch_id=job.batch_id)
+    # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
+    dead: set[str] = {job.gladia_id} if job.gladia_id else set()
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         orphan = _find_orphan(client, job)
         if orphan is not None:
@@ -760,13 +855,10 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
                 created = orphan
                 break
-            # Gladia's list does not return the socket URL: that session cannot be fed. It has received no
-            # audio; delete it so the job still ends up with exactly one session holding audio.
-            log.warning("deleting orphaned session %s (no audio, its URL was never recorded)", orphan["id"])
-            try:
-                client.delete_live(orphan["id"])
-            except GladiaError as exc:
-                log.warning("could not delete orphaned session %s: %s", orphan["id"], exc)
+            # Gladia's list does not return the socket URL: unless its creator records it meanwhile (read
+            # from the row below), that session cannot be fed. It has received no audio: it is replaced
+            # and deleted, so the job still ends up with exactly one session holding audio.
+            dead.add(orphan["id"])
         try:
             created = client.create_live(body)
             break
@@ -784,21 +876,25 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
             log.warning("POST /v2/live failed (%s); looking for an orphan, then retrying", exc)
             time.sleep(min(5.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
     gladia_id, url = created["id"], created["url"]
+    dead.discard(gladia_id)
+    recorded_id, recorded_url, owner = _record_session(settings, job.id, run_id, created, frozenset(dead))
+    if recorded_id != gladia_id:
+        # Another session is the job's (another run recorded it, or the receiver bound it from its
+        # start_session callback and its creator is about to record the URL): this one must hold no audio.
+        _delete_quietly(client, gladia_id, f"the job already has session {recorded_id}", url)
+        if owner and recorded_id and recorded_url:
+            log.warning("adopting session %s recorded by another run", recorded_id)
+            set_gladia_id(recorded_id)
+            return recorded_id, recorded_url
+        if not owner:
+            raise ClaimLost(f"another run owns the job (session {recorded_id})")
+        raise Deferred(f"session {recorded_id} of another run is being recorded", random.uniform(0.5, 1.5))
     set_gladia_id(gladia_id)
-    created_at = created.get("created_at")
-
-    def store(row: Job) -> None:
-        row.gladia_id, row.ws_url = gladia_id, url
-        if isinstance(created_at, str):
-            from datetime import datetime
-
-            try:
-                row.gladia_created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-            except ValueError:
-                pass
-
-    if not _with_job(settings, job.id, run_id, store):
-        raise Deferred("claim lost while creating the session", 1)
+    for other in sorted(dead):
+        _delete_quietly(client, other, "replaced: its socket URL was never recorded")
+    if not owner:
+        log.warning("session %s recorded for the job's new owner; this run lost its claim", gladia_id)
+        raise ClaimLost("claim lost while creating the session")
     log.info("session %s created, socket %s", gladia_id, redact_ws_url(url))
     return gladia_id, url
 
@@ -878,8 +974,9 @@ def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, str
         _update_owned(settings, job.id, run_id, worker_id=None,
                       heartbeat_at=utcnow() - timedelta(seconds=settings.stale_heartbeat_s + 1),
                       last_error="worker shut down while streaming; resumed elsewhere")
-        concurrency.release_slot(settings.database_url, job.id)
-        raise Deferred("worker shutting down", 1.0)
+        # The session lives on at Gladia: its slot stays with the job for the run that resumes it.
+        concurrency.hold_slot(settings.database_url, job.id, lease_s(settings))
+        raise Deferred("worker shutting down", 1.0, keep_slot=True)
     if result.outcome == "lost_claim":
         log.warning("another run owns the job now; this run stops")
         return "skipped: claim lost"
