@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -46,19 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT / "tests" / "data"
 
 from webhook_service.db import session_scope  # noqa: E402
+from webhook_service.demo import free_port, signal_group, stop_process_groups  # noqa: E402
 from webhook_service.ingest import message_key  # noqa: E402
 from webhook_service.models import Event, InboxItem, Job, ReconciliationRun, Utterance  # noqa: E402
 from webhook_service.reconcile import callback_flags, is_expected  # noqa: E402
 
 TERMINAL = ("reconciled", "failed")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def isolated_redis_url(base: str) -> str:
@@ -105,7 +97,7 @@ class EmulatorProcess:
                  callback_backoff_s: float = 0.25, log_level: str = "WARNING"):
         import uuid
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = f"chaos-{uuid.uuid4().hex[:12]}"
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -150,12 +142,7 @@ class EmulatorProcess:
         return bool(self._admin("POST", f"/_emulator/callbacks/wait?timeout={timeout}", {}, timeout + 10)["idle"])
 
     def stop(self) -> None:
-        _killpg(self.proc, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            _killpg(self.proc, signal.SIGKILL)
-            self.proc.wait(5)
+        stop_process_groups([self.proc], 10)
 
 
 @dataclass
@@ -203,7 +190,7 @@ class ChaosRun:
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.web_port = _free_port()
+        self.web_port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         self.events: list[str] = []  # what the run did, for the report
         self.job_ids: list[str] = []
@@ -265,20 +252,7 @@ class ChaosRun:
         self.emulator.set_faults(seed=self.config.seed, **self.config.faults)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            _killpg(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in self.procs.values():
-            _killpg(proc, signal.SIGKILL)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process_groups(list(self.procs.values()), 10)
 
     def _wait_http(self, url: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -356,7 +330,7 @@ class ChaosRun:
             if victims:
                 name = workers[victims[0]]
                 self.restarting.add(name)
-                _killpg(self.procs[name], signal.SIGKILL)
+                signal_group(self.procs[name], signal.SIGKILL)
                 self.procs[name].wait(10)
                 self.events.append(f"{self.elapsed():.1f}s SIGKILL {name} while streaming")
                 self.start_worker(int(name[len("worker"):]))
@@ -368,7 +342,7 @@ class ChaosRun:
     def restart_receiver(self) -> None:
         proc = self.procs["web"]
         self.restarting.add("web")
-        _killpg(proc, signal.SIGTERM)
+        signal_group(proc, signal.SIGTERM)
         proc.wait(20)
         self.events.append(f"{self.elapsed():.1f}s receiver stopped")
         self.start_web()
@@ -415,13 +389,6 @@ class ChaosRun:
                                    .where(Job.id.in_(self.job_ids), Job.state.not_in(TERMINAL))).all()
         text = "\n".join(str(tuple(r)) for r in rows[:10])
         return text + "\n--- worker0\n" + self.tail("worker0", 30) + "\n--- beat\n" + self.tail("beat", 10)
-
-
-def _killpg(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ------------------------------------------------------------------ verification

@@ -93,30 +93,39 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """SIGTERM every process group (reverse start order), then SIGKILL what is left."""
-        for proc in reversed(list(self.procs.values())):
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in self.procs.values():
-            # Also reaps children (prefork pool, gunicorn workers) that outlived their parent.
-            _signal_group(proc, signal.SIGKILL)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a process stuck in the kernel
-                pass
+        stop_process_groups(list(reversed(list(self.procs.values()))), STOP_GRACE_S)
         for log in self._logs:
             log.close()
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the process group a child was started in (``start_new_session=True``)."""
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def stop_process_groups(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM each group in the given order, wait up to ``grace_s`` in all, then SIGKILL what is left.
+
+    The final SIGKILL goes to every group, which also reaps children (prefork pool, gunicorn
+    workers) that outlived their parent.
+    """
+    for proc in procs:
+        signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        signal_group(proc, signal.SIGKILL)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process stuck in the kernel
+            pass
 
 
 def wait_http(url: str, supervisor: Supervisor, timeout_s: float, ok=(200,)) -> None:
