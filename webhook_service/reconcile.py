@@ -41,25 +41,15 @@ from sqlalchemy.orm import Session
 
 from .config import Settings
 from .db import is_postgres, session_scope
+from .gladia.session_config import GLADIA_CALLBACK_DEFAULTS
 from .logging_setup import job_context
 from .metrics import RECONCILE_REPAIRED, RECONCILIATIONS
 from .models import InboxItem, Job, ReconciliationRun, SessionResult, Utterance, Event, utcnow
 
 log = logging.getLogger(__name__)
 
-# Callback flags and their documented defaults (gladia-live-v2.md §1.1): a
-# flag absent from the session's callback_config takes this value.
-CALLBACK_DEFAULTS: dict[str, bool] = {
-    "receive_partial_transcripts": False,
-    "receive_final_transcripts": True,
-    "receive_speech_events": False,
-    "receive_pre_processing_events": True,
-    "receive_realtime_processing_events": True,
-    "receive_post_processing_events": True,
-    "receive_acknowledgments": False,
-    "receive_errors": False,
-    "receive_lifecycle_events": True,
-}
+# A flag absent from the session's callback_config takes Gladia's documented default.
+CALLBACK_DEFAULTS: dict[str, bool] = GLADIA_CALLBACK_DEFAULTS
 
 # Which flag governs each message type (transcripts depend on is_final).
 TYPE_FLAGS: dict[str, str] = {

@@ -74,8 +74,9 @@ DEFAULT_MESSAGES_CONFIG = {
     "receive_errors": True,
     "receive_lifecycle_events": True,
 }
-# Everything that carries a result, plus the lifecycle that triggers reconciliation.
-DEFAULT_CALLBACK_CONFIG = {
+# Gladia's documented defaults of callback_config (gladia-live-v2.md section 1.1): a flag
+# absent from a session's callback_config takes this value.
+GLADIA_CALLBACK_DEFAULTS = {
     "receive_partial_transcripts": False,
     "receive_final_transcripts": True,
     "receive_speech_events": False,
@@ -83,9 +84,12 @@ DEFAULT_CALLBACK_CONFIG = {
     "receive_realtime_processing_events": True,
     "receive_post_processing_events": True,
     "receive_acknowledgments": False,
-    "receive_errors": True,
+    "receive_errors": False,
     "receive_lifecycle_events": True,
 }
+# What the service asks for: everything that carries a result and the lifecycle that
+# triggers reconciliation (Gladia's defaults), plus errors.
+DEFAULT_CALLBACK_CONFIG = {**GLADIA_CALLBACK_DEFAULTS, "receive_errors": True}
 
 
 class SessionConfigError(ValueError):
