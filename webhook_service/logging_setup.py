@@ -33,8 +33,10 @@ def job_context(job_id: str | None = None, gladia_id: str | None = None) -> Iter
     tokens = []
     if job_id:
         tokens.append((_job_id, _job_id.set(job_id)))
-    if gladia_id:
-        tokens.append((_gladia_id, _gladia_id.set(gladia_id)))
+    if job_id or gladia_id:
+        # Always set ("-" when not known yet) so that leaving the block also undoes any
+        # set_gladia_id() inside it: a worker thread's next job must not log the last one's session.
+        tokens.append((_gladia_id, _gladia_id.set(gladia_id or "-")))
     try:
         yield
     finally:

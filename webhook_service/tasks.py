@@ -114,14 +114,17 @@ def _hand_back_streams(**_kwargs) -> None:
 from celery import shared_task  # noqa: E402  (after the app helpers, as in Flask's example)
 
 
-@shared_task(name="webhook_service.stream_job", bind=True)
+# max_retries=None on the task itself: Task.retry(max_retries=None) means "the task's default" (3),
+# which would drop a job deferred a fourth time (a long backlog waiting for a session slot).
+@shared_task(name="webhook_service.stream_job", bind=True, max_retries=None)
 def stream_job(self, job_id: str) -> str:
     """Create (or find) the job's Gladia session and stream its audio.
 
     Safe to deliver twice: the run claims the job row first, and a second
     delivery finds it owned and returns. Back-pressure (no free concurrency
-    slot, Gladia's 429) and transient outages re-queue the task with a delay;
-    the job's own ``attempts`` counter, not Celery's, bounds real retries.
+    slot, Gladia's 429) and transient outages re-queue the task with a delay,
+    as often as needed; the job's own ``attempts`` counter, not Celery's,
+    bounds real retries.
     """
     from .gladia.streamer import Deferred, run_job
 
@@ -129,7 +132,7 @@ def stream_job(self, job_id: str) -> str:
         return run_job(_settings(), job_id)
     except Deferred as exc:
         log.info("job %s deferred %.0fs: %s", job_id, exc.countdown, exc)
-        raise self.retry(countdown=exc.countdown, max_retries=None) from None
+        raise self.retry(countdown=exc.countdown) from None
 
 
 @shared_task(name="webhook_service.process_inbox")
