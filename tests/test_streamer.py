@@ -16,6 +16,7 @@ from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
 from webhook_service.config import Settings
 from webhook_service.db import session_scope
 from webhook_service.gladia.client import GladiaClient
+from webhook_service.gladia import streamer
 from webhook_service.gladia.streamer import Deferred, LatencyRecorder, LiveStream, run_job, runtime
 from webhook_service.models import ConcurrencySlot, Job
 from webhook_service.tokens import callback_token
@@ -188,11 +189,20 @@ def test_orphan_session_from_a_crash_is_not_doubled(stream_settings, emulator, a
         assert orphan["id"] not in remaining or emulator.received_audio(orphan["id"]) == b""
 
 
+def run_until_done(settings: Settings, job_id: str) -> str:
+    """What Celery does with a deferred task: run it again later (here, sooner than asked)."""
+    while True:
+        try:
+            return run_job(settings, job_id)
+        except Deferred as exc:
+            time.sleep(min(exc.countdown, 0.2))
+
+
 def test_concurrency_limit_is_global(stream_settings, emulator, audio_dir):
     settings = replace(stream_settings, max_concurrent_sessions=1, stream_speed=2.0)
     first, second = make_jobs(settings, audio_file(audio_dir, "slot1.wav", 1.0), audio_file(audio_dir, "slot2.wav", 1.0))
     results: dict[str, str] = {}
-    threads = [threading.Thread(target=lambda j=j: results.__setitem__(j, run_job(settings, j)))
+    threads = [threading.Thread(target=lambda j=j: results.__setitem__(j, run_until_done(settings, j)))
                for j in (first, second)]
     for thread in threads:
         thread.start()
@@ -203,6 +213,27 @@ def test_concurrency_limit_is_global(stream_settings, emulator, audio_dir):
     a, b = load_job(settings, first), load_job(settings, second)
     earlier, later = sorted((a, b), key=lambda j: j.starting_at)
     assert later.starting_at >= earlier.stream_closed_at  # never two live sessions at once
+
+
+def test_a_new_stream_without_a_slot_gives_its_thread_back(stream_settings, emulator, audio_dir):
+    # A backlog of new files must not hold worker threads that resumptions need: no waiting.
+    settings = replace(stream_settings, max_concurrent_sessions=1)
+    busy, waiting = make_jobs(settings, audio_file(audio_dir, "busy.wav", 1.0), audio_file(audio_dir, "wait.wav", 1.0))
+    assert concurrency.acquire_slot(settings.database_url, busy, 1, 60) == 0
+
+    started = time.monotonic()
+    with pytest.raises(Deferred) as deferred:
+        run_job(settings, waiting)
+
+    assert time.monotonic() - started < streamer.SLOT_WAIT_S
+    assert streamer.NEW_SESSION_BACKOFF_S[0] <= deferred.value.countdown <= streamer.NEW_SESSION_BACKOFF_S[1]
+    job = load_job(settings, waiting)
+    assert job.worker_id is None and job.gladia_id is None
+    assert job.retry_at is not None  # when the deferred task is due back (the sweeper's cue if lost)
+    assert GladiaClient.from_settings(settings).list_live(custom_metadata={"job_id": waiting})["items"] == []
+    concurrency.release_slot(settings.database_url, busy)
+    assert run_job(settings, waiting) == "stream_closed"
+    assert load_job(settings, waiting).retry_at is None
 
 
 def test_slot_leases_expire_and_are_taken_over(settings):

@@ -166,6 +166,26 @@ def test_queued_jobs_never_picked_up_are_sent_again(ssettings):
     assert job(url, fresh).heartbeat_at is None and job(url, owned).worker_id == "w:1"
 
 
+def test_queued_jobs_whose_deferred_task_is_overdue_are_sent_again(ssettings):
+    # A deferred task waits in a worker's memory until due; a SIGKILLed worker takes it along.
+    url = ssettings.database_url
+    lease = timedelta(seconds=reconcile_lease_s(ssettings))
+    overdue = add_job(url, state="queued", created_at=NOW - timedelta(seconds=40), heartbeat_at=NOW - lease,
+                      retry_at=NOW - lease - timedelta(seconds=1))
+    due = add_job(url, state="queued", created_at=NOW - timedelta(seconds=40), heartbeat_at=NOW - lease,
+                  retry_at=NOW - timedelta(seconds=5))  # due a moment ago: its task is likely running
+    rec = Recorder()
+
+    report = sweep(ssettings, dispatcher=rec, now=NOW)
+
+    assert report.restarted_queued == [overdue] and rec.sent == [("stream", overdue)]
+    assert job(url, overdue).retry_at == NOW and job(url, due).retry_at == NOW - timedelta(seconds=5)
+    sweep(ssettings, dispatcher=rec, now=NOW + lease - timedelta(seconds=6))  # the sent task owns a lease
+    assert rec.sent == [("stream", overdue)]
+    sweep(ssettings, dispatcher=rec, now=NOW + lease + timedelta(seconds=1))  # both overdue now
+    assert sorted(rec.sent[1:]) == sorted([("stream", overdue), ("stream", due)])
+
+
 def _callback(gid: str, mtype: str, n: int) -> dict[str, Any]:
     payload = {"session_id": gid, "created_at": f"2026-03-02T11:00:0{n}.000Z", "type": mtype}
     return {"id": gid, "event": f"live.{mtype}", "payload": payload}
@@ -183,7 +203,7 @@ def _inbox(url: str, job_id: str, body: dict[str, Any], *, received_at: datetime
 
 def test_inbox_rows_left_pending_or_failed_are_normalized_again(ssettings):
     url = ssettings.database_url
-    job_id = add_job(url, state="streaming", gladia_id=GID, heartbeat_at=NOW)
+    job_id = add_job(url, state="streaming", gladia_id=GID, ws_url="wss://api.gladia.io/v2/live?token=test", heartbeat_at=NOW)
     old_pending = _inbox(url, job_id, _callback(GID, "start_recording", 1), received_at=NOW - timedelta(seconds=6))
     new_pending = _inbox(url, job_id, _callback(GID, "speech_start", 2), received_at=NOW - timedelta(seconds=1))
     failed = _inbox(url, job_id, _callback(GID, "end_recording", 3), received_at=NOW - timedelta(hours=1),
@@ -206,7 +226,7 @@ def test_inbox_rows_left_pending_or_failed_are_normalized_again(ssettings):
 
 def test_an_inbox_row_that_keeps_failing_stops_at_the_attempt_limit(ssettings):
     url = ssettings.database_url
-    job_id = add_job(url, state="streaming", gladia_id=GID, heartbeat_at=NOW)
+    job_id = add_job(url, state="streaming", gladia_id=GID, ws_url="wss://api.gladia.io/v2/live?token=test", heartbeat_at=NOW)
     # Valid JSON envelope whose message cannot be normalized (transcript without data).
     body = {"id": GID, "event": "live.transcript", "payload": {"session_id": GID, "type": "transcript"}}
     row = _inbox(url, job_id, body, received_at=NOW - timedelta(minutes=1), status="failed", attempts=0)

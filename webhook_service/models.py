@@ -162,6 +162,8 @@ class Job(Base):
     reconnects: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     worker_id: Mapped[Optional[str]] = mapped_column(String(200))
+    # A deferred stream task is due back from the broker at this time (the sweeper's cue if it never comes).
+    retry_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     # When the reconciler should look at this job next (None: not scheduled).
     reconcile_after: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, index=True)

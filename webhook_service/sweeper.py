@@ -10,16 +10,17 @@ again. One sweep:
    ``reconcile_after``);
 2. enqueues ``tasks.reconcile`` for every job whose ``reconcile_after`` is due;
 3. re-drives jobs in ``starting``/``streaming`` (or claimed while
-   ``queued``) whose heartbeat went stale (the worker died) and jobs
-   ``queued`` but never picked up (the task was lost): ``tasks.stream_job``
-   again, which resumes on the same session;
+   ``queued``) whose heartbeat went stale (the worker died), jobs
+   ``queued`` but never picked up, and ``queued`` jobs whose deferred task is
+   overdue (``retry_at``; the task was lost): ``tasks.stream_job`` again,
+   which resumes on the same session;
 4. re-runs the normalization of inbox rows left ``pending`` (the receiver
    died between commit and normalization) or ``failed`` (bounded attempts).
 
 Every task is idempotent, so a double enqueue is harmless; to avoid
 flooding, each re-drive is claimed with a compare-and-set UPDATE that pushes
-the job's ``reconcile_after`` (reconciliations) or ``heartbeat_at``
-(streams) forward by a lease: the same job is not re-driven again before the
+the job's ``reconcile_after`` (reconciliations), ``heartbeat_at`` or
+``retry_at`` (streams) forward by a lease: the same job is not re-driven again before the
 lease runs out, even by two sweeps running at once.
 """
 
@@ -215,16 +216,34 @@ def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispat
 
 def _restart_lost_queued(settings: Settings, now: datetime, dispatcher: Dispatcher,
                          report: SweepReport) -> None:
-    """Jobs queued long ago that no worker ever touched: the broker lost the task."""
+    """Queued jobs whose task the broker lost.
+
+    Either no worker ever touched the job for ``STALE_QUEUED_S`` (a backlog
+    legitimately waits in the broker that long), or its task was deferred and
+    is overdue by a lease (:func:`reconcile_lease_s`): a deferred task waits in
+    a worker's memory, and a worker that dies takes it along.
+    """
     cutoff = now - timedelta(seconds=settings.stale_queued_s)
     last_sign = func.coalesce(Job.heartbeat_at, Job.queued_at, Job.created_at)
-    never_started = and_(Job.state == "queued", Job.worker_id.is_(None))
+    never_started = and_(Job.state == "queued", Job.worker_id.is_(None), Job.retry_at.is_(None))
+    overdue_before = now - timedelta(seconds=reconcile_lease_s(settings))
+    deferred = and_(Job.state == "queued", Job.worker_id.is_(None), Job.retry_at < overdue_before)
     with session_scope(settings.database_url) as session:
         lost = session.scalars(select(Job.id).where(never_started, last_sign < cutoff).limit(SWEEP_BATCH)).all()
+        overdue = session.scalars(select(Job.id).where(deferred).limit(SWEEP_BATCH)).all()
     for job_id in lost:
         if _claim_stream(settings, job_id, now, cutoff, never_started):
             if _dispatch(lambda: dispatcher.stream(job_id, resume=False), report):
                 report.restarted_queued.append(job_id)
+    for job_id in overdue:
+        # Compare-and-set on retry_at: the task sent now is due now, so it is overdue again only
+        # after another lease (and a concurrent sweep's UPDATE matches nothing).
+        with session_scope(settings.database_url) as session:
+            claimed = session.execute(
+                update(Job).where(Job.id == job_id, deferred).values(retry_at=now)
+            ).rowcount == 1
+        if claimed and _dispatch(lambda: dispatcher.stream(job_id, resume=False), report):
+            report.restarted_queued.append(job_id)
 
 
 def _claim_stream(settings: Settings, job_id: str, now: datetime, cutoff: datetime, condition, *,

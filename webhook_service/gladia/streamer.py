@@ -86,8 +86,10 @@ RECONNECT_MAX_DELAY_S = 5.0
 FINAL_ACK_TIMEOUT_S = 30.0
 # How long CLOSE_MODE=stop waits for end_session after stop_recording.
 STOP_WAIT_S = 600.0
-# A claimed job waits this long for a free concurrency slot before the task is re-queued.
+# A resumption waits this long for a free concurrency slot before its task is re-queued.
 SLOT_WAIT_S = 30.0
+# A new session that finds no free slot is re-queued after a random delay in this range (seconds).
+NEW_SESSION_BACKOFF_S = (2.0, 10.0)
 # POST /v2/live attempts within one run when Gladia is unreachable or answers 5xx.
 CREATE_ATTEMPTS = 4
 
@@ -610,7 +612,7 @@ def claim_job(settings: Settings, job_id: str, run_id: str) -> tuple[Optional[Jo
             update(Job)
             .where(Job.id == job_id, Job.state.in_(("queued",) + ACTIVE_STATES),
                    or_(Job.worker_id.is_(None), Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before))
-            .values(worker_id=run_id, heartbeat_at=now)
+            .values(worker_id=run_id, heartbeat_at=now, retry_at=None)
         )
         job = session.get(Job, job_id)
         if job is None:
@@ -655,10 +657,14 @@ def _fail(settings: Settings, job_id: str, run_id: str, reason: str, *, reconcil
     log.error("job failed: %s", reason)
 
 
-def _release(settings: Settings, job_id: str, run_id: str, error: Optional[str] = None) -> None:
+def _release(settings: Settings, job_id: str, run_id: str, error: Optional[str] = None,
+             retry_in: Optional[float] = None) -> None:
+    """Give the job up; ``retry_in``: its task goes back to the broker, due in that many seconds."""
     values: dict[str, Any] = {"worker_id": None}
     if error:
         values["last_error"] = error[:2000]
+    if retry_in is not None:
+        values["retry_at"] = utcnow() + timedelta(seconds=retry_in)
     _update_owned(settings, job_id, run_id, **values)
 
 
@@ -687,7 +693,7 @@ def run_job(settings: Settings, job_id: str) -> str:
             log.warning("this run stops: %s", exc)
             return "skipped: claim lost"
         except Deferred as exc:
-            _release(settings, job_id, run_id)
+            _release(settings, job_id, run_id, retry_in=exc.countdown)
             if not exc.keep_slot:
                 concurrency.release_slot(settings.database_url, job_id)
             raise
@@ -731,8 +737,10 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
     """Hold a concurrency slot; resumptions first (see :func:`concurrency.acquire_slot`).
 
     A resumption (the job has a recorded session) races Gladia's reconnect
-    grace, so it is re-queued almost at once when it must wait; a new session
-    backs off.
+    grace, so it waits here for the next free slot, then is re-queued almost at
+    once. A new session can wait, but not on a worker thread: when no slot is
+    free its task goes back to the broker at once, so that a backlog of new
+    files never keeps resumptions from the threads they need.
     """
     resuming = bool(job.gladia_id and job.ws_url)
     deadline = time.monotonic() + SLOT_WAIT_S
@@ -743,9 +751,11 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
         if slot is not None:
             log.debug("holding concurrency slot %d", slot)
             return
+        busy = f"all {settings.max_concurrent_sessions} session slots are busy"
+        if not resuming:
+            raise Deferred(busy, random.uniform(*NEW_SESSION_BACKOFF_S))
         if time.monotonic() >= deadline:
-            raise Deferred(f"all {settings.max_concurrent_sessions} session slots are busy",
-                           random.uniform(0.2, 1.0) if resuming else random.uniform(2, 10))
+            raise Deferred(busy, random.uniform(0.2, 1.0))
         # Keep the claim fresh while waiting, so nobody presumes this run dead.
         if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
             raise Deferred("claim lost while waiting for a slot", 1, keep_slot=True)
