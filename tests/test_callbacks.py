@@ -26,7 +26,7 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a-32-byte-secret-for-the-tests!!"
 @pytest.fixture
 def job(settings) -> Job:
     with session_scope(settings.database_url) as s:
-        j = Job(source_path="/audio/a.wav", gladia_id=GID)
+        j = Job(source_path="/audio/a.wav", gladia_id=GID, ws_url="wss://api.gladia.io/v2/live?token=test")
         j.advance("starting")
         j.advance("streaming")
         s.add(j)
@@ -182,6 +182,22 @@ def test_callback_before_the_worker_stored_the_session_id(client, settings):
     # Now that the job holds GID, another session's body is refused.
     r = post(client, url_for(j.id, settings), callback_body(msg("start_session", 0, gid=OTHER_GID), gid=OTHER_GID))
     assert r.status_code == 403
+
+
+def test_an_orphan_sessions_end_does_not_end_the_job(client, settings):
+    # The worker died between POST /v2/live and recording the socket: the receiver bound the session
+    # from its start_session, but it never got audio and Gladia ends it after its grace. The job's
+    # next run replaces the session; its end must not make the job done (nor due for reconciliation).
+    with session_scope(settings.database_url) as s:
+        j = Job(source_path="/audio/b.wav")
+        j.advance("starting")
+        s.add(j)
+    for m in (msg("start_session", 0), msg("end_recording", 30), msg("end_session", 31)):
+        assert post(client, url_for(j.id, settings), callback_body(m)).status_code == 200
+    with session_scope(settings.database_url) as s:
+        row = s.get(Job, j.id)
+        assert (row.gladia_id, row.state, row.reconcile_after) == (GID, "starting", None)
+        assert s.scalar(select(func.count()).select_from(Event).where(Event.gladia_id == GID)) == 3
 
 
 def test_a_session_replaced_by_the_worker_is_followed(client, settings, job):

@@ -39,6 +39,12 @@ def start_session(emulator, callback_url: str, **extra) -> dict:
     return r.json()
 
 
+def record_socket(settings, job_id: str, created: dict) -> None:
+    """What the worker does right after POST /v2/live: record the socket it streams to."""
+    with session_scope(settings.database_url) as s:
+        s.get(Job, job_id).ws_url = created["url"]
+
+
 async def stream_wav(ws_url: str, path: Path) -> None:
     with wave.open(str(path)) as w:
         assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (16000, 2, 1)
@@ -65,6 +71,7 @@ def test_emulator_session_callbacks_end_up_in_sql(emulator, live_app, settings):
     created = start_session(emulator, url, realtime_processing={"named_entity_recognition": True,
                                                                  "sentiment_analysis": True})
     gid = created["id"]
+    record_socket(settings, job.id, created)
     asyncio.run(stream_wav(created["url"], DATA / "hello.wav"))
     reference = emulator.wait_session_done(gid, timeout=60)
     assert emulator.wait_callbacks(timeout=60)
@@ -111,6 +118,7 @@ def test_emulator_duplicates_and_reordering_change_nothing(emulator, live_app, s
     url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
     created = start_session(emulator, url)
     gid = created["id"]
+    record_socket(settings, job.id, created)
     asyncio.run(stream_wav(created["url"], DATA / "lights.wav"))
     reference = emulator.wait_session_done(gid, timeout=60)
     assert emulator.wait_callbacks(timeout=60)

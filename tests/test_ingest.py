@@ -108,7 +108,7 @@ def callback_body(message: dict[str, Any], gid: str = GID) -> dict[str, Any]:
 @pytest.fixture
 def job(settings) -> Job:
     with session_scope(settings.database_url) as s:
-        j = Job(source_path="/audio/a.wav", state="streaming", gladia_id=GID)
+        j = Job(source_path="/audio/a.wav", state="streaming", gladia_id=GID, ws_url="wss://api.gladia.io/v2/live?token=test")
         j.advance("starting")
         j.advance("streaming")
         s.add(j)
@@ -209,7 +209,7 @@ def test_any_order_gives_the_same_end_state(settings, job):
     for seed in range(6):
         gid = f"shuffled-{seed}"
         with session_scope(settings.database_url) as s:
-            j = Job(source_path="/audio/a.wav", gladia_id=gid)
+            j = Job(source_path="/audio/a.wav", gladia_id=gid, ws_url="wss://api.gladia.io/v2/live?token=test")
             j.advance("starting")
             s.add(j)
         shuffled = [{**m, "session_id": gid} for m in messages]

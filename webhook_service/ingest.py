@@ -107,6 +107,8 @@ LIFECYCLE_STATES = {
     "end_recording": "processing",
     "end_session": "done",
 }
+# Lifecycle states that only a session which received audio can reach.
+_AFTER_AUDIO_STATES = frozenset({"processing", "done"})
 # Account webhooks carry only the session id; these events move the job too.
 WEBHOOK_EVENTS = frozenset(f"live.{t}" for t in LIFECYCLE_STATES)
 REALTIME_ADDONS = ("translation", "named_entity_recognition", "sentiment_analysis")
@@ -704,6 +706,12 @@ def _apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, 
     if job is None:
         return
     state = LIFECYCLE_STATES[mtype]
+    if job.ws_url is None and state in _AFTER_AUDIO_STATES:
+        # No run has recorded a socket for this session: it is an orphan whose creator died before
+        # recording it (the receiver bound it from its start_session), it never received audio, and
+        # Gladia ends it after its grace. The job is not over: its next run replaces the session.
+        log.info("job %s: %s of a session no run streams to; the job's state stays %s", job_id, mtype, job.state)
+        return
     if job.advance(state, when=when):
         metrics.JOBS_STATE_CHANGES.labels(state).inc()
     if mtype == "end_session" and schedule:
