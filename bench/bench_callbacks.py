@@ -232,14 +232,15 @@ def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
     server_pids = _server_pids(server) if server else []
     db_pids = _database_pids(url) if url else []
     cpu0 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
-    t0 = time.perf_counter()
+    t0, client0 = time.perf_counter(), time.process_time()
     latencies, statuses = asyncio.run(_send_all(port, requests, connections))
-    elapsed = time.perf_counter() - t0
+    elapsed, client_cpu = time.perf_counter() - t0, time.process_time() - client0
     cpu1 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
     latencies.sort()
     return {
         "server_cpu_ms_per_request": 1000 * (cpu1[0] - cpu0[0]) / len(requests),
         "database_cpu_ms_per_request": 1000 * (cpu1[1] - cpu0[1]) / len(requests),
+        "client_cpu_ms_per_request": 1000 * client_cpu / len(requests),
         "requests": len(requests),
         "rps": len(requests) / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
@@ -318,7 +319,8 @@ def main() -> int:
             for name, r in (("bare route", bare_result), ("callbacks", cb_result)):
                 print(f"{name:13s} {r['rps']:8.0f} req/s   p50 {r['p50_ms']:6.1f} ms   p99 {r['p99_ms']:6.1f} ms   "
                       f"CPU/request: server {r['server_cpu_ms_per_request']:.2f} ms, "
-                      f"database {r['database_cpu_ms_per_request']:.2f} ms   statuses {r['statuses']}")
+                      f"database {r['database_cpu_ms_per_request']:.2f} ms, client {r['client_cpu_ms_per_request']:.2f} ms   "
+                      f"statuses {r['statuses']}")
             print(f"ratio         {result['ratio']:.2f}   (load average at the end {result['load_average_1m']})")
             print(f"ledger        sent {sent}  stored {stored}  -> {'OK' if ok else 'VOID: sent != stored'}")
         return 0 if ok else 1
