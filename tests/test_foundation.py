@@ -301,3 +301,20 @@ def test_cli_status_json_shows_progress_and_heartbeat(settings):
     (row,) = json.loads(result.stdout)
     assert (row["state"], row["bytes_acked"], row["bytes_total"]) == ("streaming", 250, 1000)
     assert row["heartbeat_at"] == beat.isoformat() and row["worker_id"] == "host:42"
+
+
+@pytest.mark.dbless
+def test_pool_settings_size_the_postgresql_pools(monkeypatch):
+    from webhook_service import db
+
+    settings = Settings.from_env(environ={"DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2"})
+    assert (settings.db_pool_size, settings.db_max_overflow) == (3, 2)
+    monkeypatch.setattr(db, "_pool", dict(db._pool))
+    db.configure_pool(settings.db_pool_size, settings.db_max_overflow)
+    engine = db.make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # no connection is made
+    try:
+        assert (engine.pool.size(), engine.pool._max_overflow) == (3, 2)
+    finally:
+        engine.dispose()
+    with pytest.raises(ConfigError, match="DB_POOL_SIZE must be >= 1"):
+        Settings.from_env(environ={"DB_POOL_SIZE": "0"})

@@ -14,6 +14,7 @@ import sys
 import click
 
 from .config import ConfigError, Settings
+from .db import configure_pool
 from .logging_setup import configure_logging
 
 
@@ -28,6 +29,7 @@ def load_settings() -> Settings:
         raise CLIError(f"invalid setting: {exc}") from None
     settings.ensure_dirs()
     configure_logging(settings.log_level)
+    configure_pool(settings.db_pool_size, settings.db_max_overflow)
     return settings
 
 

@@ -49,6 +49,10 @@ class Settings:
 
     data_dir: str = field(default_factory=lambda: str(_project_root() / "data"))
     database_url: str = ""
+    # PostgreSQL connections per process and engine: a pool this size, plus this many more at peaks.
+    # Their sum over every process must stay below the server's max_connections (100 by default).
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
     celery_broker_url: str = ""
     gladia_api_url: str = "http://127.0.0.1:8765"
     gladia_api_key: str = "local-dev-key"
@@ -77,7 +81,7 @@ class Settings:
     log_level: str = "INFO"
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
-                "worker_concurrency": 1}
+                "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0}
     _FLOAT_MIN = {
         "stream_speed": 0.0,
         "heartbeat_interval_s": 0.1,

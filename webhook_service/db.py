@@ -18,6 +18,20 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+# PostgreSQL pool of each engine (see configure_pool); SQLite has one writer anyway.
+_pool = {"pool_size": 5, "max_overflow": 10}
+
+
+def configure_pool(pool_size: int, max_overflow: int) -> None:
+    """Size the PostgreSQL pools of engines created from now on (DB_POOL_SIZE, DB_MAX_OVERFLOW).
+
+    Called once per process at start-up, before any engine exists: every
+    process of a deployment (web, workers, beat) holds up to
+    ``pool_size + max_overflow`` connections per engine, and their sum must
+    stay below PostgreSQL's ``max_connections``.
+    """
+    with _lock:
+        _pool.update(pool_size=pool_size, max_overflow=max_overflow)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -54,8 +68,8 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     if "poolclass" not in kwargs:
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 20)
+        kwargs.setdefault("pool_size", _pool["pool_size"])
+        kwargs.setdefault("max_overflow", _pool["max_overflow"])
     return create_engine(url, **kwargs)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
-from ..db import session_factory
+from ..db import configure_pool, session_factory
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     (tests pass ``TESTING=True``).
     """
     settings = settings or Settings.from_env()
+    configure_pool(settings.db_pool_size, settings.db_max_overflow)
     app = Flask(__name__)
     app.config.update(
         SETTINGS=settings,
