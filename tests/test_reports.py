@@ -410,3 +410,49 @@ def test_refresh_neither_waits_for_nor_loses_an_uncommitted_writer(loaded):
     finally:
         writer.close()
     assert next(r for r in rows(loaded, "session_summary") if r["job_id"] == "job-a")["utterances"] == 5
+
+
+# ------------------------------------------------------------------- paging
+
+@pytest.mark.parametrize("name", sorted(reports.REPORTS))
+def test_pages_of_a_report_add_up_to_the_whole(loaded, name):
+    whole = rows(loaded, name)
+    pages, offset = [], 0
+    while True:
+        result = reports.run_report(loaded, name, limit=1, offset=offset)
+        page = result.as_json()["page"]
+        pages.extend(result.rows)
+        if page["next_offset"] is None:
+            break
+        assert page == {"limit": 1, "offset": offset, "next_offset": offset + 1}
+        offset = page["next_offset"]
+    assert pages == whole and len(whole) >= 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"limit": "0"}, "invalid limit"),
+    ({"limit": "ten"}, "invalid limit"),
+    ({"limit": str(reports.MAX_PAGE + 1)}, "invalid limit"),
+    ({"limit": "5", "offset": "-1"}, "invalid offset"),
+    ({"offset": "5"}, "offset needs a limit"),
+])
+def test_bad_paging_is_refused(loaded, kwargs, message):
+    with pytest.raises(reports.InvalidFilter, match=message):
+        reports.run_report(loaded, "session_summary", **kwargs)
+
+
+def test_api_and_cli_page_a_report(loaded, client):
+    whole = rows(loaded, "session_summary")
+    response = client.get("/api/reports/session_summary?limit=2&offset=1")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["rows"] == whole[1:3]
+    assert body["page"]["limit"] == 2 and body["page"]["offset"] == 1
+    bad = client.get("/api/reports/session_summary?limit=0")
+    assert bad.status_code == 400 and "invalid limit" in bad.get_json()["error"]["message"]
+
+    result = _cli(loaded, "session_summary", "--limit", "1", "--offset", "2", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == whole[2:3]
+    refused = _cli(loaded, "session_summary", "--offset", "2")
+    assert refused.returncode == 2 and "offset needs a limit" in refused.stderr

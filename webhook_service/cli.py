@@ -413,8 +413,11 @@ def _report_cell(value) -> str:
 @click.option("--since", help="First UTC day included (YYYY-MM-DD).")
 @click.option("--until", help="Last UTC day included (YYYY-MM-DD).")
 @click.option("--batch", help="Only this batch (id or name).")
+@click.option("--limit", help="At most this many rows (default: all).")
+@click.option("--offset", help="Skip this many rows first (with --limit: the next page).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def report(name: str | None, since: str | None, until: str | None, batch: str | None, fmt: str) -> None:
+def report(name: str | None, since: str | None, until: str | None, batch: str | None, limit: str | None,
+           offset: str | None, fmt: str) -> None:
     """Print a report (without NAME: list the reports)."""
     from . import reports
 
@@ -424,7 +427,8 @@ def report(name: str | None, since: str | None, until: str | None, batch: str | 
         return
     settings = load_settings()
     try:
-        result = reports.run_report(settings.database_url, name, since=since, until=until, batch=batch)
+        result = reports.run_report(settings.database_url, name, since=since, until=until, batch=batch,
+                                    limit=limit, offset=offset)
     except reports.ReportError as exc:
         raise CLIError(str(exc)) from None
     except Exception as exc:  # database unreachable, schema not migrated...

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -79,6 +79,8 @@ class Filters:
     until: Optional[date] = None
     batch_id: Optional[str] = None
     batch: Optional[str] = None  # as given by the user, echoed back
+    limit: Optional[int] = None  # one page of rows (None: all of them), from ``offset``
+    offset: int = 0
 
     def as_dict(self) -> dict[str, Optional[str]]:
         return {
@@ -99,6 +101,8 @@ class Report:
     # Sums in SQL depend on the database's summation order in the last bits;
     # aggregate reports round them away. Row-level reports need no rounding.
     round_floats: bool = True
+    # The query applies the filters' page itself (LIMIT/OFFSET); otherwise run_report slices the rows.
+    pages_in_sql: bool = True
 
     def normalize(self, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return normalize_rows(self.columns, raw, round_floats=self.round_floats)
@@ -111,10 +115,13 @@ class ReportResult:
     rows: list[dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
+        limit, offset = self.filters.limit, self.filters.offset
+        full_page = limit is not None and len(self.rows) == limit
         return {
             "report": self.report.name,
             "title": self.report.title,
             "filters": self.filters.as_dict(),
+            "page": {"limit": limit, "offset": offset, "next_offset": offset + limit if full_page else None},
             "columns": [{"name": c.name, "type": c.kind, "description": c.description}
                         for c in self.report.columns],
             "rows": self.rows,
@@ -180,7 +187,14 @@ def _where(filters: Filters, *, has_batch: bool = True, alias: str = "") -> tupl
     return " AND ".join(conditions), params
 
 
-def _query(session: Session, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _query(session: Session, sql: str, params: dict[str, Any], page: Optional[Filters] = None) -> list[dict[str, Any]]:
+    """Run ``sql``; ``page``: its rows are the report's, and only the filters' page of them is fetched.
+
+    Every report query ends with an ORDER BY that orders its rows totally, so pages are stable.
+    """
+    if page is not None and page.limit is not None:
+        sql = sql.rstrip() + " LIMIT :page_limit OFFSET :page_offset"
+        params = {**params, "page_limit": page.limit, "page_offset": page.offset}
     statement = text(sql)
     for name in ("since_ts", "until_ts"):
         if name in params:
@@ -198,7 +212,7 @@ def _query(session: Session, sql: str, params: dict[str, Any]) -> list[dict[str,
 def _session_summary(session: Session, filters: Filters) -> list[dict[str, Any]]:
     where, params = _where(filters)
     return _query(session, f"SELECT * FROM report_session_summary WHERE {where} "
-                           f"ORDER BY created_at DESC, job_id", params)
+                           f"ORDER BY created_at DESC, job_id", params, page=filters)
 
 
 DAILY_USAGE_SELECT = """
@@ -220,7 +234,7 @@ DAILY_USAGE_SELECT = """
 def _daily_usage(session: Session, filters: Filters) -> list[dict[str, Any]]:
     where, params = _where(filters)
     return _query(session, f"SELECT {DAILY_USAGE_SELECT} FROM report_session_summary WHERE {where} "
-                           f"GROUP BY day ORDER BY day", params)
+                           f"GROUP BY day ORDER BY day", params, page=filters)
 
 
 def _callback_health(session: Session, filters: Filters) -> list[dict[str, Any]]:
@@ -261,7 +275,7 @@ FROM (
 GROUP BY day
 ORDER BY day
 """
-    return _query(session, sql, params)
+    return _query(session, sql, params, page=filters)
 
 
 def _language_mix(session: Session, filters: Filters) -> list[dict[str, Any]]:
@@ -279,7 +293,7 @@ WHERE {where}
 GROUP BY language
 ORDER BY sum(speech_s) DESC, CASE WHEN language IS NULL THEN 1 ELSE 0 END, language
 """
-    return _query(session, sql, params)
+    return _query(session, sql, params, page=filters)
 
 
 def _error_breakdown(session: Session, filters: Filters) -> list[dict[str, Any]]:
@@ -297,7 +311,7 @@ WHERE {where}
 GROUP BY source, error
 ORDER BY count(*) DESC, source, error
 """
-    return _query(session, sql, params)
+    return _query(session, sql, params, page=filters)
 
 
 def percentile_cont(sorted_values: Sequence[float], fraction: float) -> Optional[float]:
@@ -503,6 +517,7 @@ _register(Report(
                    "close_to_final_p99_s", "callback_delay_p50_s", "callback_delay_p90_s",
                    "callback_delay_p99_s"),
     query=_latency,
+    pages_in_sql=False,  # percentiles per day are computed here from every session of the day
 ))
 
 
@@ -584,19 +599,47 @@ def get_report(name: str) -> Report:
         raise UnknownReport(f"unknown report {name!r}; reports: {', '.join(REPORTS)}") from None
 
 
+MAX_PAGE = 100_000
+
+
+def parse_page(limit: Optional[str | int], offset: Optional[str | int]) -> tuple[Optional[int], int]:
+    """``limit`` (1..MAX_PAGE, None: every row) and ``offset`` (>= 0) as integers, or :class:`InvalidFilter`."""
+    def number(value: Optional[str | int], option: str, low: int, high: Optional[int]) -> Optional[int]:
+        if value is None or value == "":
+            return None
+        try:
+            parsed = int(value)
+        except (TypeError, ValueError):
+            raise InvalidFilter(f"invalid {option} {value!r}: expected an integer") from None
+        if parsed < low or (high is not None and parsed > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise InvalidFilter(f"invalid {option} {value!r}: must be {bound}")
+        return parsed
+
+    page_limit, page_offset = number(limit, "limit", 1, MAX_PAGE), number(offset, "offset", 0, None) or 0
+    if page_limit is None and page_offset:
+        raise InvalidFilter("offset needs a limit (one page of rows)")
+    return page_limit, page_offset
+
+
 def run_report(database_url: str, name: str, *, since: Optional[str] = None, until: Optional[str] = None,
-               batch: Optional[str] = None, refresh: bool = True) -> ReportResult:
-    """Validate, bring the statistics cache up to date, and run one report."""
+               batch: Optional[str] = None, limit: Optional[str | int] = None, offset: Optional[str | int] = None,
+               refresh: bool = True) -> ReportResult:
+    """Validate, bring the statistics cache up to date, and run one report (or one page of its rows)."""
     report = get_report(name)
+    page_limit, page_offset = parse_page(limit, offset)
     if batch:
         with session_scope(database_url) as session:
             filters = make_filters(session, since, until, batch)
     else:
         filters = make_filters(None, since, until)
+    filters = replace(filters, limit=page_limit, offset=page_offset)
     if refresh:
         refresh_session_stats(database_url)
     with session_scope(database_url) as session:
         raw = report.query(session, filters)
+    if not report.pages_in_sql and page_limit is not None:
+        raw = raw[page_offset:page_offset + page_limit]
     rows = report.normalize(raw)
     return ReportResult(report=report, filters=filters, rows=rows)
 

@@ -1,8 +1,9 @@
 """`GET /api/reports` and `GET /api/reports/<name>`: the CLI's reports as JSON.
 
-Query parameters are the CLI's filters (``since``, ``until``, ``batch``); an
-unknown parameter is refused rather than ignored, so a typo never silently
-returns an unfiltered report.
+Query parameters are the CLI's filters (``since``, ``until``, ``batch``) and
+paging (``limit``, ``offset``; the answer's ``page.next_offset`` is the next
+page's offset, null after the last); an unknown parameter is refused rather
+than ignored, so a typo never silently returns an unfiltered report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from . import json_error, settings
 
 bp = Blueprint("reports", __name__)
 
-FILTER_PARAMS = ("since", "until", "batch")
+FILTER_PARAMS = ("since", "until", "batch", "limit", "offset")
 
 
 @bp.get("/api/reports")
