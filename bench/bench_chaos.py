@@ -79,7 +79,8 @@ def main() -> int:
                          stream_speed=args.speed, repeat_audio=args.repeat_audio, kill_workers=0,
                          restart_receiver=0, timeout_s=args.timeout, seed=args.seed,
                          stale_heartbeat_s=args.stale_heartbeat, stale_queued_s=args.stale_queued)
-    emulator = EmulatorProcess(workdir, engine="vad", max_sessions=args.max_sessions + 10)
+    # INFO: the emulator logs why each session's recording ended, which explains any `incomplete` job.
+    emulator = EmulatorProcess(workdir, engine="vad", max_sessions=args.max_sessions + 10, log_level="INFO")
     run = ChaosRun(config, database_url=database_url, broker_url=broker, emulator=emulator, workdir=workdir)
     report: dict = {}
     try:
