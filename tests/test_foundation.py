@@ -303,6 +303,19 @@ def test_cli_status_json_shows_progress_and_heartbeat(settings):
     assert row["heartbeat_at"] == beat.isoformat() and row["worker_id"] == "host:42"
 
 
+def test_cli_status_shows_when_a_deferred_job_is_due(settings):
+    import json
+
+    due = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    with session_scope(settings.database_url) as s:
+        s.add(Job(id="job-d", source_path="/calls/d.wav", state="queued", retry_at=due))
+    env = {"DATABASE_URL": settings.database_url, "DATA_DIR": settings.data_dir}
+    (row,) = json.loads(_cli("status", "job-d", "--json", env=env).stdout)
+    assert row["retry_at"] == due.isoformat()
+    table = _cli("status", "job-d", env={**env, "COLUMNS": "200"})
+    assert table.returncode == 0 and "queued (retry 05:06:07)" in table.stdout
+
+
 @pytest.mark.dbless
 def test_pool_settings_size_the_postgresql_pools(monkeypatch):
     from webhook_service import db

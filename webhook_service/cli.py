@@ -260,7 +260,10 @@ def status(job_or_batch: str | None, as_json: bool) -> None:
             share = min(1.0, (row["bytes_acked"] or 0) / row["bytes_total"])
             streamed = f"{100 * share:.0f}%" + (f" ({share * duration:.0f}s)" if duration else "")
         tries = f"{row.get('attempts') or 0}" + (f"/{row['reconnects']}r" if row.get("reconnects") else "")
-        table.add_row(row["id"][:8], row["batch"] or "", os.path.basename(row["source_path"]), row["state"],
+        state = row["state"]
+        if state == "queued" and row.get("retry_at"):  # deferred: waiting for a session slot or Gladia's 429
+            state += f" (retry {row['retry_at'][11:19]})"
+        table.add_row(row["id"][:8], row["batch"] or "", os.path.basename(row["source_path"]), state,
                       f"{duration:.1f}s" if duration else "", streamed, tries, row["gladia_id"] or "",
                       (row["last_error"] or "")[:60])
     console = Console()

@@ -28,6 +28,8 @@ def job_summary(job: Job, batch_name: str | None) -> dict[str, Any]:
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
         "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "worker_id": job.worker_id,
+        # Set while the job's task waits in the broker (no free session slot, Gladia's 429).
+        "retry_at": job.retry_at.isoformat() if job.retry_at else None,
         "last_error": job.last_error,
     }
 
