@@ -465,9 +465,13 @@ def test_max_session_duration_ends_the_recording(emulator_factory):
     api = Api(emu)
     session = api.start()
     with ws_connect(session["url"]) as ws:
+        # As a streaming client does: each chunk waits for its acknowledgement, so the client is not
+        # still writing when the server closes (a TCP reset could then drop the close frame in flight).
         for piece in chunks(tone(3.0).tobytes(), 6400):
             try:
                 ws.send(piece)
+                while json.loads(ws.recv(timeout=5))["type"] != "audio_chunk":
+                    pass
             except ConnectionClosed:
                 break
         messages, code = drain(ws)
