@@ -123,11 +123,13 @@ def test_detail_of_a_fully_received_session(client, settings):
 
 
 def test_detail_of_a_job_without_session_yet(client, settings):
+    due = BASE + timedelta(minutes=3)
     with session_scope(settings.database_url) as s:
-        job = Job(source_path="/audio/q.wav")
+        job = Job(source_path="/audio/q.wav", retry_at=due)  # deferred: waiting for a session slot
         s.add(job)
     body = client.get(f"/api/sessions/{job.id}").get_json()
     assert body["job"]["state"] == "queued" and body["utterances"] == [] and body["result"] is None
+    assert body["job"]["retry_at"] == due.isoformat().replace("+00:00", "Z")
     assert body["reconciliation"] is None and [t["state"] for t in body["timeline"]] == ["queued"]
 
 

@@ -103,6 +103,7 @@ def _job_summary(job: Job, batch: Optional[Batch]) -> dict[str, Any]:
         "done_at": _iso(job.done_at),
         "reconciled_at": _iso(job.reconciled_at),
         "audio_duration_s": job.audio_duration_s,
+        "retry_at": _iso(job.retry_at),  # a deferred job's task is due then (no free slot, Gladia's 429)
         "last_error": job.last_error,
     }
 
