@@ -555,3 +555,17 @@ def test_cli_bad_input_exits_2_and_writes_nothing(rsettings, cli_env, args):
     assert "Traceback" not in result.output
     with session_scope(rsettings.database_url) as session:
         assert session.scalar(select(func.count()).select_from(ReconciliationRun)) == 0
+
+
+def test_a_stream_closed_because_its_session_ended_early_is_still_incomplete(rsettings, stub):
+    # A run that found the session ended under it closes the job (stream_closed) with audio unsent;
+    # that close alone must not let reconciliation call the job reconciled.
+    _messages, body = build_session(utterances=1)
+    stub.answer(GID, (200, body))
+    job_id = _partly_streamed_job(rsettings.database_url, stream_closed_at=datetime.now(timezone.utc))
+
+    result = reconcile_job(rsettings, job_id)
+
+    assert result.outcome == "failed" and "3200 of 64000 bytes" in result.reason
+    with session_scope(rsettings.database_url) as session:
+        assert session.get(Job, job_id).state == "failed"

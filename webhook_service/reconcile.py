@@ -298,9 +298,13 @@ def _load(settings: Settings, job_id: str) -> _JobView:
                     func.min(ReconciliationRun.started_at),
                 ).where(ReconciliationRun.gladia_id == job.gladia_id)
             ).one()
-        # Not "failed": a worker that gave up mid-stream left audio unsent.
-        finished = (job.stream_closed_at is not None
-                    or (bool(job.bytes_total) and (job.bytes_acked or 0) >= (job.bytes_total or 0)))
+        # Every byte of the file acknowledged. A stream that reached its end records the file's
+        # exact length there; ``stream_closed`` alone is not enough, since a run also closes the job
+        # when the session ended under it with audio still unsent.
+        if job.bytes_total:
+            finished = (job.bytes_acked or 0) >= job.bytes_total
+        else:
+            finished = job.stream_closed_at is not None
         deadline_from = job.stream_closed_at or job.failed_at or first_run
         if finished:
             deadline_from = deadline_from or job.processing_at or job.done_at
