@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from webhook_service import concurrency, submit
 from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
@@ -127,6 +127,27 @@ def test_pacing_follows_the_schedule(stream_settings, emulator, audio_dir):
     assert min(lateness.samples) >= -0.001  # never sent before its due time (clock resolution aside)
     assert elapsed >= 1.0 / 2.0 * 0.95  # 1 s of audio at twice real time cannot take less than 0.5 s
     assert emulator.received_audio(session["id"]) == decoded(path, fmt)
+
+
+def test_a_run_that_died_after_its_last_ack_is_completed_by_the_next(stream_settings, emulator, audio_dir):
+    # The run closed with 1000 after the last acknowledgement (Gladia ended the session) and died
+    # before recording the stream's end: the job still has the size estimated at submit. The next
+    # run finds the session ended and the file read to its end: complete, not audio missing.
+    path = audio_file(audio_dir, "died.wav", 1.0)
+    [job_id] = make_jobs(stream_settings, path)
+    assert run_job(stream_settings, job_id) == "stream_closed"
+    acked = load_job(stream_settings, job_id).bytes_acked
+    assert acked == len(decoded(path, job_format(stream_settings, job_id)))
+    with session_scope(stream_settings.database_url) as session:  # as the dead run left it
+        session.execute(update(Job).where(Job.id == job_id).values(
+            state="streaming", stream_closed_at=None, reconcile_after=None, bytes_total=acked + 898,
+            worker_id=None, heartbeat_at=None))
+
+    assert run_job(stream_settings, job_id) == "stream_closed"
+
+    job = load_job(stream_settings, job_id)
+    assert (job.state, job.bytes_total, job.bytes_acked) == ("stream_closed", acked, acked)
+    assert job.last_error is None or "before all audio" not in job.last_error
 
 
 def test_429_is_back_pressure_not_failure(stream_settings, emulator, audio_dir):

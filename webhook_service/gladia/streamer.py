@@ -182,16 +182,16 @@ class LiveStream:
                     status = exc.response.status_code
                     self.last_error = f"WebSocket handshake refused with HTTP {status}"
                     if 400 <= status < 500 and status not in (408, 429):
-                        return self._result("session_gone")
+                        return await self._gone()
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
                     reason = exc.rcvd.reason if exc.rcvd is not None else ""
                     self.last_error = f"socket closed with {code or 'no close frame'} {reason}".strip()
                     if code is not None and 4400 <= code <= 4499:
-                        return self._result("session_gone")
+                        return await self._gone()
                     if code == 1000:
                         # Gladia ended the session although audio was still due.
-                        return self._result("session_gone")
+                        return await self._gone()
                 except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
                     self.last_error = f"connection failed: {type(exc).__name__}: {str(exc)[:200]}"
                 finally:
@@ -203,7 +203,7 @@ class LiveStream:
                     return self._result("transient")
                 if attempt >= 3 and self.session_alive is not None and not await self.session_alive():
                     self.last_error = (self.last_error or "") + "; Gladia reports the session as ended"
-                    return self._result("session_gone")
+                    return await self._gone()
                 self.reconnects += 1
                 STREAM_RECONNECTS.inc()
                 delay = min(RECONNECT_MAX_DELAY_S, 0.3 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
@@ -216,6 +216,24 @@ class LiveStream:
         finally:
             if self._reader is not None:
                 self._reader.close()
+
+    async def _gone(self) -> StreamResult:
+        """The session ended under us. Complete if every byte of the file was acknowledged already.
+
+        That happens when a run closed with 1000 after the last acknowledgement and died before
+        recording it: the file's length in bytes was only an estimate until its end was read, so
+        the next run reads it here instead of reporting audio missing.
+        """
+        if self.bytes_total is None and self.bytes_sent <= self.bytes_acked:
+            reader = await self._open_reader(self.bytes_acked)
+            try:
+                at_end = not await asyncio.get_running_loop().run_in_executor(None, reader.read, 1)
+            finally:
+                reader.close()
+            if at_end:
+                self.bytes_total = self.bytes_acked
+                return self._result("complete")
+        return self._result("session_gone")
 
     async def _open_reader(self, start: int) -> PcmReader:
         # Opening probes the container and may seek and decode a pre-roll: tens of ms that must not
