@@ -14,12 +14,14 @@ from typing import Iterator
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .config import Settings
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 # PostgreSQL pool of each engine (see configure_pool); SQLite has one writer anyway.
-_pool = {"pool_size": 5, "max_overflow": 10}
+_pool = {"pool_size": Settings.db_pool_size, "max_overflow": Settings.db_max_overflow}
 
 
 def configure_pool(pool_size: int, max_overflow: int) -> None:
