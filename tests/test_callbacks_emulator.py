@@ -39,10 +39,25 @@ def start_session(emulator, callback_url: str, **extra) -> dict:
     return r.json()
 
 
-def record_socket(settings, job_id: str, created: dict) -> None:
-    """What the worker does right after POST /v2/live: record the socket it streams to."""
+def stream_session(emulator, live_app, settings, wav: Path, **extra) -> tuple[str, str, dict]:
+    """A job streamed as the worker does it, against the emulator with callbacks to the live receiver.
+
+    The job has no session id yet (the first callback records it); the socket URL is recorded right
+    after POST /v2/live, as the worker does. Returns (job id, session id, the session's GET result)
+    once the session is done and every callback was delivered, dropped or given up.
+    """
     with session_scope(settings.database_url) as s:
-        s.get(Job, job_id).ws_url = created["url"]
+        job = Job(source_path=str(wav))
+        job.advance("starting")
+        s.add(job)
+    url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
+    created = start_session(emulator, url, **extra)
+    with session_scope(settings.database_url) as s:
+        s.get(Job, job.id).ws_url = created["url"]
+    asyncio.run(stream_wav(created["url"], wav))
+    reference = emulator.wait_session_done(created["id"], timeout=60)
+    assert emulator.wait_callbacks(timeout=60)
+    return job.id, created["id"], reference
 
 
 async def stream_wav(ws_url: str, path: Path) -> None:
@@ -63,24 +78,15 @@ async def stream_wav(ws_url: str, path: Path) -> None:
 
 
 def test_emulator_session_callbacks_end_up_in_sql(emulator, live_app, settings):
-    with session_scope(settings.database_url) as s:
-        job = Job(source_path=str(DATA / "hello.wav"))  # no gladia_id yet: the first callback records it
-        job.advance("starting")
-        s.add(job)
-    url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
-    created = start_session(emulator, url, realtime_processing={"named_entity_recognition": True,
-                                                                 "sentiment_analysis": True})
-    gid = created["id"]
-    record_socket(settings, job.id, created)
-    asyncio.run(stream_wav(created["url"], DATA / "hello.wav"))
-    reference = emulator.wait_session_done(gid, timeout=60)
-    assert emulator.wait_callbacks(timeout=60)
+    job_id, gid, reference = stream_session(
+        emulator, live_app, settings, DATA / "hello.wav",
+        realtime_processing={"named_entity_recognition": True, "sentiment_analysis": True})
 
     ledger = emulator.ledger(gid)
     assert ledger["totals"]["delivered"] == ledger["totals"]["messages"] > 0
     sent_keys = {e["message_key"] for e in ledger["entries"]}
     with session_scope(settings.database_url) as s:
-        j = s.get(Job, job.id)
+        j = s.get(Job, job_id)
         assert j.gladia_id == gid
         assert j.state == "done" and j.reconcile_after is not None
         # Every delivered message is one event, keyed exactly as the emulator keyed it.
@@ -111,17 +117,7 @@ def test_emulator_session_callbacks_end_up_in_sql(emulator, live_app, settings):
 
 def test_emulator_duplicates_and_reordering_change_nothing(emulator, live_app, settings):
     emulator.set_faults(seed=7, callback_duplicate_rate=0.5, callback_reorder_rate=0.3)
-    with session_scope(settings.database_url) as s:
-        job = Job(source_path=str(DATA / "lights.wav"))
-        job.advance("starting")
-        s.add(job)
-    url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
-    created = start_session(emulator, url)
-    gid = created["id"]
-    record_socket(settings, job.id, created)
-    asyncio.run(stream_wav(created["url"], DATA / "lights.wav"))
-    reference = emulator.wait_session_done(gid, timeout=60)
-    assert emulator.wait_callbacks(timeout=60)
+    job_id, gid, reference = stream_session(emulator, live_app, settings, DATA / "lights.wav")
     ledger = emulator.ledger(gid)
     assert ledger["totals"]["duplicated"] > 0  # the fault really happened
     with session_scope(settings.database_url) as s:
@@ -129,7 +125,7 @@ def test_emulator_duplicates_and_reordering_change_nothing(emulator, live_app, s
         duplicates = s.scalar(select(func.sum(InboxItem.duplicates)).where(InboxItem.gladia_id == gid))
         finals = s.scalars(select(Utterance.text).where(Utterance.gladia_id == gid, Utterance.is_final.is_(True))
                            .order_by(Utterance.start_s)).all()
-        assert s.get(Job, job.id).state == "done"
+        assert s.get(Job, job_id).state == "done"
     assert events == ledger["totals"]["messages"]
     assert duplicates == ledger["totals"]["duplicated"]
     assert finals == [u["text"] for u in reference["result"]["transcription"]["utterances"]]
