@@ -122,7 +122,7 @@ class Sampler:
 
 async def run_ours(sessions: list[dict], audio: Path, seconds: float) -> dict:
     from webhook_service.audio import PcmFormat
-    from webhook_service.gladia.streamer import LatencyRecorder, LiveStream
+    from webhook_service.gladia.stream import LatencyRecorder, LiveStream
 
     lateness = LatencyRecorder()
     fmt = PcmFormat(16000, 1, 16)
@@ -189,7 +189,7 @@ def child(args) -> None:
     if args.client == "sdk":
         import gladiaio_sdk  # noqa: F401  (imports before the baseline)
     else:
-        import webhook_service.gladia.streamer  # noqa: F401
+        import webhook_service.gladia.stream  # noqa: F401
     sessions = create_sessions(args.api_url, args.n)
     gc.collect()
     baseline = rss_bytes()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from test_ingest import GID, all_messages, callback_body
+from message_fixtures import GID, all_messages, callback_body
 from webhook_service.db import session_scope
 from webhook_service.models import Batch, Job, ReconciliationRun
 from webhook_service.tokens import callback_token

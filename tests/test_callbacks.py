@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from sqlalchemy import func, select, text
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from test_ingest import GID, all_messages, callback_body, msg, transcript
+from message_fixtures import GID, all_messages, callback_body, msg, transcript
 from webhook_service.db import session_scope
 from webhook_service.models import Event, InboxItem, Job, Utterance
 from webhook_service.tokens import callback_token

@@ -27,7 +27,8 @@ from webhook_service.models import (
     SessionResult,
     Utterance,
 )
-from webhook_service.tokens import callback_token, job_id_from_token, redact_ws_url
+from webhook_service.gladia.stream import redact_ws_url
+from webhook_service.tokens import callback_token, job_id_from_token
 
 
 # ---------------------------------------------------------------- migrations

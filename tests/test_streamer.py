@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from webhook_service import concurrency, submit
+from webhook_service.jobs import slots as concurrency, streaming as streamer, submit
 from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
 from webhook_service.config import Settings
 from webhook_service.db import session_scope
 from webhook_service.gladia.client import GladiaClient
-from webhook_service.gladia import streamer
-from webhook_service.gladia.streamer import Deferred, LatencyRecorder, LiveStream, run_job, runtime
+from webhook_service.gladia.stream import LatencyRecorder, LiveStream
+from webhook_service.jobs.runtime import runtime
+from webhook_service.jobs.streaming import Deferred, run_job
 from webhook_service.models import ConcurrencySlot, Job
 from webhook_service.tokens import callback_token
 
@@ -378,7 +379,7 @@ def test_a_session_created_by_a_run_that_lost_its_claim_is_recorded_and_streamed
     """A run whose claim is taken while POST /v2/live is in flight leaves no orphan: the next owner adopts it."""
     from sqlalchemy import update
 
-    from webhook_service.gladia.streamer import ClaimLost, _ensure_session, claim_job
+    from webhook_service.jobs.streaming import ClaimLost, _ensure_session, claim_job
 
     path = audio_file(audio_dir, "lost-claim.wav", 1.0)
     [job_id] = make_jobs(stream_settings, path)
@@ -406,7 +407,7 @@ def test_a_run_that_finds_another_session_recorded_ends_its_own_and_stops(stream
     """Two runs POSTed for one job: the session recorded first is the job's; the other ends without audio."""
     from sqlalchemy import update
 
-    from webhook_service.gladia.streamer import ClaimLost, _ensure_session, claim_job
+    from webhook_service.jobs.streaming import ClaimLost, _ensure_session, claim_job
 
     path = audio_file(audio_dir, "two-posts.wav", 1.0)
     [job_id] = make_jobs(stream_settings, path)

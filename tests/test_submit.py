@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from webhook_service.audio import synth_speechlike
 from webhook_service.cli import cli
 from webhook_service.db import session_scope
-from webhook_service.gladia.streamer import run_job
+from webhook_service.jobs.streaming import run_job
 from webhook_service.models import Batch, Job
 
 

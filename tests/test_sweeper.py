@@ -19,7 +19,7 @@ from sqlalchemy import select
 from webhook_service.db import session_scope
 from webhook_service.ingest import store_inbox
 from webhook_service.models import Event, InboxItem, Job
-from webhook_service.sweeper import reconcile_lease_s, sweep
+from webhook_service.jobs.sweeper import reconcile_lease_s, sweep
 
 GID = "5d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a"
 
@@ -239,7 +239,7 @@ def test_an_inbox_row_that_keeps_failing_stops_at_the_attempt_limit(ssettings):
 
 def test_a_stream_redriven_by_the_sweeper_can_be_claimed_by_the_next_run(ssettings):
     """The contract with the streamer: after a sweep released a dead worker's claim, a run takes over."""
-    from webhook_service.gladia.streamer import claim_job
+    from webhook_service.jobs.streaming import claim_job
 
     url = ssettings.database_url
     now = datetime.now(timezone.utc)
@@ -265,8 +265,8 @@ def test_a_stream_redriven_by_the_sweeper_can_be_claimed_by_the_next_run(ssettin
 
 def test_a_redriven_stream_keeps_its_slot_ahead_of_new_sessions(ssettings):
     """Gladia keeps a dropped session only for a grace period: its resumption must not queue for capacity."""
-    from webhook_service import concurrency
-    from webhook_service.gladia.streamer import lease_s
+    from webhook_service.jobs import slots as concurrency
+    from webhook_service.jobs.slots import lease_s
     from webhook_service.models import ConcurrencySlot
 
     url = ssettings.database_url
@@ -286,7 +286,7 @@ def test_a_redriven_stream_keeps_its_slot_ahead_of_new_sessions(ssettings):
 
 def test_new_sessions_leave_free_slots_to_waiting_resumptions(ssettings):
     """A stream handed back without a slot (its lease ran out) is served before a new session."""
-    from webhook_service import concurrency
+    from webhook_service.jobs import slots as concurrency
 
     url = ssettings.database_url
     now = datetime.now(timezone.utc)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from webhook_service.gladia import streamer
-from webhook_service.tasks import celery_init_app, stream_job
+from webhook_service.jobs.streaming import Deferred
+from webhook_service.worker import tasks
+from webhook_service.worker.app import celery_init_app
+from webhook_service.worker.tasks import stream_job
 
 
 @pytest.mark.dbless
@@ -19,10 +21,10 @@ def test_a_stream_task_is_deferred_as_often_as_back_pressure_lasts(app, monkeypa
     def run_job(_settings, job_id):
         calls.append(job_id)
         if len(calls) <= 10:
-            raise streamer.Deferred("all 1 session slots are busy", 0.01)
+            raise Deferred("all 1 session slots are busy", 0.01)
         return "stream_closed"
 
-    monkeypatch.setattr(streamer, "run_job", run_job)
+    monkeypatch.setattr(tasks, "run_job", run_job)
     result = stream_job.apply(args=["job-1"])
 
     assert len(calls) == 11

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from webhook_service import submit
+from webhook_service.jobs import submit
 from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
 from webhook_service.db import session_scope
 from webhook_service.gladia.client import GladiaClient
 from webhook_service.models import Job
-from webhook_service.sweeper import sweep
+from webhook_service.jobs.sweeper import sweep
+from webhook_service.worker.dispatch import CeleryDispatcher, dispatcher_for
 
 AUDIO_S = 6.0
 
@@ -80,7 +81,7 @@ def test_killed_worker_resumes_on_the_same_session(settings, emulator, tmp_path)
         plans = submit.plan(settings, [str(audio)], {})
         [job] = submit.record(settings, plans, "killed", {}).jobs
         job_id = job["id"]
-        assert submit.enqueue(settings, [job_id]) == []
+        assert submit.enqueue([job_id], dispatcher_for(settings)) == []
 
         # Let it stream about a third of the file, then kill the whole worker without warning.
         fmt = PcmFormat(16000, 2, 16)
@@ -94,7 +95,7 @@ def test_killed_worker_resumes_on_the_same_session(settings, emulator, tmp_path)
 
         # A new worker, and the sweeper re-driving the job once its heartbeat went stale.
         second = start_worker(env, log)
-        wait_for(lambda: sweep(settings).restarted_stale, 20, "the sweeper to re-drive the job", log)
+        wait_for(lambda: sweep(settings, dispatcher=CeleryDispatcher()).restarted_stale, 20, "the sweeper to re-drive the job", log)
         after = wait_for(
             lambda: (lambda j: j if j.state == "stream_closed" else None)(job_row(settings.database_url, job_id)),
             60, "the job to finish streaming", log)
@@ -130,7 +131,7 @@ def test_sigterm_hands_streams_back_and_another_worker_resumes(settings, emulato
     try:
         [job] = submit.record(settings, submit.plan(settings, [str(audio)], {}), "deploy", {}).jobs
         job_id = job["id"]
-        assert submit.enqueue(settings, [job_id]) == []
+        assert submit.enqueue([job_id], dispatcher_for(settings)) == []
         wait_for(lambda: job_row(settings.database_url, job_id).bytes_acked >= 32000, 40, "streaming", log)
         started = time.monotonic()
         os.killpg(first.pid, signal.SIGTERM)
@@ -143,7 +144,7 @@ def test_sigterm_hands_streams_back_and_another_worker_resumes(settings, emulato
         def finished():
             # The re-queued task (Redis), or the sweeper's next pass (the filesystem broker may have held the
             # delayed task in the dying worker's memory) resumes the job on the second worker.
-            sweep(settings)
+            sweep(settings, dispatcher=CeleryDispatcher())
             job = job_row(settings.database_url, job_id)
             return job if job.state == "stream_closed" else None
 

@@ -93,7 +93,7 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     shared asyncio loop, and a thread per task only waits for its stream.
     """
     settings = load_settings()
-    args = [sys.executable, "-m", "celery", "-A", "webhook_service.celery_worker", "worker",
+    args = [sys.executable, "-m", "celery", "-A", "webhook_service.worker.celery_app", "worker",
             "--loglevel", settings.log_level.upper(), "-Q", "webhook_service,streams", "--pool", "threads",
             "--concurrency", str(concurrency or settings.worker_concurrency)]
     os.execvp(sys.executable, args + list(ctx.args))
@@ -103,7 +103,7 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
 def beat() -> None:
     """Run Celery beat (the periodic sweeper)."""
     load_settings()
-    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "webhook_service.celery_worker",
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "webhook_service.worker.celery_app",
                                "beat", "--loglevel", "INFO"])
 
 
@@ -151,7 +151,8 @@ def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: s
     `config` (JSON) columns; any other column goes to the session's custom_metadata. Prints the job ids.
     """
     from .gladia import session_config as sc
-    from . import submit as submission
+    from .jobs import submit as submission
+    from .worker.dispatch import dispatcher_for
 
     settings = load_settings()
     if batch_name is not None and not (0 < len(batch_name) <= 200):
@@ -168,7 +169,7 @@ def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: s
         raise CLIError(str(exc)) from None
     result = submission.record(settings, plans, batch_name, config)
     queued = [j["id"] for j in result.jobs if j["state"] == "queued"]
-    unsent = [] if no_enqueue else submission.enqueue(settings, queued)
+    unsent = [] if no_enqueue or not queued else submission.enqueue(queued, dispatcher_for(settings))
     if not as_json:
         click.echo(f"batch {result.batch_name} ({result.batch_id}): {len(queued)} queued, "
                    f"{len(result.jobs) - len(queued)} failed")
@@ -190,7 +191,7 @@ def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: s
 
 
 def _print_submission_json(settings, result, final) -> None:
-    from .jobs import job_summaries
+    from .jobs.queries import job_summaries
 
     jobs = job_summaries(settings, result.batch_id) if final is not None else result.jobs
     ids = {j["id"] for j in result.jobs}
@@ -205,7 +206,7 @@ def _print_submission_json(settings, result, final) -> None:
 def _wait_with_progress(settings, job_ids: list[str], until: str, timeout: float | None, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from . import submit as submission
+    from .jobs import submit as submission
 
     if quiet:
         return submission.wait(settings, job_ids, until, timeout_s=timeout)
@@ -233,7 +234,7 @@ def _wait_with_progress(settings, job_ids: list[str], until: str, timeout: float
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(job_or_batch: str | None, as_json: bool) -> None:
     """Show jobs: one job, one batch (by id or name), or the latest jobs."""
-    from .jobs import job_summaries
+    from .jobs.queries import job_summaries
 
     settings = load_settings()
     try:

@@ -30,17 +30,3 @@ def job_id_from_token(token: str, key: str) -> str | None:
     if not hmac.compare_digest(tag, _tag(job_id, key)):
         return None
     return job_id
-
-
-def redact_ws_url(url: str | None) -> str | None:
-    """A WebSocket URL safe for logs and displays: the token is cut to its first characters."""
-    if not url:
-        return url
-    base, sep, query = url.partition("?")
-    if not sep:
-        return base
-    parts = []
-    for item in query.split("&"):
-        name, eq, value = item.partition("=")
-        parts.append(f"{name}={value[:4]}…" if eq and name == "token" else item)
-    return f"{base}?{'&'.join(parts)}"

@@ -1,1 +1,1 @@
-"""Client side of Gladia's live v2 protocol: REST client, session configuration, WebSocket streamer."""
+"""Client side of Gladia's live v2 protocol: REST client, session configuration, WebSocket stream."""

@@ -29,14 +29,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Optional, Protocol
+from typing import Optional
 
 from sqlalchemy import and_, func, or_, select, update
 
-from . import concurrency
-from .config import Settings
-from .db import session_scope
-from .models import InboxItem, Job, utcnow
+from ..config import Settings
+from ..db import session_scope
+from ..ingest import process_inbox_item
+from ..models import InboxItem, Job, utcnow
+from . import slots
+from .dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +48,6 @@ SWEEP_BATCH = 500
 ACTIVE_STATES = ("starting", "streaming")
 # States after the stream ended, waiting for reconciliation.
 ENDED_STATES = ("stream_closed", "processing", "done")
-
-
-class Dispatcher(Protocol):
-    """Where the sweeper sends work (Celery in production)."""
-
-    def reconcile(self, job_id: str, trigger: str) -> None: ...
-
-    def stream(self, job_id: str, resume: bool) -> None: ...
-
-
-class CeleryDispatcher:
-    """Sends the tasks through the Celery app of the running process."""
-
-    def reconcile(self, job_id: str, trigger: str) -> None:
-        from .tasks import reconcile
-
-        reconcile.delay(job_id, trigger=trigger)
-
-    def stream(self, job_id: str, resume: bool) -> None:
-        from .tasks import stream_job
-
-        if resume:
-            # Through the default queue, which carries only short tasks (reconcile, sweep), not
-            # behind a backlog of new streams: Gladia keeps a disconnected session only for a
-            # while, so a stream to resume must start within seconds.
-            stream_job.apply_async(args=[job_id], queue=stream_job.app.conf.task_default_queue)
-        else:
-            stream_job.delay(job_id)
 
 
 @dataclass
@@ -111,10 +85,9 @@ def reconcile_lease_s(settings: Settings) -> float:
     return max(settings.stale_heartbeat_s, 2 * settings.sweep_interval_s)
 
 
-def sweep(settings: Settings, *, dispatcher: Optional[Dispatcher] = None,
+def sweep(settings: Settings, *, dispatcher: Dispatcher,
           now: Optional[datetime] = None) -> SweepReport:
     """Run one sweep; see the module docstring. Safe to run concurrently with itself."""
-    dispatcher = dispatcher or CeleryDispatcher()
     now = now or utcnow()
     report = SweepReport()
     _schedule_unscheduled(settings, now, report)
@@ -207,9 +180,7 @@ def _restart_stale_streams(settings: Settings, now: datetime, dispatcher: Dispat
             # The dead owner's live-session slot stays with the job (its session still counts at
             # Gladia), its lease extended: the resumed run finds it held for it and never competes
             # with new sessions, whose wait is harmless, while Gladia's reconnect grace runs out.
-            from .gladia.streamer import lease_s
-
-            concurrency.hold_slot(settings.database_url, job_id, lease_s(settings), now)
+            slots.hold_slot(settings.database_url, job_id, slots.lease_s(settings), now)
             if _dispatch(lambda: dispatcher.stream(job_id, resume=True), report):
                 report.restarted_stale.append(job_id)
 
@@ -267,8 +238,6 @@ def _retry_inbox(settings: Settings, now: datetime, report: SweepReport) -> None
     until INBOX_MAX_ATTEMPTS. Runs here directly rather than through the
     broker: ingest must never depend on it.
     """
-    from .ingest import process_inbox_item
-
     cutoff = now - timedelta(seconds=settings.inbox_retry_after_s)
     with session_scope(settings.database_url) as session:
         ids = session.scalars(

@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from .config import Settings
-from .db import session_scope
-from .models import Batch, Job
+from ..config import Settings
+from ..db import session_scope
+from ..models import Batch, Job
 
 
 def job_summary(job: Job, batch_name: str | None) -> dict[str, Any]:

@@ -11,7 +11,6 @@ state ``failed`` with the reason, and the other files go ahead.
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,11 +20,12 @@ from typing import Any, Callable, Iterable, Optional
 
 from sqlalchemy import select
 
-from .audio import AudioError, AudioInfo, estimated_bytes, probe, session_format
-from .config import Settings
-from .db import session_scope
-from .gladia import session_config
-from .models import Batch, Job, new_id, utcnow
+from ..audio import AudioError, AudioInfo, estimated_bytes, probe, session_format
+from ..config import Settings
+from ..db import session_scope
+from ..gladia import session_config
+from ..models import Batch, Job, new_id, utcnow
+from .dispatch import Dispatcher
 
 AUDIO_EXTENSIONS = frozenset(
     "wav wave flac mp3 ogg oga opus m4a aac mp4 m4v mov mkv mka webm wma aif aiff aifc amr 3gp caf au snd".split()
@@ -171,26 +171,16 @@ def record(settings: Settings, plans: list[FilePlan], batch_name: Optional[str],
     return submission
 
 
-def enqueue(settings: Settings, job_ids: list[str]) -> list[str]:
-    """Send one ``stream_job`` task per job; returns the ids that could not be sent.
+def enqueue(job_ids: list[str], dispatcher: Dispatcher) -> list[str]:
+    """Send one stream task per job; returns the ids that could not be sent.
 
     A job whose task was not sent stays ``queued`` in the database, where the
     sweeper finds it; the broker holds no state of its own.
     """
-    if not job_ids:
-        return []
-    from .tasks import celery_init_app, stream_job
-    from .web import create_app
-
-    if settings.celery_broker_url.startswith("filesystem"):
-        # kombu warns that a folder broker has no host name, on every connection: noise for a CLI user.
-        logging.getLogger("kombu.connection").setLevel(logging.ERROR)
-    celery_init_app(create_app(settings))
     failed = []
     for job_id in job_ids:
         try:
-            stream_job.apply_async(args=[job_id], retry=True,
-                                   retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+            dispatcher.stream(job_id, resume=False)
         except Exception:  # noqa: BLE001 - broker down: the row is the source of truth
             failed.append(job_id)
     return failed

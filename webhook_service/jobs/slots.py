@@ -21,8 +21,9 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .db import session_scope
-from .models import ConcurrencySlot, Job, utcnow
+from ..config import Settings
+from ..db import session_scope
+from ..models import ConcurrencySlot, Job, utcnow
 
 # States of a job whose recorded session a worker is (or should be) streaming.
 _LIVE_STATES = ("starting", "streaming")
@@ -126,3 +127,8 @@ def slots_in_use(database_url: str, now: Optional[datetime] = None) -> int:
         return len(session.execute(
             select(ConcurrencySlot.slot).where(ConcurrencySlot.expires_at >= now)
         ).all())
+
+
+def lease_s(settings: Settings) -> float:
+    """Concurrency-slot lease: long enough to survive a few missed heartbeats."""
+    return max(settings.stale_heartbeat_s, 3 * settings.heartbeat_interval_s)

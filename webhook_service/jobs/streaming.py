@@ -1,0 +1,511 @@
+"""Stream one job's audio into its Gladia live session, and survive anything on the way.
+
+:func:`run_job` (synchronous, called by the Celery task) owns the job row: it
+claims the job, takes a concurrency slot, creates or finds the Gladia session,
+runs a :class:`~webhook_service.gladia.stream.LiveStream` on the process's
+shared event loop (:mod:`.runtime`) and records the outcome.
+
+Crash safety rests on the job row:
+
+* a job is *claimed* with a conditional UPDATE (its ``worker_id`` is free or
+  its heartbeat is stale), so two runs of one job never stream at once; a run
+  that loses its claim (its heartbeat UPDATE matches no row) drops its socket
+  without closing the session;
+* the Gladia session is created only when the row has none, and recorded at
+  once with a conditional UPDATE (only if the row names no other session),
+  even by a run that lost its claim meanwhile: the session belongs to the
+  job, and its next owner adopts it from the row. A run that finds another
+  session recorded ends its own and stops, so the session on the row is the
+  one that streams. A crash between the POST and that commit leaves an orphan
+  that the next run finds by ``custom_metadata.job_id`` before creating
+  another;
+* the resume point is ``bytes_acked`` (Gladia's ``byte_range`` end), so a new
+  run or a reconnect sends exactly the bytes Gladia has not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Optional
+
+from sqlalchemy import or_, select, update
+
+from ..audio import AudioError, PcmFormat, estimated_bytes, probe, session_format
+from ..config import Settings
+from ..db import session_scope
+from ..gladia import session_config
+from ..gladia.client import (
+    GladiaAuthError,
+    GladiaBadRequest,
+    GladiaClient,
+    GladiaError,
+    GladiaNotFound,
+    GladiaRateLimited,
+)
+from ..gladia.stream import LiveStream, StreamResult, redact_ws_url
+from ..logging_setup import job_context, set_gladia_id
+from ..metrics import JOBS_STATE_CHANGES
+from ..models import ACTIVE_STATES, Job, utcnow
+from ..tokens import callback_token
+from . import slots
+from .runtime import fence_s, runtime, shutting_down
+
+log = logging.getLogger(__name__)
+
+# A resumption waits this long for a free concurrency slot before its task is re-queued.
+SLOT_WAIT_S = 30.0
+# A new session that finds no free slot is re-queued after a random delay in this range (seconds).
+NEW_SESSION_BACKOFF_S = (2.0, 10.0)
+# POST /v2/live attempts within one run when Gladia is unreachable or answers 5xx.
+CREATE_ATTEMPTS = 4
+# Bound on how many times one job is (re)started by redelivery or the sweeper.
+MAX_JOB_ATTEMPTS = 5
+# This process, as recorded in a claimed job's worker_id (with a per-run suffix).
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Deferred(Exception):
+    """Nothing wrong, but not now (no free slot, Gladia's 429, a transient outage): retry later."""
+
+    def __init__(self, reason: str, countdown: float, *, keep_slot: bool = False):
+        super().__init__(reason)
+        self.countdown = countdown
+        self.keep_slot = keep_slot  # the job's slot stays held (for the run that resumes its session)
+
+
+@dataclass
+class _Claim:
+    run_id: str
+    job: Job
+
+
+def _new_run_id() -> str:
+    return f"{WORKER_ID}:{uuid.uuid4().hex[:8]}"[:200]
+
+
+def claim_job(settings: Settings, job_id: str, run_id: str) -> tuple[Optional[Job], str]:
+    """Take ownership of a job that nobody streams (free, or its owner's heartbeat is stale).
+
+    Returns (job, "") on success, or (None, why-not).
+    """
+    now = utcnow()
+    stale_before = now - timedelta(seconds=settings.stale_heartbeat_s)
+    with session_scope(settings.database_url) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_(("queued",) + ACTIVE_STATES),
+                   or_(Job.worker_id.is_(None), Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before))
+            .values(worker_id=run_id, heartbeat_at=now, retry_at=None)
+        )
+        job = session.get(Job, job_id)
+        if job is None:
+            return None, "no such job"
+        if result.rowcount == 0:
+            if job.state not in ("queued",) + ACTIVE_STATES:
+                return None, f"job is already {job.state}"
+            return None, f"job is being streamed by {job.worker_id} (heartbeat {job.heartbeat_at:%H:%M:%S})"
+        session.expunge(job)
+        return job, ""
+
+
+def _update_owned(settings: Settings, job_id: str, run_id: str, **values: Any) -> bool:
+    with session_scope(settings.database_url) as session:
+        result = session.execute(update(Job).where(Job.id == job_id, Job.worker_id == run_id).values(**values))
+        return result.rowcount == 1
+
+
+def _with_job(settings: Settings, job_id: str, run_id: str, change: Callable[[Job], None]) -> bool:
+    """Apply ``change`` to the job row if this run still owns it (row locked on PostgreSQL)."""
+    with session_scope(settings.database_url) as session:
+        job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+        if job is None or job.worker_id != run_id:
+            return False
+        before = job.state
+        change(job)
+        if job.state != before:
+            JOBS_STATE_CHANGES.labels(job.state).inc()
+        return True
+
+
+def _fail(settings: Settings, job_id: str, run_id: str, reason: str, *, reconcile: bool = False) -> None:
+    def change(job: Job) -> None:
+        job.advance("failed")
+        job.last_error = reason[:2000]
+        job.worker_id = None
+        if reconcile and job.gladia_id:
+            job.reconcile_after = utcnow()
+
+    _with_job(settings, job_id, run_id, change)
+    slots.release_slot(settings.database_url, job_id)
+    log.error("job failed: %s", reason)
+
+
+def _release(settings: Settings, job_id: str, run_id: str, error: Optional[str] = None,
+             retry_in: Optional[float] = None) -> None:
+    """Give the job up; ``retry_in``: its task goes back to the broker, due in that many seconds."""
+    values: dict[str, Any] = {"worker_id": None}
+    if error:
+        values["last_error"] = error[:2000]
+    if retry_in is not None:
+        values["retry_at"] = utcnow() + timedelta(seconds=retry_in)
+    _update_owned(settings, job_id, run_id, **values)
+
+
+def run_job(settings: Settings, job_id: str) -> str:
+    """Stream one job to its end; safe to call again, and safe against concurrent calls.
+
+    Returns a short outcome (``stream_closed``, ``failed``, ``skipped: ...``);
+    raises :class:`Deferred` when the task should be retried later.
+    """
+    if shutting_down():
+        raise Deferred("worker shutting down", 5.0)
+    run_id = _new_run_id()
+    with job_context(job_id):
+        job, why = claim_job(settings, job_id, run_id)
+        if job is None:
+            log.info("not streaming: %s", why)
+            return f"skipped: {why}"
+        if job.gladia_id:
+            set_gladia_id(job.gladia_id)
+        try:
+            return _run_claimed(settings, job, run_id, MAX_JOB_ATTEMPTS)
+        except ClaimLost as exc:
+            # The job (and its concurrency slot, keyed by job) belongs to the run that took it over.
+            log.warning("this run stops: %s", exc)
+            return "skipped: claim lost"
+        except Deferred as exc:
+            _release(settings, job_id, run_id, retry_in=exc.countdown)
+            if not exc.keep_slot:
+                slots.release_slot(settings.database_url, job_id)
+            raise
+        except BaseException as exc:
+            # Unexpected: let the job be re-driven (bounded by its attempts) rather than stuck.
+            _release(settings, job_id, run_id, f"{type(exc).__name__}: {str(exc)[:300]}")
+            slots.release_slot(settings.database_url, job_id)
+            raise
+
+
+def _audio_facts(settings: Settings, job: Job, run_id: str) -> Optional[PcmFormat]:
+    """The session's PCM format; probes the file when submit did not (or the file changed). None: failed."""
+    config = job.session_config or {}
+    try:
+        if job.audio_channels is None or job.audio_duration_s is None or "channels" not in config:
+            info = probe(job.source_path)
+            fmt = session_format(info, config.get("sample_rate"), config.get("bit_depth", 16))
+            total = estimated_bytes(info, fmt)
+
+            def store(row: Job) -> None:
+                row.audio_channels, row.audio_duration_s = info.channels, info.duration_s
+                row.audio_sample_rate, row.audio_sha256 = info.sample_rate, info.sha256
+                row.bytes_total = row.bytes_total or total
+                row.session_config = session_config.job_config(
+                    config, None, channels=fmt.channels, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth)
+
+            _with_job(settings, job.id, run_id, store)
+            job.session_config = session_config.job_config(
+                config, None, channels=fmt.channels, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth)
+            return fmt
+        if not os.path.isfile(job.source_path):
+            raise AudioError(f"{job.source_path}: no such file (moved or deleted after submit)")
+        return PcmFormat(sample_rate=int(config.get("sample_rate", 16000)), channels=int(config.get("channels", job.audio_channels)),
+                         bit_depth=int(config.get("bit_depth", 16)))
+    except AudioError as exc:
+        _fail(settings, job.id, run_id, str(exc))
+        return None
+
+
+def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
+    """Hold a concurrency slot; resumptions first (see :func:`slots.acquire_slot`).
+
+    A resumption (the job has a recorded session) races Gladia's reconnect
+    grace, so it waits here for the next free slot, then is re-queued almost at
+    once. A new session can wait, but not on a worker thread: when no slot is
+    free its task goes back to the broker at once, so that a backlog of new
+    files never keeps resumptions from the threads they need.
+    """
+    resuming = bool(job.gladia_id and job.ws_url)
+    deadline = time.monotonic() + SLOT_WAIT_S
+    delay = 0.2
+    while True:
+        slot = slots.acquire_slot(settings.database_url, job.id, settings.max_concurrent_sessions,
+                                        slots.lease_s(settings), new_session=not resuming)
+        if slot is not None:
+            log.debug("holding concurrency slot %d", slot)
+            return
+        busy = f"all {settings.max_concurrent_sessions} session slots are busy"
+        if not resuming:
+            raise Deferred(busy, random.uniform(*NEW_SESSION_BACKOFF_S))
+        if time.monotonic() >= deadline:
+            raise Deferred(busy, random.uniform(0.2, 1.0))
+        # Keep the claim fresh while waiting, so nobody presumes this run dead.
+        if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
+            raise Deferred("claim lost while waiting for a slot", 1, keep_slot=True)
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 1.6, 2.0)
+
+
+def _find_orphan(client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
+    """A session created for this job whose id never reached the database (crash after POST)."""
+    try:
+        page = client.list_live(custom_metadata={"job_id": job.id}, limit=10)
+    except GladiaError as exc:
+        log.warning("cannot look for an orphaned session: %s", exc)
+        raise Deferred(f"orphan lookup failed: {exc}", random.uniform(5, 15)) from None
+    items = [i for i in page.get("items") or [] if (i.get("custom_metadata") or {}).get("job_id") == job.id]
+    return items[0] if items else None
+
+
+class ClaimLost(Exception):
+    """Another run owns the job now; this run stops without touching the session it leaves to it."""
+
+
+def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[str, Any],
+                    replaces: frozenset[str]) -> tuple[Optional[str], Optional[str], bool]:
+    """Record ``created`` as the job's session unless another one is recorded; whether or not the claim holds.
+
+    The session belongs to the job, not to the run that created it: a run
+    that lost its claim while POST /v2/live was in flight still records it,
+    so the job's next owner adopts it from the row instead of creating a
+    second one (and the receiver, which binds a session from its
+    ``start_session`` callback when the row has none, agrees). The UPDATE is
+    conditional: the row takes this session when it has none, when it already
+    names this one (the receiver got there first, without the socket URL), or
+    when it names a session in ``replaces`` (orphans without a socket URL that
+    this run found and deletes) and this run still owns the job, so nobody can
+    have streamed into them. The UPDATE comes first in the transaction: on
+    PostgreSQL it waits for a concurrent claim's row lock, so the owner read
+    after it is current.
+
+    Returns the row's (gladia_id, ws_url) after the write and whether this
+    run owns the job.
+    """
+    from datetime import datetime
+
+    values: dict[str, Any] = {"gladia_id": created["id"], "ws_url": created["url"]}
+    created_at = created.get("created_at")
+    if isinstance(created_at, str):
+        try:
+            values["gladia_created_at"] = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    takes = [Job.gladia_id.is_(None), Job.gladia_id == created["id"]]
+    if replaces:
+        takes.append((Job.gladia_id.in_(sorted(replaces))) & (Job.worker_id == run_id))
+    with session_scope(settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id, or_(*takes)).values(**values))
+        row = session.execute(select(Job.gladia_id, Job.ws_url, Job.worker_id).where(Job.id == job_id)).one()
+    return row.gladia_id, row.ws_url, row.worker_id == run_id
+
+
+def _delete_quietly(client: GladiaClient, gladia_id: str, why: str, url: Optional[str] = None) -> None:
+    """End a session that holds no audio and never will (best effort).
+
+    Gladia refuses to DELETE a session still waiting for audio; when the
+    socket URL is known, ``stop_recording`` on it ends the session at once
+    instead of leaving it to hold a concurrent-session place until its
+    reconnect grace runs out. Its callbacks are refused by the receiver: the
+    job's row names another session.
+    """
+    log.warning("ending session %s (%s)", gladia_id, why)
+    try:
+        client.delete_live(gladia_id)
+        return
+    except GladiaError as exc:
+        if url is None:
+            log.warning("could not delete session %s: %s", gladia_id, exc)
+            return
+    from websockets.sync.client import connect as connect_sync
+
+    try:
+        with connect_sync(url, open_timeout=5, close_timeout=5, proxy=None,
+                          user_agent_header="webhook-service") as ws:
+            ws.send(json.dumps({"type": "stop_recording"}))
+    except Exception as exc:  # noqa: BLE001 - best effort: Gladia ends it after its grace anyway
+        log.warning("could not end session %s: %s", gladia_id, exc)
+
+
+def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: str) -> Optional[tuple[str, str]]:
+    """(gladia_id, ws_url) of the job's one session, created if it has none. None: job failed.
+
+    Raises :class:`ClaimLost` when another run owns the job (after recording
+    any session this run created, for that run to adopt), :class:`Deferred`
+    when another run's session is about to be recorded.
+    """
+    if job.gladia_id and job.ws_url:
+        return job.gladia_id, job.ws_url
+    callback_url = (settings.public_base_url.rstrip("/") + "/callbacks/gladia/"
+                    + callback_token(job.id, settings.callback_signing_key))
+    body = session_config.post_body(job.session_config or {}, callback_url=callback_url, job_id=job.id,
+                                    batch_id=job.batch_id)
+    # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
+    dead: set[str] = {job.gladia_id} if job.gladia_id else set()
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        orphan = _find_orphan(client, job)
+        if orphan is not None:
+            if isinstance(orphan.get("url"), str):
+                log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
+                created = orphan
+                break
+            # Gladia's list does not return the socket URL: unless its creator records it meanwhile (read
+            # from the row below), that session cannot be fed. It has received no audio: it is replaced
+            # and deleted, so the job still ends up with exactly one session holding audio.
+            dead.add(orphan["id"])
+        try:
+            created = client.create_live(body)
+            break
+        except GladiaRateLimited as exc:
+            # Back-pressure (Gladia's own concurrency limit), not a failure.
+            slots.release_slot(settings.database_url, job.id)
+            raise Deferred(f"Gladia answered 429: {exc}", exc.retry_after or random.uniform(5, 20)) from None
+        except (GladiaBadRequest, GladiaAuthError) as exc:
+            _fail(settings, job.id, run_id, f"Gladia refused the session: {exc}")
+            return None
+        except GladiaError as exc:
+            if attempt == CREATE_ATTEMPTS:
+                slots.release_slot(settings.database_url, job.id)
+                raise Deferred(f"cannot create the session: {exc}", random.uniform(10, 30)) from None
+            log.warning("POST /v2/live failed (%s); looking for an orphan, then retrying", exc)
+            time.sleep(min(5.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
+    gladia_id, url = created["id"], created["url"]
+    dead.discard(gladia_id)
+    recorded_id, recorded_url, owner = _record_session(settings, job.id, run_id, created, frozenset(dead))
+    if recorded_id != gladia_id:
+        # Another session is the job's (another run recorded it, or the receiver bound it from its
+        # start_session callback and its creator is about to record the URL): this one must hold no audio.
+        _delete_quietly(client, gladia_id, f"the job already has session {recorded_id}", url)
+        if owner and recorded_id and recorded_url:
+            log.warning("adopting session %s recorded by another run", recorded_id)
+            set_gladia_id(recorded_id)
+            return recorded_id, recorded_url
+        if not owner:
+            raise ClaimLost(f"another run owns the job (session {recorded_id})")
+        raise Deferred(f"session {recorded_id} of another run is being recorded", random.uniform(0.5, 1.5))
+    set_gladia_id(gladia_id)
+    for other in sorted(dead):
+        _delete_quietly(client, other, "replaced: its socket URL was never recorded")
+    if not owner:
+        log.warning("session %s recorded for the job's new owner; this run lost its claim", gladia_id)
+        raise ClaimLost("claim lost while creating the session")
+    log.info("session %s created, socket %s", gladia_id, redact_ws_url(url))
+    return gladia_id, url
+
+
+def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -> str:
+    fmt = _audio_facts(settings, job, run_id)
+    if fmt is None:
+        return "failed"
+    _acquire_slot(settings, job, run_id)
+    state = {"attempts": 0}
+
+    def start(row: Job) -> None:
+        row.attempts = (row.attempts or 0) + 1
+        state["attempts"] = row.attempts
+        row.advance("starting")
+
+    _with_job(settings, job.id, run_id, start)
+    if state["attempts"] > max_attempts:
+        _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: {job.last_error}",
+              reconcile=True)
+        return "failed"
+    client = GladiaClient.from_settings(settings)
+    try:
+        found = _ensure_session(settings, client, job, run_id)
+        if found is None:
+            return "failed"
+        gladia_id, url = found
+        _with_job(settings, job.id, run_id, lambda row: row.advance("streaming"))
+        options = session_config.stream_options(job.session_config or {}, settings)
+
+        rt = runtime(settings)
+
+        async def session_alive() -> bool:
+            def check() -> bool:
+                try:
+                    return client.get_live(gladia_id).get("status") not in ("done", "error")
+                except GladiaNotFound:
+                    return False
+                except GladiaError:
+                    return True
+            return await asyncio.get_running_loop().run_in_executor(rt.db_pool, check)
+
+        async def build() -> LiveStream:
+            return LiveStream(url=url, path=job.source_path, fmt=fmt, start=job.bytes_acked or 0,
+                                chunk_ms=options.chunk_ms, speed=options.speed, close_mode=settings.close_mode,
+                                session_alive=session_alive, label=redact_ws_url(url) or gladia_id,
+                                reconnects_before=job.reconnects or 0)
+
+        stream = rt.run(build())
+        rt.register(job.id, stream, run_id, settings)
+        log.info("streaming %s from byte %d (chunk %d ms, speed %g)", job.source_path, stream.bytes_acked,
+                 options.chunk_ms, options.speed)
+        try:
+            result = rt.run(stream.run())
+        finally:
+            rt.unregister(run_id)
+        return _finish(settings, job, run_id, result, stream)
+    finally:
+        client.close()
+
+
+def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, stream: LiveStream) -> str:
+    now = utcnow()
+    reconnects = (job.reconnects or 0) + result.reconnects
+
+    def progress(row: Job) -> None:
+        row.bytes_sent, row.bytes_acked, row.reconnects, row.heartbeat_at = (
+            result.bytes_sent, result.bytes_acked, reconnects, now)
+        if result.bytes_total is not None:
+            row.bytes_total = result.bytes_total
+
+    if result.outcome == "lost_claim" and stream.interrupted:
+        # Worker shutdown: record where the stream stands and give the job back for another worker.
+        _with_job(settings, job.id, run_id, progress)
+        # Back-date the heartbeat: the sweeper re-drives the job at its next pass even if the re-queued
+        # task dies with this worker (a filesystem broker holds delayed tasks in the worker's memory).
+        _update_owned(settings, job.id, run_id, worker_id=None,
+                      heartbeat_at=utcnow() - timedelta(seconds=settings.stale_heartbeat_s + 1),
+                      last_error="worker shut down while streaming; resumed elsewhere")
+        # The session lives on at Gladia: its slot stays with the job for the run that resumes it.
+        slots.hold_slot(settings.database_url, job.id, slots.lease_s(settings))
+        raise Deferred("worker shutting down", 1.0, keep_slot=True)
+    if result.outcome == "lost_claim":
+        log.warning("another run owns the job now; this run stops")
+        return "skipped: claim lost"
+    if result.outcome == "failed_audio":
+        _with_job(settings, job.id, run_id, progress)
+        _fail(settings, job.id, run_id, result.error or "audio error", reconcile=True)
+        return "failed"
+    if result.outcome == "transient":
+        _with_job(settings, job.id, run_id, progress)
+        _release(settings, job.id, run_id, result.error)
+        slots.release_slot(settings.database_url, job.id)
+        raise Deferred(f"stream interrupted: {result.error}", random.uniform(5, 15))
+
+    def closed(row: Job) -> None:
+        progress(row)
+        row.advance("stream_closed")
+        row.worker_id = None
+        if result.outcome == "complete":
+            row.reconcile_after = now + timedelta(seconds=settings.reconcile_delay_s)
+        else:  # the session ended or vanished under us: what Gladia kept is for reconciliation to settle
+            row.last_error = (f"session ended before all audio was acknowledged "
+                              f"({result.bytes_acked} of {result.bytes_total or row.bytes_total or '?'} bytes): "
+                              f"{result.error or ''}").strip()[:2000]
+            row.reconcile_after = now
+
+    if not _with_job(settings, job.id, run_id, closed):
+        log.warning("another run owns the job now; leaving the outcome to it")
+        return "skipped: claim lost"
+    slots.release_slot(settings.database_url, job.id)
+    log.info("stream closed (%s): %d bytes acknowledged, %d reconnects", result.outcome, result.bytes_acked,
+             result.reconnects)
+    return "stream_closed"

@@ -1,0 +1,50 @@
+"""Celery's implementation of :class:`webhook_service.jobs.dispatch.Dispatcher`."""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import Settings
+
+# Sends from a command-line process: retried briefly, so that a broker starting up is waited for.
+_PATIENT = {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}}
+
+
+class CeleryDispatcher:
+    """Sends the tasks through the Celery app of the running process.
+
+    ``patient``: retry each send briefly (the CLI's submit); the sweeper sends
+    once and leaves a failure to its next pass.
+    """
+
+    def __init__(self, *, patient: bool = False):
+        self._send_options = _PATIENT if patient else {}
+
+    def reconcile(self, job_id: str, trigger: str) -> None:
+        from .tasks import reconcile
+
+        reconcile.delay(job_id, trigger=trigger)
+
+    def stream(self, job_id: str, resume: bool) -> None:
+        from .tasks import stream_job
+
+        if resume:
+            # Through the default queue, which carries only short tasks (reconcile, sweep), not
+            # behind a backlog of new streams: Gladia keeps a disconnected session only for a
+            # while, so a stream to resume must start within seconds.
+            stream_job.apply_async(args=[job_id], queue=stream_job.app.conf.task_default_queue,
+                                   **self._send_options)
+        else:
+            stream_job.apply_async(args=[job_id], **self._send_options)
+
+
+def dispatcher_for(settings: Settings) -> CeleryDispatcher:
+    """A dispatcher for a process that is not a worker (the CLI): binds a Celery app to ``settings`` first."""
+    from ..web import create_app
+    from .app import celery_init_app
+
+    if settings.celery_broker_url.startswith("filesystem"):
+        # kombu warns that a folder broker has no host name, on every connection: noise for a CLI user.
+        logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    celery_init_app(create_app(settings))
+    return CeleryDispatcher(patient=True)
