@@ -64,6 +64,15 @@ from sqlalchemy.orm import Session
 from . import metrics
 from .config import Settings
 from .db import get_engine, make_engine, session_scope
+from .gladia.messages import (
+    KNOWN_EVENTS,
+    KNOWN_TYPES,
+    LIFECYCLE_STATES,
+    REALTIME_ADDONS,
+    SESSION_ADDONS,
+    WEBHOOK_EVENTS,
+    parse_timestamp,
+)
 from .logging_setup import job_context
 from .models import (
     EVENT_SOURCES,
@@ -79,40 +88,8 @@ from .models import (
 
 log = logging.getLogger(__name__)
 
-# The WebSocket message types of Gladia live v2 (callback event = "live." + type).
-MESSAGE_TYPES = (
-    "audio_chunk",
-    "stop_recording",
-    "start_session",
-    "start_recording",
-    "end_recording",
-    "end_session",
-    "speech_start",
-    "speech_end",
-    "transcript",
-    "translation",
-    "named_entity_recognition",
-    "sentiment_analysis",
-    "post_transcript",
-    "post_final_transcript",
-    "post_summarization",
-    "post_chapterization",
-)
-KNOWN_TYPES = frozenset(MESSAGE_TYPES)
-KNOWN_EVENTS = frozenset(f"live.{t}" for t in MESSAGE_TYPES)
-# Lifecycle message -> the job state it proves was reached.
-LIFECYCLE_STATES = {
-    "start_session": "starting",
-    "start_recording": "streaming",
-    "end_recording": "processing",
-    "end_session": "done",
-}
 # Lifecycle states that only a session which received audio can reach.
 _AFTER_AUDIO_STATES = frozenset({"processing", "done"})
-# Account webhooks carry only the session id; these events move the job too.
-WEBHOOK_EVENTS = frozenset(f"live.{t}" for t in LIFECYCLE_STATES)
-REALTIME_ADDONS = ("translation", "named_entity_recognition", "sentiment_analysis")
-SESSION_ADDONS = {"post_summarization": "summarization", "post_chapterization": "chapterization"}
 
 MAX_ID_LEN = 64  # width of gladia_id / utterance_id columns
 MAX_LANG_LEN = 16
@@ -388,19 +365,6 @@ def validate_webhook(body: Any) -> Webhook:
     _require(isinstance(payload, dict), "payload must be an object")
     _check_id(payload.get("id"), "payload.id")
     return Webhook(gladia_id=payload["id"], event=event)
-
-
-def parse_timestamp(value: Any) -> Optional[datetime]:
-    """Gladia's ISO-8601 ``created_at`` as an aware UTC datetime; None when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 def safe_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from .config import Settings
 from .db import is_postgres, session_scope
+from .gladia.messages import flag_for, parse_timestamp
 from .gladia.session_config import GLADIA_CALLBACK_DEFAULTS
 from .logging_setup import job_context
 from .metrics import RECONCILE_REPAIRED, RECONCILIATIONS
@@ -50,26 +51,6 @@ log = logging.getLogger(__name__)
 
 # A flag absent from the session's callback_config takes Gladia's documented default.
 CALLBACK_DEFAULTS: dict[str, bool] = GLADIA_CALLBACK_DEFAULTS
-
-# Which flag governs each message type (transcripts depend on is_final).
-TYPE_FLAGS: dict[str, str] = {
-    "audio_chunk": "receive_acknowledgments",
-    "stop_recording": "receive_acknowledgments",
-    "start_session": "receive_lifecycle_events",
-    "start_recording": "receive_lifecycle_events",
-    "end_recording": "receive_lifecycle_events",
-    "end_session": "receive_lifecycle_events",
-    "speech_start": "receive_speech_events",
-    "speech_end": "receive_speech_events",
-    "translation": "receive_realtime_processing_events",
-    "named_entity_recognition": "receive_realtime_processing_events",
-    "sentiment_analysis": "receive_realtime_processing_events",
-    "post_transcript": "receive_post_processing_events",
-    "post_final_transcript": "receive_post_processing_events",
-    "post_summarization": "receive_post_processing_events",
-    "post_chapterization": "receive_post_processing_events",
-    "error": "receive_errors",
-}
 
 # Statuses of GET /v2/live/:id.
 PENDING_STATUSES = ("queued", "processing")
@@ -175,12 +156,7 @@ def is_expected(message: dict[str, Any], flags: dict[str, bool]) -> bool:
     Unknown message types are expected: storing one raw costs nothing, and
     the receiver stores unknown types rather than refusing them.
     """
-    kind = message.get("type")
-    if kind == "transcript":
-        data = message.get("data") or {}
-        flag = "receive_final_transcripts" if data.get("is_final") else "receive_partial_transcripts"
-        return flags[flag]
-    flag = TYPE_FLAGS.get(kind)  # type: ignore[arg-type]
+    flag = flag_for(message)
     return True if flag is None else flags[flag]
 
 
@@ -234,16 +210,6 @@ def _differs(row: Utterance, ref: dict[str, Any]) -> bool:
         or not math.isclose(row.start_s, float(ref.get("start") or 0.0), abs_tol=TIME_TOLERANCE_S)
         or not math.isclose(row.end_s, float(ref.get("end") or 0.0), abs_tol=TIME_TOLERANCE_S)
     )
-
-
-def _parse_time(value: Any) -> Optional[datetime]:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _num(value: Any) -> Optional[float]:
@@ -395,7 +361,7 @@ def _run(settings: Settings, view: _JobView, trigger: str, fetch: SessionFetcher
         # The worker is still at it (resuming, or replacing a session it could not use).
         return _retry_or_deadline(settings, view, trigger, started,
                                   f"session done but the job's audio is not fully streamed ({view.stream_progress})")
-    completed = _parse_time(body.get("completed_at"))
+    completed = parse_timestamp(body.get("completed_at"))
     settled_at = completed + timedelta(seconds=settings.reconcile_delay_s) if completed else None
     if settle and settled_at and started < settled_at:
         return _wait_for_settling(settings, view, settled_at)
@@ -420,7 +386,7 @@ def _store_session_result(settings: Settings, view: _JobView, body: dict[str, An
         "job_id": view.id,
         "gladia_status": body.get("status"),
         "gladia_error_code": body.get("error_code") if isinstance(body.get("error_code"), int) else None,
-        "gladia_completed_at": _parse_time(body.get("completed_at")),
+        "gladia_completed_at": parse_timestamp(body.get("completed_at")),
         "gladia_response": body,
         "fetched_at": utcnow(),
     }
@@ -508,7 +474,7 @@ def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, starte
         if message.get("type") == "transcript" and data.get("is_final") and isinstance(data.get("utterance"), dict):
             ids_by_key.setdefault(_utterance_key(data["utterance"]), str(data.get("id")))
 
-    done_at = _parse_time(body.get("completed_at"))
+    done_at = parse_timestamp(body.get("completed_at"))
     with session_scope(settings.database_url) as session:
         job = session.get(Job, view.id)
         rows = {row.utterance_id: row for row in session.scalars(

@@ -14,6 +14,8 @@ import copy
 import json
 from typing import Any
 
+from ..gladia.messages import MESSAGE_FLAGS
+
 ENCODINGS = ("wav/pcm", "wav/alaw", "wav/ulaw")
 BIT_DEPTHS = (8, 16, 24, 32)
 SAMPLE_RATES = (8000, 16000, 32000, 44100, 48000)
@@ -24,11 +26,6 @@ pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur
 TRANSLATION_LANGUAGES = LANGUAGES + ("wo",)
 SUMMARY_TYPES = ("general", "bullet_points", "concise")
 
-MESSAGE_FLAGS = (
-    "receive_partial_transcripts", "receive_final_transcripts", "receive_speech_events",
-    "receive_pre_processing_events", "receive_realtime_processing_events", "receive_post_processing_events",
-    "receive_acknowledgments", "receive_errors", "receive_lifecycle_events",
-)
 # The two default sets differ (reference §1.1).
 MESSAGES_CONFIG_DEFAULTS = {
     "receive_partial_transcripts": False, "receive_final_transcripts": True, "receive_speech_events": True,

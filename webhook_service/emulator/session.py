@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..gladia.messages import flag_for
 from . import addons
 from .audio import SampleDecoder, Spool, WavHeaderStripper, sample_width
 from .engines import Event, RecognizerParams, create_recognizer, utterance_confidence
@@ -32,11 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LIFECYCLE = {"start_session", "start_recording", "end_recording", "end_session"}
-ACKS = {"audio_chunk", "stop_recording"}
-SPEECH = {"speech_start", "speech_end"}
-REALTIME = {"translation", "named_entity_recognition", "sentiment_analysis"}
-POST = {"post_transcript", "post_final_transcript", "post_summarization", "post_chapterization"}
 # Audio waiting for recognition is handed to the engine in batches of at most this size.
 MAX_ENGINE_BATCH = 512 * 1024
 
@@ -52,21 +48,7 @@ def wanted(config: dict, message: dict) -> bool:
     A message that carries an ``error`` also passes when ``receive_errors`` is
     on (there is no separate error message type).
     """
-    kind = message["type"]
-    if kind in ACKS:
-        flag = "receive_acknowledgments"
-    elif kind in LIFECYCLE:
-        flag = "receive_lifecycle_events"
-    elif kind in SPEECH:
-        flag = "receive_speech_events"
-    elif kind == "transcript":
-        flag = "receive_final_transcripts" if message["data"]["is_final"] else "receive_partial_transcripts"
-    elif kind in REALTIME:
-        flag = "receive_realtime_processing_events"
-    elif kind in POST:
-        flag = "receive_post_processing_events"
-    else:  # pragma: no cover - every produced type is listed above
-        flag = "receive_errors"
+    flag = flag_for(message) or "receive_errors"
     if config.get(flag, False):
         return True
     return message.get("error") is not None and config.get("receive_errors", False)

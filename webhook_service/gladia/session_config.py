@@ -36,6 +36,7 @@ from typing import Any, Optional
 import yaml
 
 from ..audio import BIT_DEPTHS, SAMPLE_RATES
+from .messages import MESSAGE_FLAGS
 
 STREAM_KEY = "_stream"
 CUSTOM_METADATA_MAX_CHARS = 2000
@@ -47,18 +48,6 @@ LANGUAGES = frozenset(
     "ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh".split()
 )
 TRANSLATION_LANGUAGES = LANGUAGES | {"wo"}
-
-MESSAGE_FLAGS = (
-    "receive_partial_transcripts",
-    "receive_final_transcripts",
-    "receive_speech_events",
-    "receive_pre_processing_events",
-    "receive_realtime_processing_events",
-    "receive_post_processing_events",
-    "receive_acknowledgments",
-    "receive_errors",
-    "receive_lifecycle_events",
-)
 
 # The worker reads the socket only for acknowledgements, errors and the
 # lifecycle; results travel by callback and are checked by reconciliation, so

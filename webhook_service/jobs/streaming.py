@@ -51,6 +51,7 @@ from ..gladia.client import (
     GladiaNotFound,
     GladiaRateLimited,
 )
+from ..gladia.messages import parse_timestamp
 from ..gladia.stream import LiveStream, StreamResult, redact_ws_url
 from ..logging_setup import job_context, set_gladia_id
 from ..metrics import JOBS_STATE_CHANGES
@@ -288,15 +289,10 @@ def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[
     Returns the row's (gladia_id, ws_url) after the write and whether this
     run owns the job.
     """
-    from datetime import datetime
-
     values: dict[str, Any] = {"gladia_id": created["id"], "ws_url": created["url"]}
-    created_at = created.get("created_at")
-    if isinstance(created_at, str):
-        try:
-            values["gladia_created_at"] = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-        except ValueError:
-            pass
+    created_at = parse_timestamp(created.get("created_at"))
+    if created_at is not None:
+        values["gladia_created_at"] = created_at
     takes = [Job.gladia_id.is_(None), Job.gladia_id == created["id"]]
     if replaces:
         takes.append((Job.gladia_id.in_(sorted(replaces))) & (Job.worker_id == run_id))
