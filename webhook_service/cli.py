@@ -235,6 +235,7 @@ def _wait_with_progress(settings, job_ids: list[str], until: str, timeout: float
 def status(job_or_batch: str | None, as_json: bool) -> None:
     """Show jobs: one job, one batch (by id or name), or the latest jobs."""
     from .jobs.queries import job_summaries
+    from .models import STREAMED_STATES
 
     settings = load_settings()
     try:
@@ -255,7 +256,7 @@ def status(job_or_batch: str | None, as_json: bool) -> None:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
         duration = row.get("audio_duration_s")
         streamed = ""
-        if row["state"] in ("stream_closed", "processing", "done", "reconciled") and duration:
+        if row["state"] in STREAMED_STATES and duration:
             streamed = "100%"
         elif row["bytes_total"]:
             share = min(1.0, (row["bytes_acked"] or 0) / row["bytes_total"])

@@ -75,6 +75,7 @@ from .gladia.messages import (
 )
 from .logging_setup import job_context
 from .models import (
+    AFTER_AUDIO_STATES,
     EVENT_SOURCES,
     AddonResult,
     Event,
@@ -87,9 +88,6 @@ from .models import (
 )
 
 log = logging.getLogger(__name__)
-
-# Lifecycle states that only a session which received audio can reach.
-_AFTER_AUDIO_STATES = frozenset({"processing", "done"})
 
 MAX_ID_LEN = 64  # width of gladia_id / utterance_id columns
 MAX_LANG_LEN = 16
@@ -670,7 +668,7 @@ def _apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, 
     if job is None:
         return
     state = LIFECYCLE_STATES[mtype]
-    if job.ws_url is None and state in _AFTER_AUDIO_STATES:
+    if job.ws_url is None and state in AFTER_AUDIO_STATES:
         # No run has recorded a socket for this session: it is an orphan whose creator died before
         # recording it (the receiver bound it from its start_session), it never received audio, and
         # Gladia ends it after its grace. The job is not over: its next run replaces the session.

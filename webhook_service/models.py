@@ -101,7 +101,14 @@ JOB_STATES = (
 )
 # Forward order of the happy path; ``failed`` is outside it.
 STATE_RANK = {state: rank for rank, state in enumerate(JOB_STATES[:-1])}
-ACTIVE_STATES = ("starting", "streaming")
+# The groups of states the rest of the service asks about, defined here once.
+ACTIVE_STATES = ("starting", "streaming")  # a worker owns the job and streams its session
+CLAIMABLE_STATES = ("queued",) + ACTIVE_STATES  # a run may claim the job (free, or its owner went silent)
+ENDED_STATES = ("stream_closed", "processing", "done")  # the stream is over; reconciliation is due
+STREAMED_STATES = ENDED_STATES + ("reconciled",)  # every byte was sent (or the session ended)
+RESULT_STATES = ("done", "reconciled")  # Gladia's results are available
+SETTLED_STATES = ("reconciled", "failed")  # terminal: nothing moves the job any more
+AFTER_AUDIO_STATES = ("processing", "done")  # lifecycle states only a session that received audio reaches
 
 
 class Batch(Base):
@@ -185,7 +192,7 @@ class Job(Base):
             setattr(self, stamp, when)
         current = self.state or "queued"
         if state == "failed":
-            changed = current not in ("failed", "reconciled")
+            changed = current not in SETTLED_STATES
         elif current == "failed":
             changed = state == "reconciled"
         else:

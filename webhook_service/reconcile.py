@@ -45,7 +45,7 @@ from .gladia.messages import flag_for, parse_timestamp
 from .gladia.session_config import GLADIA_CALLBACK_DEFAULTS
 from .logging_setup import job_context
 from .metrics import RECONCILE_REPAIRED, RECONCILIATIONS
-from .models import InboxItem, Job, ReconciliationRun, SessionResult, Utterance, Event, utcnow
+from .models import ENDED_STATES, InboxItem, Job, ReconciliationRun, SessionResult, Utterance, Event, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -624,7 +624,7 @@ def pending_job_ids(settings: Settings, limit: int = 10_000) -> list[str]:
             select(Job.id)
             .where(Job.gladia_id.is_not(None))
             .where(
-                Job.state.in_(("stream_closed", "processing", "done"))
+                Job.state.in_(ENDED_STATES)
                 | (Job.reconcile_after.is_not(None) & (Job.state != "reconciled"))
             )
             .order_by(Job.created_at)

@@ -23,10 +23,8 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import session_scope
-from ..models import ConcurrencySlot, Job, utcnow
+from ..models import ACTIVE_STATES, ConcurrencySlot, Job, utcnow
 
-# States of a job whose recorded session a worker is (or should be) streaming.
-_LIVE_STATES = ("starting", "streaming")
 
 
 def _insert(session: Session):
@@ -86,7 +84,7 @@ def _waiting_resumptions(session: Session, job_id: str, now: datetime) -> int:
     live_slot = exists().where(ConcurrencySlot.job_id == Job.id, ConcurrencySlot.expires_at >= now)
     return session.execute(
         select(func.count()).select_from(Job)
-        .where(Job.state.in_(_LIVE_STATES), Job.ws_url.is_not(None), Job.id != job_id, ~live_slot)
+        .where(Job.state.in_(ACTIVE_STATES), Job.ws_url.is_not(None), Job.id != job_id, ~live_slot)
     ).scalar_one()
 
 

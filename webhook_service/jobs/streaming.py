@@ -55,7 +55,7 @@ from ..gladia.messages import parse_timestamp
 from ..gladia.stream import LiveStream, StreamResult, redact_ws_url
 from ..logging_setup import job_context, set_gladia_id
 from ..metrics import JOBS_STATE_CHANGES
-from ..models import ACTIVE_STATES, Job, utcnow
+from ..models import CLAIMABLE_STATES, Job, utcnow
 from ..tokens import callback_token
 from . import slots
 from .runtime import fence_s, runtime, shutting_down
@@ -103,7 +103,7 @@ def claim_job(settings: Settings, job_id: str, run_id: str) -> tuple[Optional[Jo
     with session_scope(settings.database_url) as session:
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.state.in_(("queued",) + ACTIVE_STATES),
+            .where(Job.id == job_id, Job.state.in_(CLAIMABLE_STATES),
                    or_(Job.worker_id.is_(None), Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before))
             .values(worker_id=run_id, heartbeat_at=now, retry_at=None)
         )
@@ -111,7 +111,7 @@ def claim_job(settings: Settings, job_id: str, run_id: str) -> tuple[Optional[Jo
         if job is None:
             return None, "no such job"
         if result.rowcount == 0:
-            if job.state not in ("queued",) + ACTIVE_STATES:
+            if job.state not in CLAIMABLE_STATES:
                 return None, f"job is already {job.state}"
             return None, f"job is being streamed by {job.worker_id} (heartbeat {job.heartbeat_at:%H:%M:%S})"
         session.expunge(job)

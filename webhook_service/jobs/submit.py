@@ -24,15 +24,13 @@ from ..audio import AudioError, AudioInfo, estimated_bytes, probe, session_forma
 from ..config import Settings
 from ..db import session_scope
 from ..gladia import session_config
-from ..models import Batch, Job, new_id, utcnow
+from ..models import RESULT_STATES, STREAMED_STATES, Batch, Job, new_id, utcnow
 from .dispatch import Dispatcher
 
 AUDIO_EXTENSIONS = frozenset(
     "wav wave flac mp3 ogg oga opus m4a aac mp4 m4v mov mkv mka webm wma aif aiff aifc amr 3gp caf au snd".split()
 )
 # Job states after which the worker's part is over.
-STREAMED_STATES = ("stream_closed", "processing", "done", "reconciled")
-RESULT_STATES = ("done", "reconciled")
 
 
 class SubmitError(ValueError):

@@ -36,7 +36,7 @@ from sqlalchemy import and_, func, or_, select, update
 from ..config import Settings
 from ..db import session_scope
 from ..ingest import process_inbox_item
-from ..models import InboxItem, Job, utcnow
+from ..models import ACTIVE_STATES, ENDED_STATES, InboxItem, Job, utcnow
 from . import slots
 from .dispatch import Dispatcher
 
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 
 # How many rows of each kind one sweep handles (the next sweep takes the rest).
 SWEEP_BATCH = 500
-# States in which the worker owns a job; a silent heartbeat means it died.
-ACTIVE_STATES = ("starting", "streaming")
-# States after the stream ended, waiting for reconciliation.
-ENDED_STATES = ("stream_closed", "processing", "done")
 
 
 @dataclass
