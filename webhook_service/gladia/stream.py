@@ -41,6 +41,8 @@ RECONNECT_MAX_DELAY_S = 5.0
 FINAL_ACK_TIMEOUT_S = 30.0
 # How long CLOSE_MODE=stop waits for end_session after stop_recording.
 STOP_WAIT_S = 600.0
+# What a connection reports when Gladia ended the session under it (see LiveStream._gone).
+_GONE = "gone"
 
 
 @dataclass
@@ -104,6 +106,7 @@ class LiveStream:
     # ------------------------------------------------------------ main loop
 
     async def run(self) -> StreamResult:
+        """Stream until every byte is acknowledged, the session ends, or this run must stop."""
         attempt = 0
         try:
             self._reader = await self._open_reader(self.bytes_acked)
@@ -111,38 +114,11 @@ class LiveStream:
                 if self.lost_claim:
                     return self._result("lost_claim")
                 progressed_from = self.bytes_acked
-                try:
-                    async with connect(self.url, compression=None, max_size=64 << 20, proxy=None,
-                                       open_timeout=10, ping_interval=20, ping_timeout=30,
-                                       close_timeout=5, user_agent_header="webhook-service") as ws:
-                        self._ws = ws
-                        try:
-                            outcome = await self._converse(ws)
-                        except AudioError:
-                            # The file broke mid-way: end the session with what Gladia has (a 1000 close),
-                            # rather than leave it waiting for a reconnect.
-                            await self._close_quietly(1000)
-                            raise
-                        if outcome is not None:
-                            return self._result(outcome)
-                except InvalidStatus as exc:
-                    status = exc.response.status_code
-                    self.last_error = f"WebSocket handshake refused with HTTP {status}"
-                    if 400 <= status < 500 and status not in (408, 429):
-                        return await self._gone()
-                except ConnectionClosed as exc:
-                    code = exc.rcvd.code if exc.rcvd is not None else None
-                    reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                    self.last_error = f"socket closed with {code or 'no close frame'} {reason}".strip()
-                    if code is not None and 4400 <= code <= 4499:
-                        return await self._gone()
-                    if code == 1000:
-                        # Gladia ended the session although audio was still due.
-                        return await self._gone()
-                except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                    self.last_error = f"connection failed: {type(exc).__name__}: {str(exc)[:200]}"
-                finally:
-                    self._ws = None
+                outcome = await self._connection()
+                if outcome == _GONE:
+                    return await self._gone()
+                if outcome is not None:
+                    return self._result(outcome)
                 if self.lost_claim:
                     return self._result("lost_claim")
                 attempt = 1 if self.bytes_acked > progressed_from else attempt + 1
@@ -163,6 +139,40 @@ class LiveStream:
         finally:
             if self._reader is not None:
                 self._reader.close()
+
+    async def _connection(self) -> Optional[str]:
+        """One connection: the run's outcome, :data:`_GONE` when the session ended under us, None to reconnect."""
+        try:
+            async with connect(self.url, compression=None, max_size=64 << 20, proxy=None,
+                               open_timeout=10, ping_interval=20, ping_timeout=30,
+                               close_timeout=5, user_agent_header="webhook-service") as ws:
+                self._ws = ws
+                try:
+                    return await self._converse(ws)
+                except AudioError:
+                    # The file broke mid-way: end the session with what Gladia has (a 1000 close),
+                    # rather than leave it waiting for a reconnect.
+                    await self._close_quietly(1000)
+                    raise
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            self.last_error = f"WebSocket handshake refused with HTTP {status}"
+            if 400 <= status < 500 and status not in (408, 429):
+                return _GONE
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+            self.last_error = f"socket closed with {code or 'no close frame'} {reason}".strip()
+            if code is not None and 4400 <= code <= 4499:
+                return _GONE
+            if code == 1000:
+                # Gladia ended the session although audio was still due.
+                return _GONE
+        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.last_error = f"connection failed: {type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            self._ws = None
+        return None
 
     async def _gone(self) -> StreamResult:
         """The session ended under us. Complete if every byte of the file was acknowledged already.
@@ -293,14 +303,23 @@ class LiveStream:
         self._acked.set()
 
     async def _send_all(self, ws) -> Optional[str]:
+        """Resend the unacknowledged tail, stream the rest of the file, end. None means: reconnect."""
         await self._align_with_server(ws)
-        # 1. Resend the unacknowledged tail (session-relative offsets make this exact).
+        # Session-relative offsets make the resend exact.
         pending = bytes(self._unacked)
         limit = MAX_FRAME_BYTES // self.fmt.bytes_per_frame * self.fmt.bytes_per_frame
         for i in range(0, len(pending), limit):
             await ws.send(pending[i:i + limit])
-        # 2. New audio, paced against a monotonic clock: chunk k is due at t0 + k * chunk_duration / speed,
-        #    so sleeping late never accumulates drift.
+        if not await self._send_new_audio(ws):
+            return "lost_claim"
+        return await self._end(ws)
+
+    async def _send_new_audio(self, ws) -> bool:
+        """Send the file from ``bytes_sent`` to its end; False when this run must stop (fenced).
+
+        Paced against a monotonic clock: chunk k is due at t0 + k * chunk_duration / speed,
+        so sleeping late never accumulates drift.
+        """
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         base = self.bytes_sent
@@ -309,7 +328,7 @@ class LiveStream:
         assert reader is not None
         while self.bytes_total is None:
             if self._fenced():
-                return "lost_claim"
+                return False
             if len(self._unacked) + self.chunk_bytes > self.window_bytes:
                 # Back-pressure: Gladia is behind with its acknowledgements; hold the audio in the file.
                 waited_from = loop.time()
@@ -332,7 +351,12 @@ class LiveStream:
             self.bytes_sent += len(chunk)
             await ws.send(chunk)
             STREAM_BYTES_SENT.inc(len(chunk))
-        # 3. Every byte sent: wait for the last acknowledgement, then end.
+        return True
+
+    async def _end(self, ws) -> Optional[str]:
+        """Every byte sent: wait for the last acknowledgement, then close (or stop_recording). None: reconnect."""
+        loop = asyncio.get_running_loop()
+        assert self.bytes_total is not None
         deadline = loop.time() + FINAL_ACK_TIMEOUT_S
         while self.bytes_acked < self.bytes_total:
             self._acked.clear()

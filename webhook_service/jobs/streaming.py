@@ -33,7 +33,6 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
@@ -58,7 +57,7 @@ from ..metrics import JOBS_STATE_CHANGES
 from ..models import CLAIMABLE_STATES, Job, utcnow
 from ..tokens import callback_token
 from . import slots
-from .runtime import fence_s, runtime, shutting_down
+from .runtime import runtime, shutting_down
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +80,6 @@ class Deferred(Exception):
         super().__init__(reason)
         self.countdown = countdown
         self.keep_slot = keep_slot  # the job's slot stays held (for the run that resumes its session)
-
-
-@dataclass
-class _Claim:
-    run_id: str
-    job: Job
 
 
 def _new_run_id() -> str:
@@ -338,26 +331,49 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
     """
     if job.gladia_id and job.ws_url:
         return job.gladia_id, job.ws_url
+    # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
+    dead: set[str] = {job.gladia_id} if job.gladia_id else set()
+    created = _create_or_adopt(settings, client, job, run_id, dead)
+    if created is None:
+        return None
+    gladia_id, url = created["id"], created["url"]
+    dead.discard(gladia_id)
+    recorded_id, recorded_url, owner = _record_session(settings, job.id, run_id, created, frozenset(dead))
+    if recorded_id != gladia_id:
+        return _yield_to_recorded(client, created, recorded_id, recorded_url, owner)
+    set_gladia_id(gladia_id)
+    for other in sorted(dead):
+        _delete_quietly(client, other, "replaced: its socket URL was never recorded")
+    if not owner:
+        log.warning("session %s recorded for the job's new owner; this run lost its claim", gladia_id)
+        raise ClaimLost("claim lost while creating the session")
+    log.info("session %s created, socket %s", gladia_id, redact_ws_url(url))
+    return gladia_id, url
+
+
+def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id: str,
+                     dead: set[str]) -> Optional[dict[str, Any]]:
+    """POST /v2/live for the job, unless an orphan of a crashed run can be adopted. None: job failed.
+
+    Orphans that cannot be fed (no socket URL) are added to ``dead``. Gladia's
+    429 and a lasting outage raise :class:`Deferred` (the slot is given back).
+    """
     callback_url = (settings.public_base_url.rstrip("/") + "/callbacks/gladia/"
                     + callback_token(job.id, settings.callback_signing_key))
     body = session_config.post_body(job.session_config or {}, callback_url=callback_url, job_id=job.id,
                                     batch_id=job.batch_id)
-    # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
-    dead: set[str] = {job.gladia_id} if job.gladia_id else set()
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         orphan = _find_orphan(client, job)
         if orphan is not None:
             if isinstance(orphan.get("url"), str):
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
-                created = orphan
-                break
+                return orphan
             # Gladia's list does not return the socket URL: unless its creator records it meanwhile (read
-            # from the row below), that session cannot be fed. It has received no audio: it is replaced
+            # from the row afterwards), that session cannot be fed. It has received no audio: it is replaced
             # and deleted, so the job still ends up with exactly one session holding audio.
             dead.add(orphan["id"])
         try:
-            created = client.create_live(body)
-            break
+            return client.create_live(body)
         except GladiaRateLimited as exc:
             # Back-pressure (Gladia's own concurrency limit), not a failure.
             slots.release_slot(settings.database_url, job.id)
@@ -371,28 +387,25 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
                 raise Deferred(f"cannot create the session: {exc}", random.uniform(10, 30)) from None
             log.warning("POST /v2/live failed (%s); looking for an orphan, then retrying", exc)
             time.sleep(min(5.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
-    gladia_id, url = created["id"], created["url"]
-    dead.discard(gladia_id)
-    recorded_id, recorded_url, owner = _record_session(settings, job.id, run_id, created, frozenset(dead))
-    if recorded_id != gladia_id:
-        # Another session is the job's (another run recorded it, or the receiver bound it from its
-        # start_session callback and its creator is about to record the URL): this one must hold no audio.
-        _delete_quietly(client, gladia_id, f"the job already has session {recorded_id}", url)
-        if owner and recorded_id and recorded_url:
-            log.warning("adopting session %s recorded by another run", recorded_id)
-            set_gladia_id(recorded_id)
-            return recorded_id, recorded_url
-        if not owner:
-            raise ClaimLost(f"another run owns the job (session {recorded_id})")
-        raise Deferred(f"session {recorded_id} of another run is being recorded", random.uniform(0.5, 1.5))
-    set_gladia_id(gladia_id)
-    for other in sorted(dead):
-        _delete_quietly(client, other, "replaced: its socket URL was never recorded")
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _yield_to_recorded(client: GladiaClient, created: dict[str, Any], recorded_id: Optional[str],
+                       recorded_url: Optional[str], owner: bool) -> tuple[str, str]:
+    """Another session is the job's: end the one this run created, and adopt, stop or wait.
+
+    Another run recorded it, or the receiver bound it from its start_session
+    callback and its creator is about to record the URL: the session this run
+    created must hold no audio.
+    """
+    _delete_quietly(client, created["id"], f"the job already has session {recorded_id}", created["url"])
+    if owner and recorded_id and recorded_url:
+        log.warning("adopting session %s recorded by another run", recorded_id)
+        set_gladia_id(recorded_id)
+        return recorded_id, recorded_url
     if not owner:
-        log.warning("session %s recorded for the job's new owner; this run lost its claim", gladia_id)
-        raise ClaimLost("claim lost while creating the session")
-    log.info("session %s created, socket %s", gladia_id, redact_ws_url(url))
-    return gladia_id, url
+        raise ClaimLost(f"another run owns the job (session {recorded_id})")
+    raise Deferred(f"session {recorded_id} of another run is being recorded", random.uniform(0.5, 1.5))
 
 
 def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -> str:
@@ -400,15 +413,7 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
     if fmt is None:
         return "failed"
     _acquire_slot(settings, job, run_id)
-    state = {"attempts": 0}
-
-    def start(row: Job) -> None:
-        row.attempts = (row.attempts or 0) + 1
-        state["attempts"] = row.attempts
-        row.advance("starting")
-
-    _with_job(settings, job.id, run_id, start)
-    if state["attempts"] > max_attempts:
+    if _start_attempt(settings, job.id, run_id) > max_attempts:
         _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: {job.last_error}",
               reconcile=True)
         return "failed"
@@ -417,39 +422,56 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
         found = _ensure_session(settings, client, job, run_id)
         if found is None:
             return "failed"
-        gladia_id, url = found
         _with_job(settings, job.id, run_id, lambda row: row.advance("streaming"))
-        options = session_config.stream_options(job.session_config or {}, settings)
-
-        rt = runtime(settings)
-
-        async def session_alive() -> bool:
-            def check() -> bool:
-                try:
-                    return client.get_live(gladia_id).get("status") not in ("done", "error")
-                except GladiaNotFound:
-                    return False
-                except GladiaError:
-                    return True
-            return await asyncio.get_running_loop().run_in_executor(rt.db_pool, check)
-
-        async def build() -> LiveStream:
-            return LiveStream(url=url, path=job.source_path, fmt=fmt, start=job.bytes_acked or 0,
-                                chunk_ms=options.chunk_ms, speed=options.speed, close_mode=settings.close_mode,
-                                session_alive=session_alive, label=redact_ws_url(url) or gladia_id,
-                                reconnects_before=job.reconnects or 0)
-
-        stream = rt.run(build())
-        rt.register(job.id, stream, run_id, settings)
-        log.info("streaming %s from byte %d (chunk %d ms, speed %g)", job.source_path, stream.bytes_acked,
-                 options.chunk_ms, options.speed)
-        try:
-            result = rt.run(stream.run())
-        finally:
-            rt.unregister(run_id)
-        return _finish(settings, job, run_id, result, stream)
+        return _stream_session(settings, client, job, run_id, fmt, *found)
     finally:
         client.close()
+
+
+def _start_attempt(settings: Settings, job_id: str, run_id: str) -> int:
+    """Count one more attempt and move the job to ``starting``; returns the job's attempts so far."""
+    attempts = 0
+
+    def start(row: Job) -> None:
+        nonlocal attempts
+        row.attempts = attempts = (row.attempts or 0) + 1
+        row.advance("starting")
+
+    _with_job(settings, job_id, run_id, start)
+    return attempts
+
+
+def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: str, fmt: PcmFormat,
+                    gladia_id: str, url: str) -> str:
+    """Run the job's :class:`LiveStream` on the process's event loop, then record its outcome."""
+    options = session_config.stream_options(job.session_config or {}, settings)
+    rt = runtime(settings)
+
+    async def session_alive() -> bool:
+        def check() -> bool:
+            try:
+                return client.get_live(gladia_id).get("status") not in ("done", "error")
+            except GladiaNotFound:
+                return False
+            except GladiaError:
+                return True
+        return await asyncio.get_running_loop().run_in_executor(rt.db_pool, check)
+
+    async def build() -> LiveStream:
+        return LiveStream(url=url, path=job.source_path, fmt=fmt, start=job.bytes_acked or 0,
+                          chunk_ms=options.chunk_ms, speed=options.speed, close_mode=settings.close_mode,
+                          session_alive=session_alive, label=redact_ws_url(url) or gladia_id,
+                          reconnects_before=job.reconnects or 0)
+
+    stream = rt.run(build())
+    rt.register(job.id, stream, run_id, settings)
+    log.info("streaming %s from byte %d (chunk %d ms, speed %g)", job.source_path, stream.bytes_acked,
+             options.chunk_ms, options.speed)
+    try:
+        result = rt.run(stream.run())
+    finally:
+        rt.unregister(run_id)
+    return _finish(settings, job, run_id, result, stream)
 
 
 def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, stream: LiveStream) -> str:

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 SESSION_CAP_S = 3 * 3600
 STREAM_SOFT_LIMIT_S = SESSION_CAP_S + 10 * 60
 STREAM_HARD_LIMIT_S = SESSION_CAP_S + 20 * 60
+# Task names: the tasks register under them, the dispatcher sends by them, the config routes by them.
+STREAM_TASK = "webhook_service.stream_job"
+RECONCILE_TASK = "webhook_service.reconcile"
+INBOX_TASK = "webhook_service.process_inbox"
+SWEEP_TASK = "webhook_service.sweep"
 # A redelivered task must not reach a second worker while the first still streams.
 VISIBILITY_TIMEOUT_S = SESSION_CAP_S + 60 * 60
 
@@ -44,9 +49,9 @@ def celery_config(settings: Settings) -> dict:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         task_default_queue="webhook_service",
-        task_routes={"webhook_service.stream_job": {"queue": "streams"}},
+        task_routes={STREAM_TASK: {"queue": "streams"}},
         beat_schedule={
-            "sweep": {"task": "webhook_service.sweep", "schedule": settings.sweep_interval_s},
+            "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
         },
         beat_schedule_filename=os.path.join(settings.data_dir, "celerybeat-schedule"),
     )

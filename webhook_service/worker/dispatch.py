@@ -1,10 +1,18 @@
-"""Celery's implementation of :class:`webhook_service.jobs.dispatch.Dispatcher`."""
+"""Celery's implementation of :class:`webhook_service.jobs.dispatch.Dispatcher`.
+
+Tasks are sent by name through the process's current Celery app, so sending
+needs neither the task functions nor what they import.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from celery import current_app
+
 from ..config import Settings
+from ..web import create_app
+from .app import RECONCILE_TASK, STREAM_TASK, celery_init_app
 
 # Sends from a command-line process: retried briefly, so that a broker starting up is waited for.
 _PATIENT = {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}}
@@ -21,28 +29,20 @@ class CeleryDispatcher:
         self._send_options = _PATIENT if patient else {}
 
     def reconcile(self, job_id: str, trigger: str) -> None:
-        from .tasks import reconcile
-
-        reconcile.delay(job_id, trigger=trigger)
+        current_app.send_task(RECONCILE_TASK, args=[job_id], kwargs={"trigger": trigger})
 
     def stream(self, job_id: str, resume: bool) -> None:
-        from .tasks import stream_job
-
+        options = dict(self._send_options)
         if resume:
             # Through the default queue, which carries only short tasks (reconcile, sweep), not
             # behind a backlog of new streams: Gladia keeps a disconnected session only for a
             # while, so a stream to resume must start within seconds.
-            stream_job.apply_async(args=[job_id], queue=stream_job.app.conf.task_default_queue,
-                                   **self._send_options)
-        else:
-            stream_job.apply_async(args=[job_id], **self._send_options)
+            options["queue"] = current_app.conf.task_default_queue
+        current_app.send_task(STREAM_TASK, args=[job_id], **options)
 
 
 def dispatcher_for(settings: Settings) -> CeleryDispatcher:
     """A dispatcher for a process that is not a worker (the CLI): binds a Celery app to ``settings`` first."""
-    from ..web import create_app
-    from .app import celery_init_app
-
     if settings.celery_broker_url.startswith("filesystem"):
         # kombu warns that a folder broker has no host name, on every connection: noise for a CLI user.
         logging.getLogger("kombu.connection").setLevel(logging.ERROR)

@@ -15,7 +15,7 @@ from ..ingest import process_inbox_item
 from ..jobs.streaming import Deferred, run_job
 from ..jobs.sweeper import sweep as run_sweep
 from ..reconcile import JobNotFound, reconcile_job
-from .app import current_settings
+from .app import INBOX_TASK, RECONCILE_TASK, STREAM_TASK, SWEEP_TASK, current_settings
 from .dispatch import CeleryDispatcher
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # max_retries=None on the task itself: Task.retry(max_retries=None) means "the task's default" (3),
 # which would drop a job deferred a fourth time (a long backlog waiting for a session slot).
-@shared_task(name="webhook_service.stream_job", bind=True, max_retries=None)
+@shared_task(name=STREAM_TASK, bind=True, max_retries=None)
 def stream_job(self, job_id: str) -> str:
     """Create (or find) the job's Gladia session and stream its audio.
 
@@ -40,13 +40,13 @@ def stream_job(self, job_id: str) -> str:
         raise self.retry(countdown=exc.countdown) from None
 
 
-@shared_task(name="webhook_service.process_inbox")
+@shared_task(name=INBOX_TASK)
 def process_inbox(inbox_id: int) -> None:
     """Normalize one stored callback (a retry of what the receiver could not do at once)."""
     process_inbox_item(current_settings(), inbox_id)
 
 
-@shared_task(name="webhook_service.reconcile")
+@shared_task(name=RECONCILE_TASK)
 def reconcile(job_id: str, trigger: str = "task") -> None:
     """Check a session against GET /v2/live/:id and repair what callbacks missed.
 
@@ -61,7 +61,7 @@ def reconcile(job_id: str, trigger: str = "task") -> None:
         log.warning("reconcile: job %s no longer exists", job_id)
 
 
-@shared_task(name="webhook_service.sweep")
+@shared_task(name=SWEEP_TASK)
 def sweep() -> None:
     """Re-drive stale work from SQL state (periodic, from Celery beat)."""
     run_sweep(current_settings(), dispatcher=CeleryDispatcher())
