@@ -1,6 +1,6 @@
 """The long reliability run: hundreds of sessions under faults, crashes and restarts.
 
-The same scenario as ``tests/test_e2e_chaos.py`` (the same code: its
+The same scenario as ``tests/e2e/test_e2e_chaos.py`` (the same code: its
 ``ChaosRun``), scaled up: PostgreSQL and Redis, several worker processes,
 several worker SIGKILLs and receiver restarts, and the exact ledger check at
 the end. Prints one JSON line with the figures for bench/README.md.
@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT))
 
 from conftest import _create_pg_database, _drop_pg_database  # noqa: E402

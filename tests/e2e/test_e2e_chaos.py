@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AUDIO = ROOT / "tests" / "data"
 
 from webhook_service.db import session_scope  # noqa: E402
