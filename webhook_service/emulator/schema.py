@@ -15,7 +15,7 @@ import copy
 import json
 from typing import Any
 
-from ..gladia.session_schema import CUSTOM_METADATA_MAX_CHARS, Problem, problems, with_defaults
+from ..gladia.session_schema import CUSTOM_METADATA_MAX_CHARS, Problem, problems, with_defaults, without_null_sections
 
 _TYPE_WORDS = {"boolean": "must be a boolean", "number": "must be a number", "integer": "must be an integer",
                "string": "must be a string", "object": "must be an object", "array": "must be an array"}
@@ -68,6 +68,6 @@ def validate_request(body: Any) -> tuple[dict, dict | None, list[str]]:
     body = copy.deepcopy(body)
     errors: list[str] = []
     custom_metadata = _custom_metadata(body, errors)
-    params = with_defaults(body)
-    errors += [_worded(problem) for problem in problems(params)]
-    return params, custom_metadata, errors
+    body = without_null_sections(body)
+    errors += [_worded(problem) for problem in problems(body)]
+    return with_defaults(body), custom_metadata, errors

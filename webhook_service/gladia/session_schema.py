@@ -22,7 +22,6 @@ Reference: gladia-live-v2.md section 1.1. Pure protocol: no storage, no framewor
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
@@ -260,10 +259,21 @@ class Problem:
     key: str = ""
 
 
+_validators: dict[int, tuple[dict, Any]] = {}
+
+
+def _validator(schema: dict) -> Any:
+    """One compiled validator per schema object (the schemas are built once, at import)."""
+    known = _validators.get(id(schema))
+    if known is None or known[0] is not schema:
+        known = _validators[id(schema)] = (schema, _Validator(schema))
+    return known[1]
+
+
 def problems(body: Any, schema: dict = STREAMING_REQUEST) -> list[Problem]:
     """Every problem of ``body`` against ``schema``, in the order the schema lists its fields."""
     found: list[Problem] = []
-    for error in _Validator(schema).iter_errors(body):
+    for error in _validator(schema).iter_errors(body):
         for problem in _problems_of(error):
             if problem not in found:
                 found.append(problem)
@@ -300,6 +310,20 @@ def _missing(path: tuple, key: str) -> Problem:
 
 # ------------------------------------------------------------------ defaults
 
+def without_null_sections(body: Mapping[str, Any], schema: dict = STREAMING_REQUEST) -> dict[str, Any]:
+    """``body`` as Gladia reads it: a null where the schema's default is an object counts as absent."""
+    properties = schema.get("properties", {})
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        child = properties.get(key, {})
+        if value is None and isinstance(child.get("default"), dict):
+            continue
+        if isinstance(value, dict) and "properties" in child:
+            value = without_null_sections(value, child)
+        out[key] = value
+    return out
+
+
 def with_defaults(body: Mapping[str, Any], schema: dict = STREAMING_REQUEST) -> dict[str, Any]:
     """``body`` with every default of ``schema`` filled in, fields in the schema's order.
 
@@ -313,7 +337,7 @@ def with_defaults(body: Mapping[str, Any], schema: dict = STREAMING_REQUEST) -> 
         if key in body and not (body[key] is None and isinstance(child.get("default"), dict)):
             value = body[key]
         elif "default" in child:
-            value = copy.deepcopy(child["default"])
+            value = _json_copy(child["default"])
         else:
             continue
         if isinstance(value, dict) and child.get("type") == "object" and "properties" in child:
@@ -321,3 +345,12 @@ def with_defaults(body: Mapping[str, Any], schema: dict = STREAMING_REQUEST) -> 
         out[key] = value
     out.update((key, value) for key, value in body.items() if key not in properties)
     return out
+
+
+def _json_copy(value: Any) -> Any:
+    """A copy of a JSON value (cheaper than ``copy.deepcopy`` for defaults, which are small)."""
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
