@@ -228,6 +228,7 @@ STREAMING_REQUEST = streaming_request()
 # ------------------------------------------------------------------ validation
 
 def _is_integer(_checker, value: Any) -> bool:
+    """Integers only: ``2.0`` is a number, not a channel count."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
