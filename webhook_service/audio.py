@@ -35,11 +35,11 @@ from typing import Iterator, Optional
 
 import av
 
+from .gladia.session_schema import BIT_DEPTHS, SAMPLE_RATES  # the PCM formats a live session accepts
+
 # Gladia terminates a live session after 3 hours.
 MAX_DURATION_S = 3 * 3600
 MAX_CHANNELS = 8
-SAMPLE_RATES = (8000, 16000, 32000, 44100, 48000)
-BIT_DEPTHS = (8, 16, 24, 32)
 # How much audio before a resume point is decoded and thrown away, so that the
 # decoder and the resampler are in the same state as in an uninterrupted decode.
 RESUME_PREROLL_S = 0.5

@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Awaitable
 from urllib.parse import urlencode
@@ -51,7 +52,10 @@ def error_response(request: web.Request, status: int, message: str,
 
 
 class Emulator:
-    """All state of one emulator instance: sessions, faults, callbacks, ledger."""
+    """All state of one emulator instance: sessions, faults, callbacks, ledger.
+
+    It is the :class:`~.ports.SessionHost` of every session it creates.
+    """
 
     def __init__(self, options: EmulatorOptions):
         self.options = options.validated()
@@ -70,6 +74,23 @@ class Emulator:
         self._tasks: set[asyncio.Task] = set()
         self._watchdog: asyncio.Task | None = None
         self.started_sessions = 0
+
+    # ------------------------------------------------- what sessions use (SessionHost)
+
+    @property
+    def engine(self) -> str:
+        return self.options.engine
+
+    @property
+    def max_session_s(self) -> float:
+        return self.options.max_session_s
+
+    def ack_delay_s(self) -> float:
+        return self.faults.faults.ack_delay_s
+
+    def send_callback(self, session_id: str, url: str, body: dict[str, Any]) -> None:
+        assert self.callbacks is not None, "callbacks start with the app"
+        self.callbacks.enqueue(session_id, url, body)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -268,82 +289,21 @@ class Emulator:
         return response
 
     async def list_sessions(self, request: web.Request) -> web.Response:
-        q = request.query
-        errors: list[str] = []
-
-        def integer(name: str, default: int, minimum: int) -> int:
-            raw = q.get(name)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                value = minimum - 1
-            if value < minimum:
-                errors.append(f'Field "{name}" must be an integer >= {minimum}')
-                return default
-            return value
-
-        offset = integer("offset", 0, 0)
-        limit = integer("limit", 20, 1)
-        statuses = [s for raw in q.getall("status", []) for s in raw.split(",") if s]
-        for s in statuses:
-            if s not in STATUSES:
-                errors.append(f'Field "status" must be one of the following values: {", ".join(STATUSES)}')
-        day = before = after = None
-        try:
-            if "date" in q:
-                day = date.fromisoformat(q["date"])
-            if "before_date" in q:
-                before = _parse_datetime(q["before_date"])
-            if "after_date" in q:
-                after = _parse_datetime(q["after_date"])
-        except ValueError as exc:
-            errors.append(f"invalid date: {exc}")
-        metadata = None
-        if "custom_metadata" in q:
-            try:
-                metadata = json.loads(q["custom_metadata"])
-            except json.JSONDecodeError:
-                metadata = None
-            if not isinstance(metadata, dict):
-                errors.append('Field "custom_metadata" must be a JSON object')
-        # The official SDK sends the filter as custom_metadata[key]=value (qs style, values as strings).
-        bracket = {k[len("custom_metadata["):-1]: v for k, v in q.items()
-                   if k.startswith("custom_metadata[") and k.endswith("]")}
-        unknown = sorted(k for k in set(q) - {"offset", "limit", "status", "date", "before_date", "after_date",
-                                              "custom_metadata"} if not k.startswith("custom_metadata["))
-        errors += [f'Field "{name}" is not allowed' for name in unknown]
+        query, errors = _parse_list_query(request.query)
         if errors:
             return error_response(request, 400, "invalid query", errors)
-
         key = request.headers["x-gladia-key"]
-        items = [s for s in self.sessions.values() if s.api_key == key]
-        if statuses:
-            items = [s for s in items if s.status in statuses]
-        if day is not None:
-            items = [s for s in items if s.created_dt.date() == day]
-        if before is not None:
-            items = [s for s in items if s.created_dt < before]
-        if after is not None:
-            items = [s for s in items if s.created_dt > after]
-        if metadata is not None:
-            items = [s for s in items if isinstance(s.custom_metadata, dict)
-                     and all(s.custom_metadata.get(k) == v for k, v in metadata.items())]
-        if bracket:
-            items = [s for s in items if isinstance(s.custom_metadata, dict)
-                     and all(k in s.custom_metadata and _query_text(s.custom_metadata[k]) == v
-                             for k, v in bracket.items())]
+        items = [s for s in self.sessions.values() if s.api_key == key and query.matches(s)]
         items.sort(key=lambda s: s.created_dt, reverse=True)
-        page = items[offset:offset + limit]
+        page = items[query.offset:query.offset + query.limit]
 
         def link(new_offset: int) -> str:
-            params = [(k, v) for k, v in q.items() if k not in ("offset", "limit")]
-            params += [("offset", str(new_offset)), ("limit", str(limit))]
+            params = [(k, v) for k, v in request.query.items() if k not in ("offset", "limit")]
+            params += [("offset", str(new_offset)), ("limit", str(query.limit))]
             return f"{request.scheme}://{request.host}{request.path}?{urlencode(params)}"
 
-        nxt = link(offset + limit) if offset + limit < len(items) else None
-        return web.json_response({"first": link(0), "current": link(offset), "next": nxt,
+        nxt = link(query.offset + query.limit) if query.offset + query.limit < len(items) else None
+        return web.json_response({"first": link(0), "current": link(query.offset), "next": nxt,
                                   "items": [s.to_json() for s in page]})
 
     # ------------------------------------------------------------- WebSocket
@@ -450,6 +410,94 @@ class Emulator:
         assert self.callbacks is not None
         idle = await self.callbacks.wait_idle(timeout)
         return web.json_response({"idle": idle})
+
+
+LIST_FILTERS = ("offset", "limit", "status", "date", "before_date", "after_date", "custom_metadata")
+
+
+@dataclass
+class _ListQuery:
+    """The filters and the page of ``GET /v2/live``."""
+
+    offset: int = 0
+    limit: int = 20
+    statuses: list[str] = field(default_factory=list)
+    day: date | None = None
+    before: datetime | None = None
+    after: datetime | None = None
+    metadata: dict | None = None  # custom_metadata={"k": v} (JSON, values compared as they are)
+    bracket: dict[str, str] = field(default_factory=dict)  # custom_metadata[k]=v (the SDK's form, as text)
+
+    def matches(self, session: LiveSession) -> bool:
+        if self.statuses and session.status not in self.statuses:
+            return False
+        created = session.created_dt
+        if ((self.day is not None and created.date() != self.day)
+                or (self.before is not None and created >= self.before)
+                or (self.after is not None and created <= self.after)):
+            return False
+        metadata = session.custom_metadata
+        if self.metadata is not None and not (isinstance(metadata, dict) and all(
+                metadata.get(k) == v for k, v in self.metadata.items())):
+            return False
+        return not self.bracket or (isinstance(metadata, dict) and all(
+            k in metadata and _query_text(metadata[k]) == v for k, v in self.bracket.items()))
+
+
+def _query_integer(q: Any, name: str, default: int, minimum: int, errors: list[str]) -> int:
+    raw = q.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        errors.append(f'Field "{name}" must be an integer >= {minimum}')
+        return default
+    return value
+
+
+def _query_dates(q: Any, query: _ListQuery, errors: list[str]) -> None:
+    try:
+        if "date" in q:
+            query.day = date.fromisoformat(q["date"])
+        if "before_date" in q:
+            query.before = _parse_datetime(q["before_date"])
+        if "after_date" in q:
+            query.after = _parse_datetime(q["after_date"])
+    except ValueError as exc:
+        errors.append(f"invalid date: {exc}")
+
+
+def _query_metadata(q: Any, query: _ListQuery, errors: list[str]) -> None:
+    if "custom_metadata" in q:
+        try:
+            query.metadata = json.loads(q["custom_metadata"])
+        except json.JSONDecodeError:
+            query.metadata = None
+        if not isinstance(query.metadata, dict):
+            query.metadata = None
+            errors.append('Field "custom_metadata" must be a JSON object')
+    # The official SDK sends the filter as custom_metadata[key]=value (qs style, values as strings).
+    query.bracket = {k[len("custom_metadata["):-1]: v for k, v in q.items()
+                     if k.startswith("custom_metadata[") and k.endswith("]")}
+
+
+def _parse_list_query(q: Any) -> tuple[_ListQuery, list[str]]:
+    """``GET /v2/live``'s query string, or the ``validation_errors`` it deserves (all of them)."""
+    errors: list[str] = []
+    query = _ListQuery(offset=_query_integer(q, "offset", 0, 0, errors),
+                       limit=_query_integer(q, "limit", 20, 1, errors))
+    query.statuses = [s for raw in q.getall("status", []) for s in raw.split(",") if s]
+    for status in query.statuses:
+        if status not in STATUSES:
+            errors.append(f'Field "status" must be one of the following values: {", ".join(STATUSES)}')
+    _query_dates(q, query, errors)
+    _query_metadata(q, query, errors)
+    unknown = sorted(k for k in set(q) - set(LIST_FILTERS) if not k.startswith("custom_metadata["))
+    errors += [f'Field "{name}" is not allowed' for name in unknown]
+    return query, errors
 
 
 def _query_text(value: Any) -> str:

@@ -19,7 +19,7 @@ import uuid
 from concurrent.futures import Executor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -27,9 +27,7 @@ from ..gladia.messages import flag_for
 from . import addons
 from .audio import SampleDecoder, Spool, WavHeaderStripper, sample_width
 from .engines import Event, RecognizerParams, create_recognizer, utterance_confidence
-
-if TYPE_CHECKING:
-    from .server import Emulator
+from .ports import SessionHost
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +120,8 @@ class Connection:
 class LiveSession:
     """State of one session, from POST to end_session (and after, for GET)."""
 
-    def __init__(self, emulator: "Emulator", api_key: str, params: dict, custom_metadata: dict | None):
-        self.emulator = emulator
+    def __init__(self, host: SessionHost, api_key: str, params: dict, custom_metadata: dict | None):
+        self.host = host
         self.id = str(uuid.uuid4())
         self.token = str(uuid.uuid4())
         self.file_id = str(uuid.uuid4())
@@ -150,7 +148,7 @@ class LiveSession:
         self.audio_bytes = 0  # samples only (time_range, durations)
         self._stripper = WavHeaderStripper()
         self._decoder = SampleDecoder(enc, depth, self.channels)
-        self.spool = Spool(Path(emulator.spool_dir) / f"{self.id}.raw")
+        self.spool = Spool(Path(host.spool_dir) / f"{self.id}.raw")
         self._recognizers: list | None = None
         self._counters = [0] * self.channels
         self._processed = 0  # spool bytes already handed to the engine
@@ -179,12 +177,12 @@ class LiveSession:
         text = json.dumps(message, ensure_ascii=False)
         self.messages.append(text)
         if self.conn is not None and wanted(self.params["messages_config"], message):
-            delay = self.emulator.faults.faults.ack_delay_s if kind == "audio_chunk" else 0.0
+            delay = self.host.ack_delay_s() if kind == "audio_chunk" else 0.0
             self.conn.send(text, delay)
         callback = self.params["callback_config"]
         if self.params["callback"] and "url" in callback and wanted(callback, message):
-            self.emulator.callbacks.enqueue(self.id, callback["url"],
-                                            {"id": self.id, "event": f"live.{kind}", "payload": message})
+            self.host.send_callback(self.id, callback["url"],
+                                    {"id": self.id, "event": f"live.{kind}", "payload": message})
         return message
 
     # ------------------------------------------------------------ connections
@@ -233,7 +231,7 @@ class LiveSession:
         self.emit("audio_chunk", acknowledged=True, error=None,
                   data={"byte_range": [before, self.bytes_received],
                         "time_range": [round(self.audio_seconds(audio_before), 3), round(self.audio_seconds(), 3)]})
-        if self.audio_seconds() >= self.emulator.options.max_session_s:
+        if self.audio_seconds() >= self.host.max_session_s:
             self.end_recording("maximum session duration reached")
 
     def stop_recording(self) -> None:
@@ -253,7 +251,7 @@ class LiveSession:
         rp = RecognizerParams(sample_rate=self.sample_rate, endpointing=self.params["endpointing"],
                               max_utterance_s=self.params["maximum_duration_without_endpointing"],
                               speech_threshold=pre.get("speech_threshold", 0.6))
-        return [create_recognizer(self.emulator.options.engine, rp) for _ in range(self.channels)]
+        return [create_recognizer(self.host.engine, rp) for _ in range(self.channels)]
 
     def _recognize(self, offset: int, size: int) -> list[tuple[int, Event]]:
         """Runs in the engine's thread for sphinx: read from the spool, decode, feed each channel.
@@ -276,7 +274,7 @@ class LiveSession:
         return list(heapq.merge(*streams, key=lambda item: item[1].time))
 
     async def _run_engine(self, offset: int, size: int) -> list[tuple[int, Event]]:
-        executor: Executor | None = self.emulator.executor
+        executor: Executor | None = self.host.executor
         if executor is None:
             return self._recognize(offset, size)
         return await asyncio.get_running_loop().run_in_executor(executor, self._recognize, offset, size)
@@ -396,7 +394,7 @@ class LiveSession:
         if self.finishing:
             return
         self.finishing = True
-        self.emulator.spawn(self._finish(reason))
+        self.host.spawn(self._finish(reason))
 
     async def _finish(self, reason: str) -> None:
         """Drain recognition, post-process, end the session, close with 1000."""

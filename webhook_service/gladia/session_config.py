@@ -6,7 +6,9 @@ any row is written, against Gladia's ``StreamingRequest`` schema (reference
 section 1.1): unknown keys, wrong types, values out of range or outside an
 enum are reported all at once with their JSON path.
 
-What the service decides, whatever the user says:
+The schema itself is Gladia's, defined once in :mod:`.session_schema`; this
+module states how the service narrows it, words its problems, and adds
+what the service decides, whatever the user says:
 
 * ``encoding``/``sample_rate``/``bit_depth``/``channels`` describe the PCM the
   worker produces (channels always follow the file);
@@ -27,7 +29,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,19 +36,12 @@ from typing import Any, Optional
 
 import yaml
 
-from ..audio import BIT_DEPTHS, SAMPLE_RATES
-from .messages import MESSAGE_FLAGS
+from . import session_schema
 
 STREAM_KEY = "_stream"
-CUSTOM_METADATA_MAX_CHARS = 2000
+CUSTOM_METADATA_MAX_CHARS = session_schema.CUSTOM_METADATA_MAX_CHARS
 RESERVED_METADATA = ("job_id", "batch_id")
-
-LANGUAGES = frozenset(
-    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu "
-    "hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt "
-    "ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh".split()
-)
-TRANSLATION_LANGUAGES = LANGUAGES | {"wo"}
+GLADIA_CALLBACK_DEFAULTS = session_schema.GLADIA_CALLBACK_DEFAULTS
 
 # The worker reads the socket only for acknowledgements, errors and the
 # lifecycle; results travel by callback and are checked by reconciliation, so
@@ -63,22 +57,19 @@ DEFAULT_MESSAGES_CONFIG = {
     "receive_errors": True,
     "receive_lifecycle_events": True,
 }
-# Gladia's documented defaults of callback_config (gladia-live-v2.md section 1.1): a flag
-# absent from a session's callback_config takes this value.
-GLADIA_CALLBACK_DEFAULTS = {
-    "receive_partial_transcripts": False,
-    "receive_final_transcripts": True,
-    "receive_speech_events": False,
-    "receive_pre_processing_events": True,
-    "receive_realtime_processing_events": True,
-    "receive_post_processing_events": True,
-    "receive_acknowledgments": False,
-    "receive_errors": False,
-    "receive_lifecycle_events": True,
-}
 # What the service asks for: everything that carries a result and the lifecycle that
 # triggers reconciliation (Gladia's defaults), plus errors.
 DEFAULT_CALLBACK_CONFIG = {**GLADIA_CALLBACK_DEFAULTS, "receive_errors": True}
+
+# Gladia's schema as the service uses it: the worker sends PCM only, an empty
+# vocabulary is a mistake, the callback URL is added when the request is sent,
+# and the streaming options travel beside the body.
+STREAM_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    "chunk_ms": {"type": "integer", "minimum": 10, "maximum": 5000},
+    "speed": {"type": "number", "minimum": 0, "maximum": 1000},
+}}
+SERVICE_SCHEMA = session_schema.streaming_request(encodings=("wav/pcm",), min_vocabulary=1, callback_needs_url=False,
+                                                  extra_properties={STREAM_KEY: STREAM_SCHEMA})
 
 
 class SessionConfigError(ValueError):
@@ -89,143 +80,46 @@ class SessionConfigError(ValueError):
         self.errors = errors
 
 
-# ------------------------------------------------------------------ the schema
-# Each spec: ("bool"), ("number", lo, hi), ("int", lo, hi), ("enum", values),
-# ("string",), ("object", {child specs}), ("list", item spec, min_items),
-# ("dict_of_str_lists",), ("any_object",), ("vocabulary",).
+# ------------------------------------------------------------------ validation
 
-_B = ("bool",)
-_FLAGS = {flag: _B for flag in MESSAGE_FLAGS}
-SCHEMA: dict[str, tuple] = {
-    "encoding": ("enum", ("wav/pcm",)),
-    "bit_depth": ("enum", BIT_DEPTHS),
-    "sample_rate": ("enum", SAMPLE_RATES),
-    "channels": ("int", 1, 8),
-    "custom_metadata": ("any_object",),
-    "model": ("enum", ("solaria-1",)),
-    "endpointing": ("number", 0.01, 10),
-    "maximum_duration_without_endpointing": ("number", 5, 60),
-    "language_config": ("object", {
-        "languages": ("list", ("enum", tuple(sorted(LANGUAGES))), 0),
-        "code_switching": _B,
-    }),
-    "pre_processing": ("object", {"audio_enhancer": _B, "speech_threshold": ("number", 0, 1)}),
-    "realtime_processing": ("object", {
-        "custom_vocabulary": _B,
-        "custom_vocabulary_config": ("object", {
-            "vocabulary": ("vocabulary",),
-            "default_intensity": ("number", 0, 1),
-        }),
-        "custom_spelling": _B,
-        "custom_spelling_config": ("object", {"spelling_dictionary": ("dict_of_str_lists",)}),
-        "translation": _B,
-        "translation_config": ("object", {
-            "target_languages": ("list", ("enum", tuple(sorted(TRANSLATION_LANGUAGES))), 1),
-            "model": ("enum", ("base", "enhanced")),
-            "match_original_utterances": _B,
-            "lipsync": _B,
-            "context_adaptation": _B,
-            "context": ("string",),
-            "informal": _B,
-        }),
-        "named_entity_recognition": _B,
-        "sentiment_analysis": _B,
-    }),
-    "post_processing": ("object", {
-        "summarization": _B,
-        "summarization_config": ("object", {"type": ("enum", ("general", "bullet_points", "concise"))}),
-        "chapterization": _B,
-    }),
-    "messages_config": ("object", dict(_FLAGS)),
-    "callback": _B,
-    "callback_config": ("object", dict(_FLAGS, url=("string",))),  # url: refused below, set by the service
-}
-# Required sub-keys when the parent flag is on.
-_REQUIRES = (
-    ("realtime_processing", "custom_vocabulary", "custom_vocabulary_config", "vocabulary"),
-    ("realtime_processing", "custom_spelling", "custom_spelling_config", "spelling_dictionary"),
-    ("realtime_processing", "translation", "translation_config", "target_languages"),
-)
-STREAM_SCHEMA = {"chunk_ms": ("int", 10, 5000), "speed": ("number", 0, 1000)}
+_TYPE_WORDS = {"boolean": "must be true or false", "number": "must be a number", "integer": "must be an integer",
+               "string": "must be a string", "object": "must be an object", "array": "must be a list"}
 
 
-def _check(value: Any, spec: tuple, path: str, errors: list[str]) -> None:
-    kind = spec[0]
-    if kind == "bool":
-        if not isinstance(value, bool):
-            errors.append(f"{path}: must be true or false")
-    elif kind in ("number", "int"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if kind == "int" and ok and not float(value).is_integer():
-            ok = False
-        if not ok:
-            errors.append(f"{path}: must be {'an integer' if kind == 'int' else 'a number'}")
-        elif not spec[1] <= value <= spec[2]:
-            errors.append(f"{path}: must be between {spec[1]} and {spec[2]}, got {value}")
-    elif kind == "enum":
-        if isinstance(value, bool) or value not in spec[1]:
-            shown = ", ".join(map(str, spec[1])) if len(spec[1]) <= 12 else "a supported code"
-            errors.append(f"{path}: must be one of {shown}, got {value!r}")
-    elif kind == "string":
-        if not isinstance(value, str):
-            errors.append(f"{path}: must be a string")
-    elif kind == "any_object":
-        if not isinstance(value, dict):
-            errors.append(f"{path}: must be an object")
-    elif kind == "object":
-        if not isinstance(value, dict):
-            errors.append(f"{path}: must be an object")
-            return
-        for key, child in value.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in spec[1]:
-                errors.append(f"{sub}: unknown option")
-            else:
-                _check(child, spec[1][key], sub, errors)
-    elif kind == "list":
-        if not isinstance(value, list):
-            errors.append(f"{path}: must be a list")
-            return
-        if len(value) < spec[2]:
-            errors.append(f"{path}: needs at least {spec[2]} item(s)")
-        for i, item in enumerate(value):
-            _check(item, spec[1], f"{path}[{i}]", errors)
-    elif kind == "dict_of_str_lists":
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in value.items()
-        ):
-            errors.append(f"{path}: must map each spelling to a list of strings")
-    elif kind == "vocabulary":
-        if not isinstance(value, list) or not value:
-            errors.append(f"{path}: must be a non-empty list")
-            return
-        entry = {"value": ("string",), "intensity": ("number", 0, 1), "pronunciations": ("list", ("string",), 0),
-                 "language": ("enum", tuple(sorted(LANGUAGES)))}
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                continue
-            if not isinstance(item, dict) or not isinstance(item.get("value"), str):
-                errors.append(f"{path}[{i}]: must be a string or an object with a string 'value'")
-                continue
-            _check(item, ("object", entry), f"{path}[{i}]", errors)
+def _path_text(path: tuple) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
-def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """Check a (partial) session configuration; returns it, or raises :class:`SessionConfigError`."""
+def _worded(problem: session_schema.Problem) -> str:
+    """One problem as the CLI shows it: ``path: what is wrong``."""
+    where = _path_text(problem.path)
+    if problem.kind == "unknown":
+        return f"{where}: unknown option"
+    if problem.kind == "enum":
+        values = problem.expected
+        shown = ", ".join(map(str, values)) if len(values) <= 12 else "a supported code"
+        return f"{where}: must be one of {shown}, got {problem.value!r}"
+    if problem.kind == "range":
+        low, high = problem.expected
+        return f"{where}: must be between {low} and {high}, got {problem.value}"
+    if problem.kind == "min_items":
+        return f"{where}: needs at least {problem.expected} item(s)"
+    if problem.kind == "required" and problem.when:
+        parent = _path_text(problem.path[:-1])
+        return f"{where}.{problem.key}: required when {parent}.{problem.when} is true"
+    if problem.kind == "required":
+        return f"{where}: required"
+    if problem.kind == "invalid":
+        return f"{where}: {problem.message}"
+    return f"{where}: {_TYPE_WORDS.get(problem.expected, f'must be of type {problem.expected}')}"
+
+
+def _policy_errors(body: dict[str, Any]) -> list[str]:
+    """What the service decides whatever the user says (see the module docstring)."""
     errors: list[str] = []
-    if not isinstance(config, dict):
-        raise SessionConfigError(["the session configuration must be a JSON/YAML object"])
-    body = {k: v for k, v in config.items() if k != STREAM_KEY}
-    _check(body, ("object", SCHEMA), "", errors)
-    stream = config.get(STREAM_KEY)
-    if stream is not None:
-        _check(stream, ("object", STREAM_SCHEMA), STREAM_KEY, errors)
-    for parent, flag, sub, key in _REQUIRES:
-        section = body.get(parent)
-        if isinstance(section, dict) and section.get(flag) is True:
-            sub_config = section.get(sub)
-            if not isinstance(sub_config, dict) or key not in sub_config:
-                errors.append(f"{parent}.{sub}.{key}: required when {parent}.{flag} is true")
     callback_config = body.get("callback_config")
     if isinstance(callback_config, dict) and "url" in callback_config:
         errors.append("callback_config.url: set by the service (a per-job secret URL); remove it")
@@ -241,6 +135,15 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                 errors.append(f"custom_metadata.{key}: reserved (set by the service)")
         if len(json.dumps(metadata, separators=(",", ":"))) > CUSTOM_METADATA_MAX_CHARS - 120:
             errors.append(f"custom_metadata: too long (Gladia allows {CUSTOM_METADATA_MAX_CHARS} characters in all)")
+    return errors
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a (partial) session configuration; returns it, or raises :class:`SessionConfigError`."""
+    if not isinstance(config, dict):
+        raise SessionConfigError(["the session configuration must be a JSON/YAML object"])
+    errors = [_worded(p) for p in session_schema.problems(config, SERVICE_SCHEMA)]
+    errors += _policy_errors(config)
     if errors:
         raise SessionConfigError(errors)
     return config
@@ -401,52 +304,63 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
             raise SessionConfigError([f"{manifest}: needs a header row with a 'path' column"])
         for line, raw in enumerate(reader, start=2):
             record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            where = f"{manifest}:{line}"
-            if not record.get("path"):
-                errors.append(f"{where}: empty path")
-                continue
-            file_path = Path(record.pop("path")).expanduser()
-            if not file_path.is_absolute():
-                file_path = manifest.parent / file_path
-            if not file_path.is_file():
-                errors.append(f"{where}: {file_path}: no such file")
-            config: dict[str, Any] = {}
-            metadata: dict[str, Any] = {}
-            try:
-                langs = record.pop("languages", "") or record.pop("language", "")
-                record.pop("language", None)
-                if langs:
-                    config["language_config"] = {"languages": [c.strip() for c in langs.replace(",", ";").split(";") if c.strip()]}
-                stream: dict[str, Any] = {}
-                if record.get("chunk_ms"):
-                    stream["chunk_ms"] = _number(record.pop("chunk_ms"), int, "chunk_ms")
-                if record.get("speed"):
-                    stream["speed"] = _number(record.pop("speed"), float, "speed")
-                if stream:
-                    config[STREAM_KEY] = stream
-                if record.get("sample_rate"):
-                    config["sample_rate"] = _number(record.pop("sample_rate"), int, "sample_rate")
-                if record.get("config"):
-                    extra = json.loads(record.pop("config"))
-                    if not isinstance(extra, dict):
-                        raise ValueError("the config column must hold a JSON object")
-                    config = merge(extra, config)
-            except ValueError as exc:
-                errors.append(f"{where}: {str(exc).splitlines()[0]}")
-                continue
-            for key in MANIFEST_OPTION_COLUMNS:
-                record.pop(key, None)
-            metadata = {k: v for k, v in record.items() if k and v}
-            if metadata:
-                config["custom_metadata"] = merge(config.get("custom_metadata") or {}, metadata)
-            try:
-                validate(config)
-            except SessionConfigError as exc:
-                errors.extend(f"{where}: {e}" for e in exc.errors)
-                continue
-            rows.append(ManifestRow(path=file_path, config=config, metadata=metadata))
+            row = _manifest_row(record, manifest, f"{manifest}:{line}", errors)
+            if row is not None:
+                rows.append(row)
     if errors:
         raise SessionConfigError(errors)
     if not rows:
         raise SessionConfigError([f"{manifest}: no rows"])
     return rows
+
+
+def _manifest_row(record: dict[str, str], manifest: Path, where: str, errors: list[str]) -> Optional[ManifestRow]:
+    """One manifest line as a row, or ``None`` with its problems added to ``errors``."""
+    if not record.get("path"):
+        errors.append(f"{where}: empty path")
+        return None
+    file_path = Path(record.pop("path")).expanduser()
+    if not file_path.is_absolute():
+        file_path = manifest.parent / file_path
+    if not file_path.is_file():
+        errors.append(f"{where}: {file_path}: no such file")
+    try:
+        config = _manifest_options(record)
+    except ValueError as exc:
+        errors.append(f"{where}: {str(exc).splitlines()[0]}")
+        return None
+    for key in MANIFEST_OPTION_COLUMNS:
+        record.pop(key, None)
+    metadata = {k: v for k, v in record.items() if k and v}
+    if metadata:
+        config["custom_metadata"] = merge(config.get("custom_metadata") or {}, metadata)
+    try:
+        validate(config)
+    except SessionConfigError as exc:
+        errors.extend(f"{where}: {e}" for e in exc.errors)
+        return None
+    return ManifestRow(path=file_path, config=config, metadata=metadata)
+
+
+def _manifest_options(record: dict[str, str]) -> dict[str, Any]:
+    """The session options of a manifest line's option columns (taken out of ``record``)."""
+    config: dict[str, Any] = {}
+    langs = record.pop("languages", "") or record.pop("language", "")
+    record.pop("language", None)
+    if langs:
+        config["language_config"] = {"languages": [c.strip() for c in langs.replace(",", ";").split(";") if c.strip()]}
+    stream: dict[str, Any] = {}
+    if record.get("chunk_ms"):
+        stream["chunk_ms"] = _number(record.pop("chunk_ms"), int, "chunk_ms")
+    if record.get("speed"):
+        stream["speed"] = _number(record.pop("speed"), float, "speed")
+    if stream:
+        config[STREAM_KEY] = stream
+    if record.get("sample_rate"):
+        config["sample_rate"] = _number(record.pop("sample_rate"), int, "sample_rate")
+    if record.get("config"):
+        extra = json.loads(record.pop("config"))
+        if not isinstance(extra, dict):
+            raise ValueError("the config column must hold a JSON object")
+        config = merge(extra, config)
+    return config

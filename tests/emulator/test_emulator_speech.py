@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 
 pytestmark = pytest.mark.dbless
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 # Measured: 4 errors in 31 words (0.13) on these four files with pocketsphinx 5.1.1 and its en-us model.
 WER_BOUND = 0.25
 

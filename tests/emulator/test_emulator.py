@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from webhook_service.emulator.audio import encode_pcm16
-from webhook_service.emulator.schema import CALLBACK_CONFIG_DEFAULTS, MESSAGES_CONFIG_DEFAULTS
+from webhook_service.gladia.session_schema import GLADIA_CALLBACK_DEFAULTS as CALLBACK_CONFIG_DEFAULTS
+from webhook_service.gladia.session_schema import GLADIA_MESSAGES_DEFAULTS as MESSAGES_CONFIG_DEFAULTS
 
 pytestmark = pytest.mark.dbless
 
