@@ -15,7 +15,8 @@ reconciler
    own normalization (``ingest.normalize_message``, source ``reconcile``), so a
    repaired message is stored exactly as if its callback had arrived;
 4. compares the final utterances with the stored ones and repairs any that
-   are missing or differ (text, start, end, channel);
+   are missing or differ (text, start, end, channel) through the receiver's
+   own utterance upsert (``ingest.repair_utterance``);
 5. records a ``reconciliation_runs`` row and settles the job: ``reconciled``,
    or ``failed`` with the reason (404, error status, deadline).
 
@@ -33,7 +34,8 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, Iterable, Optional, Protocol
 
 from sqlalchemy import func, select
@@ -42,10 +44,13 @@ from sqlalchemy.orm import Session
 from .config import Settings
 from .db import is_postgres, session_scope
 from .gladia.messages import flag_for, parse_timestamp
+from .gladia.keys import message_key
 from .gladia.session_config import GLADIA_CALLBACK_DEFAULTS
+from .gladia.validation import InvalidMessage
+from .ingest import normalize_message, repair_utterance
 from .logging_setup import job_context
 from .metrics import RECONCILE_REPAIRED, RECONCILIATIONS
-from .models import ENDED_STATES, InboxItem, Job, ReconciliationRun, SessionResult, Utterance, Event, utcnow
+from .models import ENDED_STATES, Event, InboxItem, Job, ReconciliationRun, SessionResult, Utterance, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +208,8 @@ def _utterance_key(utterance: dict[str, Any]) -> tuple[int, float, float]:
             round(float(utterance.get("end") or 0.0), 3))
 
 
-def _differs(row: Utterance, ref: dict[str, Any]) -> bool:
+def _differs(row: Any, ref: dict[str, Any]) -> bool:
+    """Whether a stored utterance (a row or a snapshot of one) differs from the reference in what is compared."""
     return (
         row.text != (ref.get("text") or "")
         or row.channel != int(ref.get("channel") or 0)
@@ -426,81 +432,18 @@ def _count_duplicates(session: Session, gladia_id: str) -> int:
 
 def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, started: datetime,
                         body: dict[str, Any]) -> ReconcileResult:
-    from .ingest import InvalidMessage, message_key, normalize_message
-
+    """Backfill the missing messages, repair the final utterances, settle the job and record the run."""
     gladia_id = view.gladia_id
     assert gladia_id
-    result = body.get("result") if isinstance(body.get("result"), dict) else {}
+    result = _object(body.get("result"))
     messages, undecodable = parse_messages(result.get("messages") or [])
-    config = view.session_config
-    if "callback_config" not in config:
-        # Older jobs may lack it; what Gladia applied is the next best record.
-        config = {"callback_config": (body.get("request_params") or {}).get("callback_config")}
-    flags = callback_flags(config)
-
-    expected: dict[str, dict[str, Any]] = {}
-    for message in messages:
-        if is_expected(message, flags):
-            expected.setdefault(message_key(message), message)
-
-    with session_scope(settings.database_url) as session:
-        stored = set(session.scalars(select(Event.message_key).where(Event.gladia_id == gladia_id)))
-    missing = [(key, msg) for key, msg in expected.items() if key not in stored]
-    missing_by_type: dict[str, int] = {}
-    for _key, msg in missing:
-        kind = str(msg.get("type"))
-        missing_by_type[kind] = missing_by_type.get(kind, 0) + 1
-
-    repaired_messages = 0
-    invalid: list[str] = []
-    for offset in range(0, len(missing), BACKFILL_BATCH):
-        with session_scope(settings.database_url) as session:
-            job = session.get(Job, view.id)
-            for key, msg in missing[offset: offset + BACKFILL_BATCH]:
-                try:
-                    if normalize_message(session, msg, source="reconcile", job=job, gladia_id=gladia_id):
-                        repaired_messages += 1
-                except InvalidMessage as exc:
-                    # Validation runs before any write: the transaction is intact.
-                    invalid.append(f"{key[:12]}: {exc}")
-
-    # Final utterances: the reference is result.transcription.utterances; the
-    # final transcript messages give each one its id.
-    transcription = result.get("transcription") if isinstance(result.get("transcription"), dict) else {}
-    reference = [u for u in (transcription.get("utterances") or []) if isinstance(u, dict)]
-    ids_by_key: dict[tuple[int, float, float], str] = {}
-    for message in messages:
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        if message.get("type") == "transcript" and data.get("is_final") and isinstance(data.get("utterance"), dict):
-            ids_by_key.setdefault(_utterance_key(data["utterance"]), str(data.get("id")))
-
-    done_at = parse_timestamp(body.get("completed_at"))
+    flags = callback_flags(_callback_config(view, body))
+    expected = _expected_messages(messages, flags)
+    missing = _missing_messages(settings, gladia_id, expected)
+    backfill = _backfill(settings, view, missing)
     with session_scope(settings.database_url) as session:
         job = session.get(Job, view.id)
-        rows = {row.utterance_id: row for row in session.scalars(
-            select(Utterance).where(Utterance.gladia_id == gladia_id))}
-        utt_missing = utt_mismatched = utt_repaired = 0
-        reference_ids: set[str] = set()
-        for ref in reference:
-            uid = ids_by_key.get(_utterance_key(ref)) or synthetic_utterance_id(ref)
-            reference_ids.add(uid)
-            row = rows.get(uid)
-            if row is None:
-                utt_missing += 1
-                row = Utterance(gladia_id=gladia_id, utterance_id=uid, job_id=view.id, source="reconcile")
-                session.add(row)
-                rows[uid] = row
-            elif not row.is_final:
-                utt_missing += 1
-            elif _differs(row, ref):
-                utt_mismatched += 1
-            else:
-                continue
-            _apply_utterance(row, ref, view.id)
-            utt_repaired += 1
-        extra = sorted(uid for uid, row in rows.items() if row.is_final and uid not in reference_ids)
-
-        duplicates = _count_duplicates(session, gladia_id)
+        utterances = _repair_utterances(session, view, messages, result)
         replaced = job is not None and job.gladia_id != gladia_id
         # Gladia ended the session before it had all the audio, and no worker is on it: a done
         # session takes no more audio, so the results stored are all there will be. Keep them,
@@ -508,23 +451,16 @@ def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, starte
         incomplete = (f"incomplete: Gladia ended the session with {view.stream_progress}"
                       if not view.stream_finished else None)
         if job is not None and not replaced:
-            job.advance("done", when=done_at)
-            if incomplete:
-                if job.advance("failed"):
-                    job.last_error = f"reconciliation: {incomplete}"
-            else:
-                job.advance("reconciled")
-            job.reconcile_after = None
+            _settle(job, parse_timestamp(body.get("completed_at")), incomplete)
         details = {
             "status": body.get("status"),
             "messages": len(messages),
             "undecodable_messages": undecodable,
             "not_asked_by_callback_config": len(messages) - sum(1 for m in messages if is_expected(m, flags)),
-            "missing_by_type": missing_by_type,
-            "backfilled": repaired_messages,
-            "invalid_messages": invalid[:20],
-            "utterances": {"expected": len(reference), "missing": utt_missing, "mismatched": utt_mismatched,
-                           "repaired": utt_repaired, "extra": extra[:50], "extra_count": len(extra)},
+            "missing_by_type": _count_by_type(msg for _key, msg in missing),
+            "backfilled": backfill.repaired,
+            "invalid_messages": backfill.invalid[:20],
+            "utterances": utterances.as_details(),
         }
         if replaced:
             # The worker gave the job another session meanwhile: this one settles nothing.
@@ -533,27 +469,134 @@ def _compare_and_repair(settings: Settings, view: _JobView, trigger: str, starte
             view.id, gladia_id, "retry" if replaced else "failed" if incomplete else "reconciled",
             reason="the job was given another session meanwhile" if replaced else incomplete,
             expected=len(expected), received=len(expected) - len(missing), missing=len(missing),
-            duplicates=duplicates, mismatched=utt_mismatched,
-            repaired=repaired_messages + utt_repaired, details=details,
+            duplicates=_count_duplicates(session, gladia_id), mismatched=utterances.mismatched,
+            repaired=backfill.repaired + utterances.repaired, details=details,
         )
         outcome.run_id = _record(session, outcome, trigger, started)
     return outcome
 
 
-def _apply_utterance(row: Utterance, ref: dict[str, Any], job_id: str) -> None:
-    """Make a stored utterance equal to the reference one (source ``reconcile``)."""
-    words = ref.get("words") if isinstance(ref.get("words"), list) else []
-    row.job_id = row.job_id or job_id
-    row.is_final = True
-    row.text = ref.get("text") or ""
-    row.channel = int(ref.get("channel") or 0)
-    row.start_s = float(ref.get("start") or 0.0)
-    row.end_s = float(ref.get("end") or 0.0)
-    row.language = ref.get("language") if isinstance(ref.get("language"), str) else row.language
-    row.confidence = _num(ref.get("confidence"))
-    row.words = words
-    row.word_count = len(words)
-    row.source = "reconcile"
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _callback_config(view: _JobView, body: dict[str, Any]) -> dict[str, Any]:
+    """The session's configuration as far as callbacks go: the job's, else what Gladia says it applied."""
+    if "callback_config" in view.session_config:
+        return view.session_config
+    # Older jobs may lack it; what Gladia applied is the next best record.
+    return {"callback_config": (body.get("request_params") or {}).get("callback_config")}
+
+
+def _expected_messages(messages: list[dict[str, Any]], flags: dict[str, bool]) -> dict[str, dict[str, Any]]:
+    """The messages the session's callback_config asked for, by message key (first copy wins)."""
+    expected: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        if is_expected(message, flags):
+            expected.setdefault(message_key(message), message)
+    return expected
+
+
+def _missing_messages(settings: Settings, gladia_id: str,
+                      expected: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The expected messages with no ``events`` row, as (message key, message)."""
+    with session_scope(settings.database_url) as session:
+        stored = set(session.scalars(select(Event.message_key).where(Event.gladia_id == gladia_id)))
+    return [(key, msg) for key, msg in expected.items() if key not in stored]
+
+
+def _count_by_type(messages: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for msg in messages:
+        kind = str(msg.get("type"))
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+@dataclass
+class _Backfill:
+    repaired: int = 0
+    invalid: list[str] = field(default_factory=list)
+
+
+def _backfill(settings: Settings, view: _JobView, missing: list[tuple[str, dict[str, Any]]]) -> _Backfill:
+    """Store each missing message through the receiver's normalization (source ``reconcile``), in batches."""
+    done = _Backfill()
+    for offset in range(0, len(missing), BACKFILL_BATCH):
+        with session_scope(settings.database_url) as session:
+            job = session.get(Job, view.id)
+            for key, msg in missing[offset: offset + BACKFILL_BATCH]:
+                try:
+                    if normalize_message(session, msg, source="reconcile", job=job, gladia_id=view.gladia_id):
+                        done.repaired += 1
+                except InvalidMessage as exc:
+                    # Validation runs before any write: the transaction is intact.
+                    done.invalid.append(f"{key[:12]}: {exc}")
+    return done
+
+
+@dataclass
+class _UtteranceCheck:
+    expected: int
+    missing: int = 0
+    mismatched: int = 0
+    repaired: int = 0
+    extra: list[str] = field(default_factory=list)
+
+    def as_details(self) -> dict[str, Any]:
+        return {"expected": self.expected, "missing": self.missing, "mismatched": self.mismatched,
+                "repaired": self.repaired, "extra": self.extra[:50], "extra_count": len(self.extra)}
+
+
+def _final_ids_by_key(messages: list[dict[str, Any]]) -> dict[tuple[int, float, float], str]:
+    """The final transcript messages give each reference utterance its id (matched on channel, start, end)."""
+    ids_by_key: dict[tuple[int, float, float], str] = {}
+    for message in messages:
+        data = _object(message.get("data"))
+        if message.get("type") == "transcript" and data.get("is_final") and isinstance(data.get("utterance"), dict):
+            ids_by_key.setdefault(_utterance_key(data["utterance"]), str(data.get("id")))
+    return ids_by_key
+
+
+def _repair_utterances(session: Session, view: _JobView, messages: list[dict[str, Any]],
+                       result: dict[str, Any]) -> _UtteranceCheck:
+    """Compare the stored final utterances with ``result.transcription.utterances``; repair through ingest."""
+    gladia_id = view.gladia_id
+    assert gladia_id
+    reference = [u for u in (_object(result.get("transcription")).get("utterances") or []) if isinstance(u, dict)]
+    ids_by_key = _final_ids_by_key(messages)
+    rows: dict[str, Any] = {row.utterance_id: row for row in session.execute(
+        select(Utterance.utterance_id, Utterance.job_id, Utterance.is_final, Utterance.text, Utterance.channel,
+               Utterance.start_s, Utterance.end_s, Utterance.language, Utterance.created_at)
+        .where(Utterance.gladia_id == gladia_id))}
+    check = _UtteranceCheck(expected=len(reference))
+    reference_ids: set[str] = set()
+    for ref in reference:
+        uid = ids_by_key.get(_utterance_key(ref)) or synthetic_utterance_id(ref)
+        reference_ids.add(uid)
+        row = rows.get(uid)
+        if row is None or not row.is_final:
+            check.missing += 1
+        elif _differs(row, ref):
+            check.mismatched += 1
+        else:
+            continue
+        rows[uid] = SimpleNamespace(**repair_utterance(session, ref, gladia_id=gladia_id, utterance_id=uid,
+                                                       job_id=view.id, stored=row))
+        check.repaired += 1
+    check.extra = sorted(uid for uid, row in rows.items() if row.is_final and uid not in reference_ids)
+    return check
+
+
+def _settle(job: Job, done_at: Optional[datetime], incomplete: Optional[str]) -> None:
+    """The session is done: the job is reconciled, or failed when Gladia ended it with audio unsent."""
+    job.advance("done", when=done_at)
+    if incomplete:
+        if job.advance("failed"):
+            job.last_error = f"reconciliation: {incomplete}"
+    else:
+        job.advance("reconciled")
+    job.reconcile_after = None
 
 
 def _record(session: Session, result: ReconcileResult, trigger: str, started: datetime) -> int:
