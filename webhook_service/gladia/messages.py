@@ -5,8 +5,8 @@ receiver (which family a message normalizes as, which lifecycle state it
 proves), reconciliation (which ``callback_config`` flag asked for it), the
 session schema (the list of flags) and the emulator (which flag lets it
 through). Adding an event type is one :class:`MessageType` entry here; a type
-of a new family also needs one check of its ``data`` (``gladia.validation``)
-and one handler (``ingest.handlers``), both registered for the family.
+of a new family also needs one handler (``ingest.handlers``) and, if its
+``data`` is read, one check of it (``gladia.validation``), both registered for the family.
 
 Pure protocol: no storage, no framework.
 """
