@@ -137,7 +137,8 @@ def _check_id(value: Any, field: str) -> None:
 
 
 def _check_optional_lang(value: Any, field: str) -> None:
-    _require(value is None or (isinstance(value, str) and len(value) <= MAX_LANG_LEN), f"{field} must be a language code")
+    _require(value is None or (isinstance(value, str) and len(value) <= MAX_LANG_LEN),
+             f"{field} must be a language code")
 
 
 def _check_utterance(utt: Any, field: str) -> None:
