@@ -6,7 +6,7 @@ import pytest
 
 from webhook_service.gladia.messages import CATALOGUE, LIFECYCLE_STATES
 from webhook_service.ingest import handler_for
-from webhook_service.ingest.statements import SINGLE_STATEMENT_TYPES
+from webhook_service.ingest.handlers import SINGLE_STATEMENT_TYPES
 
 
 @pytest.mark.dbless

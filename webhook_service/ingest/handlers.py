@@ -73,17 +73,21 @@ class Normalizing:
 class Handler:
     apply: Callable[[Normalizing], None]
     moves_job: bool = False
+    # The statement of ``statements.pg_single_statements()`` that does the same in one round trip
+    # (the PostgreSQL receiver's fast path), when there is one.
+    single_statement: Optional[str] = None
 
 
 _BY_FAMILY: dict[str, Handler] = {}
 _BY_TYPE: dict[str, Handler] = {}
 
 
-def handles(*, families: tuple[str, ...] = (), types: tuple[str, ...] = (),
-            moves_job: bool = False) -> Callable[[Callable[[Normalizing], None]], Callable[[Normalizing], None]]:
+def handles(*, families: tuple[str, ...] = (), types: tuple[str, ...] = (), moves_job: bool = False,
+            single_statement: Optional[str] = None) -> Callable[[Callable[[Normalizing], None]],
+                                                                Callable[[Normalizing], None]]:
     """Register a handler for every message of ``families`` and for the ``types`` named."""
     def register(apply: Callable[[Normalizing], None]) -> Callable[[Normalizing], None]:
-        entry = Handler(apply, moves_job)
+        entry = Handler(apply, moves_job, single_statement)
         _BY_FAMILY.update(dict.fromkeys(families, entry))
         _BY_TYPE.update(dict.fromkeys(types, entry))
         return apply
@@ -107,7 +111,7 @@ def moves_job(mtype: str) -> bool:
 # --------------------------------------------------------------------- handlers
 
 
-@handles(families=(ACK, SPEECH))
+@handles(families=(ACK, SPEECH), single_statement="event_only")
 def _event_only(m: Normalizing) -> None:
     """Acknowledgements and voice activity: the ``events`` row is the whole record."""
 
@@ -120,7 +124,7 @@ def _lifecycle(m: Normalizing) -> None:
                     schedule=m.new and m.source != "reconcile")
 
 
-@handles(families=(TRANSCRIPT,))
+@handles(families=(TRANSCRIPT,), single_statement="transcript")
 def _transcript(m: Normalizing) -> None:
     m.conn.execute(m.sql.utterance_upsert, utterance_row(
         m.data, gladia_id=m.gladia_id, job_id=m.job_id, source=m.source, created_at=m.created_at,
@@ -158,6 +162,11 @@ _UNKNOWN = Handler(_unknown)
 _unhandled = {entry.family for entry in CATALOGUE.values()} - set(_BY_FAMILY)
 if _unhandled:
     raise RuntimeError(f"message families without a handler in ingest.handlers: {sorted(_unhandled)}")
+
+# Message types whose whole normalization is the event row plus at most one
+# utterance: on PostgreSQL the receiver writes them in one statement. The
+# others (lifecycle, add-ons, session results, unknown types) take the general path.
+SINGLE_STATEMENT_TYPES = frozenset(name for name in CATALOGUE if handler_for(name).single_statement)
 
 
 # ------------------------------------------------------------ what they write

@@ -33,7 +33,8 @@ from ..models import utcnow
 from .delivery import guarded, normalize_inbox
 from .inbox import Forbidden, Stored, check_job_session, forget_job_session, job_id_for, store_inbox
 from .locks import ATTEMPTS, retryable, write_lock
-from .statements import SINGLE_STATEMENT_TYPES, event_values, pg_single_statements, utterance_row
+from .handlers import handler_for
+from .statements import event_values, pg_single_statements, utterance_row
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
        run before the INSERT, each atomic on its own (the session id is only
        ever set where it is NULL, and the unique index arbitrates races).
     2. The normalization, in a transaction of its own: one statement for the
-       common message types (:data:`SINGLE_STATEMENT_TYPES`), else the
+       common message types (:data:`~.handlers.SINGLE_STATEMENT_TYPES`), else the
        general path of :func:`normalize_inbox` (several statements and row
        locks) on a transactional connection of the shared engine.
     """
@@ -139,13 +140,14 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
                                      dedupe_key=callback_key(body, payload_json))
                 if stored.duplicate and stored.status == "processed":
                     return stored, "duplicate"
-                if item.payload["type"] not in SINGLE_STATEMENT_TYPES:
+                single_statement = handler_for(item.payload["type"]).single_statement
+                if single_statement is None:
                     with get_engine(url).connect() as tx_conn:  # a transaction of several statements
                         return stored, normalize_inbox(settings, stored.inbox_id, kind="callback", body=body,
                                                        job_id=job_id, received_at=received_at, event=item.event,
                                                        conn=tx_conn, item=item)
-                return stored, _normalize_single(conn, stored.inbox_id, item, payload_json, job_id=job_id,
-                                                 received_at=received_at)
+                return stored, _normalize_single(conn, stored.inbox_id, item, payload_json, single_statement,
+                                                 job_id=job_id, received_at=received_at)
         except DBAPIError as exc:
             # Normalization never raises, so this is the raw INSERT (or the session check):
             # nothing was committed, or it was and the second INSERT finds the row
@@ -156,11 +158,12 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
     raise AssertionError("unreachable")
 
 
-def _normalize_single(conn: Connection, inbox_id: int, item: Callback, payload_json: str, *, job_id: str,
-                      received_at: datetime) -> str:
-    """Normalize a callback of :data:`SINGLE_STATEMENT_TYPES` with one statement (one transaction).
+def _normalize_single(conn: Connection, inbox_id: int, item: Callback, payload_json: str, single_statement: str,
+                      *, job_id: str, received_at: datetime) -> str:
+    """Normalize a callback of :data:`~.handlers.SINGLE_STATEMENT_TYPES` with one statement (one transaction).
 
-    ``payload_json`` is ``canonical_json(item.payload)``.
+    ``payload_json`` is ``canonical_json(item.payload)``; ``single_statement`` names the statement of
+    ``pg_single_statements()`` that its handler stands for.
     """
     message = item.payload
     created_at = parse_timestamp(message.get("created_at"))
@@ -170,13 +173,10 @@ def _normalize_single(conn: Connection, inbox_id: int, item: Callback, payload_j
         message, gladia_id=item.gladia_id, job_id=job_id, source="callback", created_at=created_at,
         received_at=received_at, inbox_id=inbox_id, key=sha256_hex(payload_json)).items())
     params["e_payload"] = payload_json
-    statements = pg_single_statements()
-    if message["type"] == "transcript":
-        statement = statements.transcript
+    statement = getattr(pg_single_statements(), single_statement)
+    if single_statement == "transcript":
         params.update(("u_" + name, value) for name, value in utterance_row(
             message["data"], gladia_id=item.gladia_id, job_id=job_id, source="callback", created_at=created_at,
             received_at=received_at, now=now).items())
-    else:
-        statement = statements.event_only
     return guarded(conn, lambda: conn.execute(statement, params), inbox_id=inbox_id, event=item.event,
                    received_at=received_at)

@@ -36,7 +36,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from ..gladia.keys import message_key
-from ..gladia.messages import ACK, SPEECH, TRANSCRIPT, of_family
 from ..models import AddonResult, Event, InboxItem, Job, SessionResult, UTCDateTime, Utterance
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -46,11 +45,6 @@ EVENT_COLUMNS = ("gladia_id", "job_id", "message_key", "type", "source", "create
 UTTERANCE_COLUMNS = ("gladia_id", "job_id", "utterance_id", "is_final", "channel", "start_s", "end_s", "text",
                      "language", "confidence", "words", "word_count", "source", "created_at", "received_at",
                      "updated_at")
-# Message types whose whole normalization is the event row plus at most one
-# utterance (their families' handlers write nothing else): on PostgreSQL the
-# receiver writes them in one statement. The others (lifecycle, add-ons,
-# session results, unknown types) take the general path.
-SINGLE_STATEMENT_TYPES = frozenset(of_family(ACK, SPEECH, TRANSCRIPT))
 
 
 def connection(executor: Session | Connection) -> Connection:
@@ -144,7 +138,8 @@ def pg_single_statements() -> SimpleNamespace:
     ``new_event`` inserts the event (nothing on a duplicate message),
     ``inbox_done`` marks the inbox row processed, and for a transcript
     ``utterance`` upserts the utterance only when ``new_event`` inserted a row,
-    exactly as the general path does in three statements. The statement
+    exactly as the general path does in three statements (the handlers that
+    name these statements, in ``handlers``). The statement
     returns how many events it inserted (0 or 1). One statement is one
     transaction (atomic: any error leaves nothing) and one round trip instead
     of six (BEGIN, three statements, COMMIT). Parameters are named ``e_*``
