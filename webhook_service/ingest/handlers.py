@@ -69,9 +69,12 @@ class Normalizing:
         return self.message.get("data")
 
 
+HandlerFn = Callable[[Normalizing], None]
+
+
 @dataclass(frozen=True)
 class Handler:
-    apply: Callable[[Normalizing], None]
+    apply: HandlerFn
     moves_job: bool = False
     # The statement of ``statements.pg_single_statements()`` that does the same in one round trip
     # (the PostgreSQL receiver's fast path), when there is one.
@@ -83,10 +86,9 @@ _BY_TYPE: dict[str, Handler] = {}
 
 
 def handles(*, families: tuple[str, ...] = (), types: tuple[str, ...] = (), moves_job: bool = False,
-            single_statement: Optional[str] = None) -> Callable[[Callable[[Normalizing], None]],
-                                                                Callable[[Normalizing], None]]:
+            single_statement: Optional[str] = None) -> Callable[[HandlerFn], HandlerFn]:
     """Register a handler for every message of ``families`` and for the ``types`` named."""
-    def register(apply: Callable[[Normalizing], None]) -> Callable[[Normalizing], None]:
+    def register(apply: HandlerFn) -> HandlerFn:
         entry = Handler(apply, moves_job, single_statement)
         _BY_FAMILY.update(dict.fromkeys(families, entry))
         _BY_TYPE.update(dict.fromkeys(types, entry))
