@@ -29,6 +29,9 @@ CALLBACKS_REJECTED = Counter(
 CALLBACKS_FAILED = Counter(
     "webhook_callbacks_failed_total", "Callbacks stored but whose normalization failed, by event", ["event"]
 )
+UNKNOWN_EVENTS = Counter(
+    "webhook_unknown_events_total", "Messages of a type this version does not know, stored raw", ["source"]
+)
 CALLBACK_PROCESSING_SECONDS = Histogram(
     "webhook_callback_processing_seconds",
     "Time from receiving a callback to its normalized commit",

@@ -4,8 +4,9 @@ Every part of the service that sorts messages by type reads this table: the
 receiver (which family a message normalizes as, which lifecycle state it
 proves), reconciliation (which ``callback_config`` flag asked for it), the
 session schema (the list of flags) and the emulator (which flag lets it
-through). Adding an event type is one :class:`MessageType` entry here and, in
-``ingest``, one handler for its family.
+through). Adding an event type is one :class:`MessageType` entry here; a type
+of a new family also needs one handler (``ingest.handlers``) and, if its
+``data`` is read, one check of it (``gladia.validation``), both registered for the family.
 
 Pure protocol: no storage, no framework.
 """

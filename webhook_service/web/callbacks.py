@@ -25,12 +25,13 @@ import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import RequestEntityTooLarge
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from .. import ingest, metrics
+from ..gladia.validation import InvalidMessage, parse_json_body, validate_callback, validate_webhook
 from ..logging_setup import job_context
 from ..models import utcnow
 from ..tokens import job_id_from_token
@@ -87,8 +88,8 @@ def _read_json_body(*, kind: str) -> tuple[bytes, Any] | tuple[None, Any]:
     except RequestEntityTooLarge:
         return None, _reject(413, "too_large", f"body larger than {settings().max_callback_bytes} bytes", kind=kind)
     try:
-        return raw, ingest.parse_json_body(raw)
-    except ingest.InvalidMessage as exc:
+        return raw, parse_json_body(raw)
+    except InvalidMessage as exc:
         return None, _reject(400, "invalid_json", str(exc), kind=kind)
 
 
@@ -104,33 +105,24 @@ def gladia_callback(token: str):
     if raw is None:
         return body
     try:
-        callback = ingest.validate_callback(body)
-    except ingest.InvalidMessage as exc:
+        callback = validate_callback(body)
+    except InvalidMessage as exc:
         return _reject(400, "invalid_body", str(exc), job=job_id)
     label = ingest.metric_event(callback.event)
 
     with job_context(job_id, callback.gladia_id):
-        for attempt in (1, 2):
-            try:
-                stored, status = ingest.receive(
-                    cfg, kind="callback", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
-                    event=callback.event, gladia_id=callback.gladia_id, job_id=job_id, received_at=received_at,
-                    validated=True,
-                )
-                break
-            except ingest.UnknownJob:  # a token of a deleted job (or of another deployment's key)
-                return _reject(404, "unknown_job", "unknown callback URL")
-            except ingest.Forbidden as exc:
-                return _reject(403, "wrong_session", str(exc), job=job_id, gladia_id=callback.gladia_id)
-            except IntegrityError:
-                # Another job claimed this session id meanwhile, or the job was deleted:
-                # forget what we knew of the job and decide again from the database.
-                ingest.forget_job_session(cfg.database_url, job_id)
-                if attempt == 2:
-                    return _reject(403, "wrong_session", "the body names a session of another job", job=job_id)
-            except DBAPIError as exc:
-                return _unavailable(exc)
-        return _answer(label, stored, status)
+        try:
+            stored, status = ingest.receive_callback(
+                cfg, raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()), callback=callback,
+                job_id=job_id, received_at=received_at,
+            )
+        except ingest.UnknownJob:  # a token of a deleted job (or of another deployment's key)
+            return _reject(404, "unknown_job", "unknown callback URL")
+        except ingest.Forbidden as exc:
+            return _reject(403, "wrong_session", str(exc), job=job_id, gladia_id=callback.gladia_id)
+        except DBAPIError as exc:
+            return _unavailable(exc)
+    return _answer(label, stored, status)
 
 
 def _unavailable(exc: Exception):
@@ -183,16 +175,16 @@ def gladia_webhook():
     if not _is_json_content_type():
         return _reject(400, "content_type", "Content-Type must be application/json", kind="webhook")
     try:
-        body = ingest.parse_json_body(raw)
-        hook = ingest.validate_webhook(body)
-    except ingest.InvalidMessage as exc:
+        body = parse_json_body(raw)
+        hook = validate_webhook(body)
+    except InvalidMessage as exc:
         return _reject(400, "invalid_body", str(exc), kind="webhook")
     label = ingest.metric_event(hook.event)
     with job_context(None, hook.gladia_id):
         try:
-            stored, status = ingest.receive(
-                cfg, kind="webhook", raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()),
-                event=hook.event, gladia_id=hook.gladia_id, job_id=None, received_at=received_at, validated=True,
+            stored, status = ingest.receive_webhook(
+                cfg, raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()), webhook=hook,
+                received_at=received_at,
             )
         except DBAPIError as exc:
             return _unavailable(exc)

@@ -20,7 +20,7 @@ from webhook_service.db import session_scope
 from webhook_service.models import AddonResult, Event, InboxItem, Job, SessionResult, Utterance
 from webhook_service.tokens import callback_token
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 CHUNK_MS = 100
 
 

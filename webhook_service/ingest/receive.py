@@ -1,0 +1,182 @@
+"""The receiver's whole write path: commit the raw delivery, then normalize it.
+
+:func:`receive_callback` and :func:`receive_webhook` are what the Flask routes
+call once a body is parsed and validated; they answer what the inbox made of
+the delivery and the row's status after normalization (``processed``,
+``failed``, ``pending``, or ``duplicate`` when an earlier copy was already
+processed). The raw row is committed first and a normalization failure never
+raises (``delivery``), so a :class:`~sqlalchemy.exc.DBAPIError` out of here
+means the delivery was not stored.
+
+This is the hot path (one callback per message of every live session). On
+PostgreSQL a callback takes two round trips in the common case (see
+:func:`_receive_callback_pg`); its statements and round trips are what
+``bench/bench_callbacks.py`` measures.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from ..config import Settings
+from ..db import get_engine, make_engine
+from ..gladia.keys import callback_key, canonical_json, sha256_hex
+from ..gladia.messages import parse_timestamp
+from ..gladia.validation import Callback, Webhook
+from ..models import utcnow
+from .delivery import guarded, normalize_inbox
+from .inbox import Forbidden, Stored, check_job_session, forget_job_session, job_id_for, store_inbox
+from .locks import ATTEMPTS, retryable, write_lock
+from .handlers import handler_for
+from .statements import event_values, pg_single_statements, utterance_row
+
+log = logging.getLogger(__name__)
+
+
+def receive_callback(settings: Settings, *, raw: bytes, body: Any, headers: Mapping[str, str], callback: Callback,
+                     job_id: str, received_at: datetime) -> tuple[Stored, str]:
+    """Store and normalize a per-session callback whose URL names ``job_id``.
+
+    ``callback`` is ``validate_callback(body)``. The body's session must be the
+    job's (recorded if the job has none yet): raises :class:`UnknownJob` or
+    :class:`Forbidden`. A unique-index conflict on the session id (another job
+    claimed it meanwhile, or the job was deleted) is decided again from the
+    database once, then refused as :class:`Forbidden`.
+    """
+    for attempt in (1, 2):
+        try:
+            if get_engine(settings.database_url).dialect.name == "postgresql":
+                return _receive_callback_pg(settings, raw=raw, body=body, headers=headers, item=callback,
+                                            job_id=job_id, received_at=received_at)
+            return _store_and_normalize(settings, kind="callback", raw=raw, body=body, headers=headers,
+                                        item=callback, job_id=job_id, received_at=received_at)
+        except IntegrityError:
+            # Forget what we knew of the job and decide again from the database.
+            forget_job_session(settings.database_url, job_id)
+            if attempt == 2:
+                raise Forbidden("the body names a session of another job") from None
+    raise AssertionError("unreachable")
+
+
+def receive_webhook(settings: Settings, *, raw: bytes, body: Any, headers: Mapping[str, str], webhook: Webhook,
+                    received_at: datetime) -> tuple[Stored, str]:
+    """Store and normalize an account webhook; its job is looked up by session id. ``webhook``: the validated body."""
+    return _store_and_normalize(settings, kind="webhook", raw=raw, body=body, headers=headers, item=webhook,
+                                job_id=None, received_at=received_at)
+
+
+def _store_and_normalize(settings: Settings, *, kind: str, raw: bytes, body: Any, headers: Mapping[str, str],
+                         item: Callback | Webhook, job_id: Optional[str],
+                         received_at: datetime) -> tuple[Stored, str]:
+    """The general path (SQLite, and webhooks everywhere): the raw row's transaction, then normalization's."""
+    url = settings.database_url
+    with get_engine(url).connect() as conn:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with write_lock(conn), conn.begin():
+                    if kind == "callback":
+                        assert job_id is not None
+                        check_job_session(conn, url, job_id, item.gladia_id)
+                    else:
+                        job_id = job_id_for(conn, item.gladia_id)
+                    stored = store_inbox(conn, kind=kind, raw=raw, body=body, headers=headers, event=item.event,
+                                         gladia_id=item.gladia_id, job_id=job_id, received_at=received_at)
+                break
+            except OperationalError as exc:
+                if attempt == ATTEMPTS or not retryable(exc):
+                    raise
+                log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
+        if stored.duplicate and stored.status == "processed":
+            return stored, "duplicate"
+        status = normalize_inbox(settings, stored.inbox_id, kind=kind, body=body, job_id=job_id,
+                                 received_at=received_at, event=item.event, conn=conn, item=item)
+    return stored, status
+
+
+@functools.lru_cache(maxsize=None)
+def _receiver_engine(url: str) -> Engine:
+    """PostgreSQL: the callback receiver's own pool, in autocommit and without a pre-ping.
+
+    On the receiver's hot path every transaction is a single statement (the
+    inbox INSERT, then the normalization statement of
+    :func:`~.statements.pg_single_statements`), so autocommit saves a BEGIN and
+    a COMMIT round trip for each. The pool's pre-ping (one more round trip per
+    request) is replaced by :func:`_receive_callback_pg` storing again on a
+    fresh connection when the first statement finds its pooled connection
+    dead: the inbox INSERT is idempotent, so trying it twice is safe.
+    """
+    return make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+
+
+def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: Mapping[str, str], item: Callback,
+                         job_id: str, received_at: datetime) -> tuple[Stored, str]:
+    """:func:`receive_callback` on PostgreSQL: two round trips in the common case.
+
+    1. The raw delivery: one ``INSERT ... ON CONFLICT DO NOTHING`` in
+       autocommit, committed (synchronously) before anything else. The job's
+       session check is cached per process; when it is not, its statements
+       run before the INSERT, each atomic on its own (the session id is only
+       ever set where it is NULL, and the unique index arbitrates races).
+    2. The normalization, in a transaction of its own: one statement for the
+       common message types (:data:`~.handlers.SINGLE_STATEMENT_TYPES`), else the
+       general path of :func:`normalize_inbox` (several statements and row
+       locks) on a transactional connection of the shared engine.
+    """
+    url = settings.database_url
+    # Serialized once: for the inbox's dedupe key, the event's key and the stored payload.
+    payload_json = canonical_json(item.payload)
+    for attempt in (1, 2):
+        try:
+            with _receiver_engine(url).connect() as conn:
+                check_job_session(conn, url, job_id, item.gladia_id)
+                stored = store_inbox(conn, kind="callback", raw=raw, body=body, headers=headers, event=item.event,
+                                     gladia_id=item.gladia_id, job_id=job_id, received_at=received_at,
+                                     dedupe_key=callback_key(body, payload_json))
+                if stored.duplicate and stored.status == "processed":
+                    return stored, "duplicate"
+                single_statement = handler_for(item.payload["type"]).single_statement
+                if single_statement is None:
+                    with get_engine(url).connect() as tx_conn:  # a transaction of several statements
+                        return stored, normalize_inbox(settings, stored.inbox_id, kind="callback", body=body,
+                                                       job_id=job_id, received_at=received_at, event=item.event,
+                                                       conn=tx_conn, item=item)
+                return stored, _normalize_single(conn, stored.inbox_id, item, payload_json, single_statement,
+                                                 job_id=job_id, received_at=received_at)
+        except DBAPIError as exc:
+            # Normalization never raises, so this is the raw INSERT (or the session check):
+            # nothing was committed, or it was and the second INSERT finds the row
+            # (counted then as a duplicate delivery, and normalized if still pending).
+            if attempt == 2 or not (exc.connection_invalidated or retryable(exc)):
+                raise
+            log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
+    raise AssertionError("unreachable")
+
+
+def _normalize_single(conn: Connection, inbox_id: int, item: Callback, payload_json: str, single_statement: str,
+                      *, job_id: str, received_at: datetime) -> str:
+    """Normalize a callback of :data:`~.handlers.SINGLE_STATEMENT_TYPES` with one statement (one transaction).
+
+    ``payload_json`` is ``canonical_json(item.payload)``; ``single_statement`` names the statement of
+    ``pg_single_statements()`` that its handler stands for.
+    """
+    message = item.payload
+    created_at = parse_timestamp(message.get("created_at"))
+    now = utcnow()
+    params: dict[str, Any] = {"b_id": inbox_id, "b_now": now, "b_job": job_id}
+    params.update(("e_" + name, value) for name, value in event_values(
+        message, gladia_id=item.gladia_id, job_id=job_id, source="callback", created_at=created_at,
+        received_at=received_at, inbox_id=inbox_id, key=sha256_hex(payload_json)).items())
+    params["e_payload"] = payload_json
+    statement = getattr(pg_single_statements(), single_statement)
+    if single_statement == "transcript":
+        params.update(("u_" + name, value) for name, value in utterance_row(
+            message["data"], gladia_id=item.gladia_id, job_id=job_id, source="callback", created_at=created_at,
+            received_at=received_at, now=now).items())
+    return guarded(conn, lambda: conn.execute(statement, params), inbox_id=inbox_id, event=item.event,
+                   received_at=received_at)

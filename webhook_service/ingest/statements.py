@@ -1,0 +1,206 @@
+"""Every INSERT/UPDATE of ingestion, built once per SQL dialect, and the rows they take.
+
+The receiver is the hot path (Gladia posts one callback per message of every
+live session), so its statements are built once per dialect and executed on
+a Core connection with plain parameter dicts; SQLAlchemy then reuses their
+compiled form and psycopg its server-side prepared statements. On PostgreSQL
+the common message types are normalized by ONE statement of data-modifying
+CTEs (:func:`pg_single_statements`).
+
+Every derived row is an upsert whose ``WHERE`` keeps the most advanced
+version, so messages applied in any order, any number of times, give the same
+end state.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any, Iterable, Mapping, Optional
+
+from sqlalchemy import (
+    Connection,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from ..gladia.keys import message_key
+from ..models import AddonResult, Event, InboxItem, Job, SessionResult, UTCDateTime, Utterance
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+EVENT_COLUMNS = ("gladia_id", "job_id", "message_key", "type", "source", "created_at", "received_at", "inbox_id",
+                 "payload")
+UTTERANCE_COLUMNS = ("gladia_id", "job_id", "utterance_id", "is_final", "channel", "start_s", "end_s", "text",
+                     "language", "confidence", "words", "word_count", "source", "created_at", "received_at",
+                     "updated_at")
+
+
+def connection(executor: Session | Connection) -> Connection:
+    return executor.connection() if isinstance(executor, Session) else executor
+
+
+def _ts(column):
+    return func.coalesce(column, literal(_EPOCH, UTCDateTime()))
+
+
+@functools.lru_cache(maxsize=None)
+def statements(dialect: str) -> SimpleNamespace:
+    """Every INSERT/UPDATE of ingestion, for one SQL dialect."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    ev, ut, ib, sr = (m.__table__ for m in (Event, Utterance, InboxItem, SessionResult))
+    return SimpleNamespace(
+        event_insert=insert(ev).on_conflict_do_nothing(index_elements=["gladia_id", "message_key"]).returning(ev.c.id),
+        utterance_upsert=utterance_upsert(insert(ut)),
+        utterance_repair=utterance_upsert(insert(ut), reference_wins=True),
+        addon_upsert=_addon_upsert(insert(AddonResult.__table__)),
+        result_ensure=insert(sr).on_conflict_do_nothing(index_elements=["gladia_id"]),
+        inbox_insert=insert(ib).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(ib.c.id),
+        inbox_duplicate=update(ib)
+        .where(ib.c.dedupe_key == bindparam("b_key"))
+        .values(duplicates=ib.c.duplicates + 1, last_duplicate_at=bindparam("b_at", type_=UTCDateTime()))
+        .returning(ib.c.id, ib.c.status),
+        inbox_processed=update(ib)
+        .where(ib.c.id == bindparam("b_id"))
+        .values(status="processed", processed_at=bindparam("b_now", type_=UTCDateTime()), error=None,
+                attempts=ib.c.attempts + 1, job_id=func.coalesce(ib.c.job_id, bindparam("b_job", type_=String()))),
+        inbox_failed=update(ib)
+        .where(ib.c.id == bindparam("b_id"))
+        .values(status="failed", error=bindparam("b_error", type_=Text()), attempts=ib.c.attempts + 1),
+        job_session=select(Job.__table__.c.gladia_id).where(Job.__table__.c.id == bindparam("b_job")),
+    )
+
+
+def _addon_upsert(addon):
+    """``addon`` (an INSERT into addon_results) made an upsert: the latest message wins."""
+    new, old = addon.excluded, AddonResult.__table__.c
+    # On equal created_at a success beats an error.
+    newer = or_(
+        _ts(new.created_at) > _ts(old.created_at),
+        and_(_ts(new.created_at) == _ts(old.created_at), old.data.is_(None)),
+    )
+    return addon.on_conflict_do_update(
+        index_elements=["gladia_id", "kind", "utterance_id", "target_language"],
+        set_=dict(data=new.data, error=new.error, source=new.source, created_at=new.created_at,
+                  received_at=new.received_at, job_id=func.coalesce(new.job_id, old.job_id)),
+        where=newer)
+
+
+def utterance_upsert(utt, *, reference_wins: bool = False):
+    """``utt`` (an INSERT into utterances, either dialect) made an upsert that keeps the most advanced version.
+
+    ``reference_wins``: the same upsert for reconciliation's repair of a final
+    utterance that differs from Gladia's final transcript. Both versions are
+    final and the reference carries no later ``created_at``, so the ranking
+    below cannot prefer it; the reference (``GET /v2/live/:id``) wins instead.
+    """
+    ut = Utterance.__table__
+    new, old = utt.excluded, ut.c
+    # Rank = (is_final, created_at, text): a final beats any partial, a later
+    # message beats an earlier one, and the text breaks exact ties, so the
+    # stored row never depends on arrival order.
+    utt_more_advanced = or_(
+        new.is_final > old.is_final,
+        and_(
+            new.is_final == old.is_final,
+            or_(
+                _ts(new.created_at) > _ts(old.created_at),
+                and_(_ts(new.created_at) == _ts(old.created_at), new.text >= old.text),
+            ),
+        ),
+    )
+    utt_set = {name: getattr(new, name) for name in (
+        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
+        "source", "created_at", "updated_at")}
+    utt_set["job_id"] = func.coalesce(new.job_id, old.job_id)
+    return utt.on_conflict_do_update(index_elements=["gladia_id", "utterance_id"], set_=utt_set,
+                                     where=None if reference_wins else utt_more_advanced)
+
+
+@functools.lru_cache(maxsize=None)
+def pg_single_statements() -> SimpleNamespace:
+    """PostgreSQL: one callback's normalization as ONE statement of data-modifying CTEs.
+
+    ``new_event`` inserts the event (nothing on a duplicate message),
+    ``inbox_done`` marks the inbox row processed, and for a transcript
+    ``utterance`` upserts the utterance only when ``new_event`` inserted a row,
+    exactly as the general path does in three statements (the handlers that
+    name these statements, in ``handlers``). The statement
+    returns how many events it inserted (0 or 1). One statement is one
+    transaction (atomic: any error leaves nothing) and one round trip instead
+    of six (BEGIN, three statements, COMMIT). Parameters are named ``e_*``
+    (event), ``u_*`` (utterance) and ``b_*`` (inbox).
+    """
+    from sqlalchemy.dialects.postgresql import insert
+
+    ev, ut = Event.__table__, Utterance.__table__
+
+    def params(table, prefix: str, names: Iterable[str]) -> dict[str, Any]:
+        # Typed casts: a bare parameter in a SELECT list would reach PostgreSQL as text.
+        return {name: cast(bindparam(prefix + name, type_=table.c[name].type), table.c[name].type) for name in names}
+
+    event_values = params(ev, "e_", EVENT_COLUMNS)
+    # The payload arrives as its canonical JSON text, already serialized for its key.
+    event_values["payload"] = cast(bindparam("e_payload", type_=Text()), ev.c.payload.type)
+    new_event = (insert(ev).values(event_values)
+                 .on_conflict_do_nothing(index_elements=["gladia_id", "message_key"])
+                 .returning(ev.c.id).cte("new_event"))
+    inbox_done = statements("postgresql").inbox_processed.returning(InboxItem.__table__.c.id).cte("inbox_done")
+    utt_values = params(ut, "u_", UTTERANCE_COLUMNS)
+    utterance = utterance_upsert(insert(ut).from_select(
+        list(UTTERANCE_COLUMNS), select(*utt_values.values()).where(exists(new_event.select())),
+    )).returning(ut.c.id).cte("utterance")
+    inserted = select(func.count()).select_from(new_event)
+    return SimpleNamespace(
+        event_only=inserted.add_cte(inbox_done),
+        transcript=inserted.add_cte(inbox_done, utterance),
+    )
+
+
+# ------------------------------------------------------------------------- rows
+
+
+def event_values(message: dict[str, Any], *, gladia_id: str, job_id: Optional[str], source: str,
+                 created_at: Optional[datetime], received_at: datetime, inbox_id: Optional[int],
+                 key: Optional[str] = None) -> dict[str, Any]:
+    """The ``events`` row of one message (columns :data:`EVENT_COLUMNS`); ``key``: its message_key if known."""
+    return dict(gladia_id=gladia_id, job_id=job_id, message_key=key or message_key(message), type=message["type"],
+                source=source, created_at=created_at, received_at=received_at, inbox_id=inbox_id, payload=message)
+
+
+def utterance_row(data: Mapping[str, Any], *, gladia_id: str, job_id: Optional[str], source: str,
+                  created_at: Optional[datetime], received_at: datetime, now: datetime) -> dict[str, Any]:
+    """The ``utterances`` row of a transcript message's ``data`` (columns :data:`UTTERANCE_COLUMNS`)."""
+    return dict(gladia_id=gladia_id, job_id=job_id, source=source, created_at=created_at, received_at=received_at,
+                updated_at=now, **utterance_values(data))
+
+
+def utterance_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    utt = data["utterance"]
+    words = utt.get("words") or []
+    return dict(
+        utterance_id=data["id"],
+        is_final=bool(data["is_final"]),
+        channel=int(utt.get("channel") or 0),
+        start_s=float(utt["start"]),
+        end_s=float(utt["end"]),
+        text=utt["text"],
+        language=utt.get("language"),
+        confidence=float(utt["confidence"]) if utt.get("confidence") is not None else None,
+        words=words,
+        word_count=len(words),
+    )
