@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from webhook_service import ingest
 from webhook_service.db import session_scope
 from webhook_service.models import AddonResult, Event, InboxItem, Job, SessionResult, Utterance
 
-from message_fixtures import T0, GID, all_messages, callback_body, msg, transcript, ts, utterance
+from message_fixtures import T0, GID, all_messages, callback_body, msg, transcript, utterance
 
 
 # ---------------------------------------------------------------------- fixtures

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify
 from sqlalchemy import func, select
 
 from conftest import LiveServer
