@@ -63,8 +63,10 @@ def collect_imports(root: Path) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 candidates = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
+                # `from pkg import sub` depends on the submodule; `from pkg.mod import name` on pkg.mod.
                 base = resolve(name, is_package, node)
-                candidates = [f"{base}.{alias.name}" for alias in node.names] + [base]
+                candidates = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
+                              for alias in node.names]
             else:
                 continue
             for candidate in candidates:
@@ -73,8 +75,6 @@ def collect_imports(root: Path) -> dict[str, set[str]]:
                     candidate = candidate.rpartition(".")[0]
                 if candidate and candidate != name:
                     targets.add(candidate)
-                    if isinstance(node, ast.ImportFrom):
-                        break  # `from pkg.mod import a, b`: one dependency on pkg.mod
         graph[name] = targets
     return graph
 
@@ -107,10 +107,6 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         on_stack.add(node)
         for nxt in sorted(graph.get(node, ())):
-            # A package's __init__ importing its own submodules is how a package exposes its API,
-            # not a dependency of the submodule on the package: only the package -> submodule edge counts.
-            if node.startswith(nxt + "."):
-                continue
             if nxt not in index:
                 visit(nxt)
                 low[node] = min(low[node], low[nxt])
