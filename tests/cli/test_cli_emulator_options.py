@@ -38,6 +38,7 @@ def test_the_command_line_lists_every_declared_option_in_field_order():
     assert [p.opts[0] for p in command.params if p.opts[0] != "--help"] == OPTION_NAMES
     assert [declared.name for _, _, declared in declared_fields()] == OPTION_NAMES
     exposed = {f.name for _, f, _ in declared_fields()}
+    assert len(exposed) == len(OPTION_NAMES)  # one click parameter per field name: no clash between the groups
     # Every knob is on the command line but the backoff cap and the faults group itself.
     assert {f.name for f in fields(EmulatorOptions)} - exposed == {"callback_backoff_max_s", "faults"}
     assert {f.name for f in fields(Faults)} <= exposed

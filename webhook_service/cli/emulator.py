@@ -40,7 +40,7 @@ def click_option(owner: type, f: Field, declared: Flag) -> Callable:
     """The click option decorator standing for one dataclass field."""
     annotation = typing.get_type_hints(owner)[f.name]
     multiple = typing.get_origin(annotation) is tuple
-    default = () if multiple or declared.env else f.default
+    default = () if declared.env else f.default  # with `env`, "not given" must stay visible
     if default is MISSING:  # pragma: no cover - every exposed field has a plain default
         raise TypeError(f"{owner.__name__}.{f.name} needs a default to be a command-line option")
     return click.option(declared.name, f.name, type=_click_type(annotation, declared), multiple=multiple,
