@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -228,7 +229,7 @@ def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m webhook_service.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="Demo data folder (wiped first).")
     parser.add_argument("--samples", type=Path, default=SAMPLES, help="Audio files to submit.")
@@ -238,81 +239,142 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--emulator-port", type=int, default=0, help="Default: a free port.")
     parser.add_argument("--web-port", type=int, default=0, help="Default: a free port.")
     parser.add_argument("--timeout", type=float, default=150.0, help="Give up waiting after this many seconds.")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    started = time.monotonic()
-    supervisor: Optional[Supervisor] = None
-    submit: Optional[subprocess.Popen] = None
-    try:
-        files = sample_files(args.samples)
-        if not files:
-            raise DemoError(f"no audio files in {args.samples}")
-        if not 0.0 <= args.drop_callbacks <= 1.0:
-            raise DemoError("--drop-callbacks must be between 0 and 1")
-        for name, port in (("emulator", args.emulator_port), ("web", args.web_port)):
-            if port and not port_is_free(port):
-                raise DemoError(f"port {port} for the {name} is taken; pass another --{name}-port or 0 for a free one")
-        emulator_port = args.emulator_port or free_port()
-        web_port = args.web_port or free_port()
 
-        data_dir = args.dir.resolve()
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        log_dir = data_dir / "logs"
-        log_dir.mkdir(parents=True)
-        database_url = f"sqlite:///{data_dir / 'webhook_service.sqlite3'}"
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR")}
-        env.update(
-            DATA_DIR=str(data_dir),
-            DATABASE_URL=database_url,
-            CELERY_BROKER_URL="filesystem://",
-            GLADIA_API_URL=f"http://127.0.0.1:{emulator_port}",
-            GLADIA_API_KEY="local-dev-key",
-            PUBLIC_BASE_URL=f"http://127.0.0.1:{web_port}",
-            # Short delays so that a demo settles in seconds, not minutes.
-            RECONCILE_DELAY_S="2",
-            SWEEP_INTERVAL_S="2",
-            STALE_HEARTBEAT_S="20",
-            LOG_LEVEL="INFO",
-            PYTHONUNBUFFERED="1",
-        )
+@dataclass(frozen=True)
+class DemoSetup:
+    """Where the demo runs: its samples, its private data folder and database, its ports and environment."""
 
-        say(f"{len(files)} sample files from {args.samples}; data and logs in {data_dir}")
+    files: list[Path]
+    data_dir: Path
+    log_dir: Path
+    database_url: str
+    emulator_port: int
+    web_port: int
+    env: dict[str, str]
+
+
+def checked_samples(args: argparse.Namespace) -> list[Path]:
+    """The audio files to submit, once the arguments are known to be usable."""
+    files = sample_files(args.samples)
+    if not files:
+        raise DemoError(f"no audio files in {args.samples}")
+    if not 0.0 <= args.drop_callbacks <= 1.0:
+        raise DemoError("--drop-callbacks must be between 0 and 1")
+    for name, port in (("emulator", args.emulator_port), ("web", args.web_port)):
+        if port and not port_is_free(port):
+            raise DemoError(f"port {port} for the {name} is taken; pass another --{name}-port or 0 for a free one")
+    return files
+
+
+def prepare(args: argparse.Namespace) -> DemoSetup:
+    """Check the arguments, pick the ports and wipe the data folder."""
+    files = checked_samples(args)
+    emulator_port = args.emulator_port or free_port()
+    web_port = args.web_port or free_port()
+    data_dir = args.dir.resolve()
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True)
+    database_url = f"sqlite:///{data_dir / 'webhook_service.sqlite3'}"
+    return DemoSetup(files, data_dir, log_dir, database_url, emulator_port, web_port,
+                     demo_env(data_dir, database_url, emulator_port, web_port))
+
+
+def demo_env(data_dir: Path, database_url: str, emulator_port: int, web_port: int) -> dict[str, str]:
+    """This environment, pointed at the demo's database, broker, emulator and receiver."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    env.update(
+        DATA_DIR=str(data_dir),
+        DATABASE_URL=database_url,
+        CELERY_BROKER_URL="filesystem://",
+        GLADIA_API_URL=f"http://127.0.0.1:{emulator_port}",
+        GLADIA_API_KEY="local-dev-key",
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{web_port}",
+        # Short delays so that a demo settles in seconds, not minutes.
+        RECONCILE_DELAY_S="2",
+        SWEEP_INTERVAL_S="2",
+        STALE_HEARTBEAT_S="20",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class Demo:
+    """One run of the demo: each step in order, and whatever was started stopped at the end."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.started = time.monotonic()
+        self.supervisor: Optional[Supervisor] = None
+        self.submit: Optional[subprocess.Popen] = None
+
+    def run(self) -> int:
+        """Every step; 0 when every sample reached `reconciled`."""
+        setup = prepare(self.args)
+        say(f"{len(setup.files)} sample files from {self.args.samples}; data and logs in {setup.data_dir}")
         say("applying migrations")
-        subprocess.run(cli_argv("db", "upgrade"), cwd=ROOT, env=env, check=True, stdin=subprocess.DEVNULL,
+        subprocess.run(cli_argv("db", "upgrade"), cwd=ROOT, env=setup.env, check=True, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, timeout=120)
-
-        supervisor = Supervisor(log_dir, env)
-        say(f"starting the Gladia emulator ({args.engine} engine, dropping {args.drop_callbacks:.0%} of callbacks) "
-            f"on port {emulator_port}")
-        supervisor.start("emulator", cli_argv(
-            "emulator", "--port", str(emulator_port), "--engine", args.engine,
-            "--drop-callbacks", str(args.drop_callbacks), "--seed", "7"))
-        say(f"starting the receiver (gunicorn) on port {web_port}, a Celery worker and Celery beat")
-        supervisor.start("web", cli_argv("web", "--port", str(web_port), "--workers", "2"))
-        supervisor.start("worker", cli_argv("worker"))
-        supervisor.start("beat", cli_argv("beat"))
-        wait_http(f"http://127.0.0.1:{emulator_port}/v2/live", supervisor, 60, ok=(200, 401))
-        wait_http(f"http://127.0.0.1:{web_port}/healthz", supervisor, 60)
-
+        supervisor = self.start_services(setup)
         batch = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-        say(f"submitting batch {batch}; waiting until every session is reconciled")
-        remaining = max(30.0, args.timeout - (time.monotonic() - started))
-        submit = subprocess.Popen(
-            cli_argv("submit", *map(str, files), "--batch", batch, "--wait", "--until", "reconciled",
-                     "--timeout", f"{remaining:.0f}"),
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-        while submit.poll() is None:
-            supervisor.check()
-            time.sleep(0.5)
-        print_results(database_url, batch)
-        print_report(env, database_url)
-        ok = submit.returncode == 0
-        say(f"{'finished' if ok else 'finished with failures'} in {time.monotonic() - started:.0f} s; "
+        ok = self.submit_and_wait(setup, supervisor, batch)
+        print_results(setup.database_url, batch)
+        print_report(setup.env, setup.database_url)
+        say(f"{'finished' if ok else 'finished with failures'} in {time.monotonic() - self.started:.0f} s; "
             f"stopping every process")
         return 0 if ok else 1
+
+    def start_services(self, setup: DemoSetup) -> Supervisor:
+        """The emulator, the receiver, a worker and beat, each in its own process group; wait until they answer."""
+        args = self.args
+        self.supervisor = supervisor = Supervisor(setup.log_dir, setup.env)
+        say(f"starting the Gladia emulator ({args.engine} engine, dropping {args.drop_callbacks:.0%} of callbacks) "
+            f"on port {setup.emulator_port}")
+        supervisor.start("emulator", cli_argv(
+            "emulator", "--port", str(setup.emulator_port), "--engine", args.engine,
+            "--drop-callbacks", str(args.drop_callbacks), "--seed", "7"))
+        say(f"starting the receiver (gunicorn) on port {setup.web_port}, a Celery worker and Celery beat")
+        supervisor.start("web", cli_argv("web", "--port", str(setup.web_port), "--workers", "2"))
+        supervisor.start("worker", cli_argv("worker"))
+        supervisor.start("beat", cli_argv("beat"))
+        wait_http(f"http://127.0.0.1:{setup.emulator_port}/v2/live", supervisor, 60, ok=(200, 401))
+        wait_http(f"http://127.0.0.1:{setup.web_port}/healthz", supervisor, 60)
+        return supervisor
+
+    def submit_and_wait(self, setup: DemoSetup, supervisor: Supervisor, batch: str) -> bool:
+        """`webhook-service submit --wait --until reconciled` (its progress on this terminal); True when it succeeded."""
+        say(f"submitting batch {batch}; waiting until every session is reconciled")
+        remaining = max(30.0, self.args.timeout - (time.monotonic() - self.started))
+        self.submit = subprocess.Popen(
+            cli_argv("submit", *map(str, setup.files), "--batch", batch, "--wait", "--until", "reconciled",
+                     "--timeout", f"{remaining:.0f}"),
+            cwd=ROOT, env=setup.env, stdin=subprocess.DEVNULL)
+        while self.submit.poll() is None:
+            supervisor.check()
+            time.sleep(0.5)
+        return self.submit.returncode == 0
+
+    def stop(self) -> None:
+        """Stop the submission if it still runs, then every service process."""
+        if self.submit is not None and self.submit.poll() is None:
+            self.submit.terminate()
+            self.submit.wait(10)
+        if self.supervisor is not None:
+            self.supervisor.stop_all()
+            say(f"all processes stopped; logs in {self.supervisor.log_dir}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    demo = Demo(args)
+    try:
+        return demo.run()
     except KeyboardInterrupt:
         print()
         say("interrupted; stopping every process")
@@ -324,12 +386,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         say(f"error: {' '.join(exc.cmd[2:])} exited with status {exc.returncode}")
         return 2
     finally:
-        if submit is not None and submit.poll() is None:
-            submit.terminate()
-            submit.wait(10)
-        if supervisor is not None:
-            supervisor.stop_all()
-            say(f"all processes stopped; logs in {supervisor.log_dir}")
+        demo.stop()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ depend on it. Every knob here is one of the behaviours the wire-format
 reference marks UNCONFIRMED (timeouts, retries, grace periods), so each has a
 default and can be changed from the command line or, for faults, at run time
 through the admin API.
+
+Each field that ``webhook-service emulator`` exposes carries its command-line
+declaration (:class:`Flag`) in the field's metadata, beside its default: the
+CLI builds its options from these fields, so a new knob is declared once.
 """
 
 from __future__ import annotations
@@ -14,10 +18,41 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 ENGINES = ("sphinx", "vad")
+RATE = {"minimum": 0, "maximum": 1}  # bounds of every fault rate, on the command line as at run time
 
 
 class OptionError(ValueError):
     """An emulator option or fault setting is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a field appears on the ``webhook-service emulator`` command line.
+
+    The value type comes from the field's annotation (a ``tuple[str, ...]``
+    field is a repeatable option) and the default from the field's default;
+    the help shows the default when it is not empty or zero. ``env`` names an
+    environment variable read when the option is not given (before the field's
+    default).
+    """
+
+    name: str
+    help: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_excluded: bool = False
+    choices: tuple[str, ...] | None = None
+    env: str | None = None
+
+
+def flag(name: str, help: str | None = None, **bounds: Any) -> dict[str, Flag]:
+    """Field metadata declaring the field's command-line option."""
+    return {"flag": Flag(name, help, **bounds)}
+
+
+def flag_of(f: Any) -> Flag | None:
+    """The command-line declaration of a dataclass field, or None when the CLI does not expose it."""
+    return f.metadata.get("flag")
 
 
 @dataclass(frozen=True)
@@ -28,25 +63,40 @@ class Faults:
     and the same traffic breaks the same things.
     """
 
-    seed: int | None = None
+    seed: int | None = field(default=None, metadata=flag(
+        "--seed", "Seed of the fault generator (reproducible runs)."))
     # Callbacks (per message; a message can be both delayed and duplicated).
-    callback_drop_rate: float = 0.0
-    callback_duplicate_rate: float = 0.0
-    callback_delay_rate: float = 0.0
-    callback_delay_s: float = 1.0
-    callback_reorder_rate: float = 0.0
+    callback_drop_rate: float = field(default=0.0, metadata=flag(
+        "--drop-callbacks", "Fraction of callbacks dropped.", **RATE))
+    callback_duplicate_rate: float = field(default=0.0, metadata=flag(
+        "--duplicate-callbacks", "Fraction of callbacks delivered twice.", **RATE))
+    callback_delay_rate: float = field(default=0.0, metadata=flag(
+        "--delay-callbacks", "Fraction of callbacks delayed by --callback-delay.", **RATE))
+    callback_delay_s: float = field(default=1.0, metadata=flag(
+        "--callback-delay", "Seconds a delayed callback waits.", minimum=0))
+    callback_reorder_rate: float = field(default=0.0, metadata=flag(
+        "--reorder-callbacks", "Fraction of callbacks swapped with the next one of their session.", **RATE))
     # REST (routes under /v2/ only, never the admin API).
-    rest_error_rate: float = 0.0
-    rest_error_status: int = 503
-    rest_429_rate: float = 0.0
+    rest_error_rate: float = field(default=0.0, metadata=flag(
+        "--rest-errors", "Fraction of REST calls failing 5xx.", **RATE))
+    rest_error_status: int = field(default=503, metadata=flag(
+        "--rest-error-status", "Status of a failing REST call.", minimum=500, maximum=599))
+    rest_429_rate: float = field(default=0.0, metadata=flag(
+        "--rest-429", "Fraction of REST calls answered 429.", **RATE))
     # Which REST calls may fail: "GET", "POST /v2/live", "GET /v2/live/{id}"...; empty = all.
-    rest_fault_routes: tuple[str, ...] = ()
+    rest_fault_routes: tuple[str, ...] = field(default=(), metadata=flag(
+        "--rest-fault-route", "Limit REST faults to these routes: a method ('GET') or 'METHOD /path' "
+                              "('GET /v2/live/{id}'). Repeatable."))
     # WebSocket: cut (close with ws_cut_code) once a connection has taken N chunks, or at random.
-    ws_cut_after_chunks: int = 0
-    ws_cut_rate: float = 0.0
-    ws_cut_code: int = 1011
+    ws_cut_after_chunks: int = field(default=0, metadata=flag(
+        "--cut-after-chunks", "Cut each WebSocket connection after N audio chunks (0 = never).", minimum=0))
+    ws_cut_rate: float = field(default=0.0, metadata=flag(
+        "--cut-rate", "Probability, per audio chunk, of cutting the connection.", **RATE))
+    ws_cut_code: int = field(default=1011, metadata=flag(
+        "--cut-code", "Close code of a cut (1006 = drop the TCP connection without a close frame)."))
     # Delay before each acknowledgement is sent (messages after it wait too: order is kept).
-    ack_delay_s: float = 0.0
+    ack_delay_s: float = field(default=0.0, metadata=flag(
+        "--ack-delay", "Seconds before each ack is sent.", minimum=0))
 
     _RATES = ("callback_drop_rate", "callback_duplicate_rate", "callback_delay_rate", "callback_reorder_rate",
               "rest_error_rate", "rest_429_rate", "ws_cut_rate")
@@ -115,25 +165,41 @@ def _coerce(name: str, type_name: Any, raw: Any) -> Any:
 class EmulatorOptions:
     """How the emulator behaves where Gladia's documentation leaves it open."""
 
-    host: str = "127.0.0.1"
-    port: int = 8765
-    engine: str = "sphinx"
-    api_keys: tuple[str, ...] = ("local-dev-key",)
-    max_sessions_per_key: int = 30
+    host: str = field(default="127.0.0.1", metadata=flag("--host", "Interface to listen on."))
+    port: int = field(default=8765, metadata=flag("--port", "Port to listen on.",
+                                                  minimum=0, maximum=65535))
+    engine: str = field(default="sphinx", metadata=flag(
+        "--engine", "sphinx: real English recognition; vad: energy detection with placeholder words (cheap).",
+        choices=ENGINES))
+    api_keys: tuple[str, ...] = field(default=("local-dev-key",), metadata=flag(
+        "--api-key", "Accepted x-gladia-key (repeatable). Default: $GLADIA_API_KEY or local-dev-key.",
+        env="GLADIA_API_KEY"))
+    max_sessions_per_key: int = field(default=30, metadata=flag(
+        "--max-sessions-per-key", "Live sessions running at once per key; more -> 429.", minimum=1))
     # No audio for this long on an open socket: the session ends (post-processing, close 1000).
-    idle_timeout_s: float = 30.0
+    idle_timeout_s: float = field(default=30.0, metadata=flag(
+        "--idle-timeout", "Seconds without audio on an open socket before the session ends.",
+        minimum=0, minimum_excluded=True))
     # A dropped (non-1000) connection may come back this long; then the session ends on its own.
     # Also how long a created session waits for its first connection.
-    resume_grace_s: float = 30.0
+    resume_grace_s: float = field(default=30.0, metadata=flag(
+        "--resume-grace", "Seconds a disconnected (or never connected) session waits for a connection.",
+        minimum=0, minimum_excluded=True))
     # Audio cap per session (Gladia: 3 hours); reaching it ends the recording.
-    max_session_s: float = 3 * 3600.0
+    max_session_s: float = field(default=3 * 3600.0, metadata=flag(
+        "--max-session-seconds", "Audio cap per session (Gladia: 3 hours).", minimum=0, minimum_excluded=True))
     # Callback delivery.
-    callback_timeout_s: float = 10.0
-    callback_retries: int = 3
-    callback_backoff_s: float = 0.5
+    callback_timeout_s: float = field(default=10.0, metadata=flag(
+        "--callback-timeout", "Seconds to wait for the answer to a callback.", minimum=0, minimum_excluded=True))
+    callback_retries: int = field(default=3, metadata=flag(
+        "--callback-retries", "Retries of a callback answered non-2xx or timed out.", minimum=0))
+    callback_backoff_s: float = field(default=0.5, metadata=flag(
+        "--callback-backoff", "First retry delay in seconds (doubles each retry, at most 10 s).", minimum=0))
     callback_backoff_max_s: float = 10.0
     # Where received audio is spooled (a private temporary folder when empty).
-    spool_dir: str = ""
+    spool_dir: str = field(default="", metadata=flag(
+        "--spool-dir", "Folder for received audio (default: a temporary folder)."))
+    # Every fault has its own option (see Faults).
     faults: Faults = field(default_factory=Faults)
 
     def validated(self) -> "EmulatorOptions":

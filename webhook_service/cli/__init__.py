@@ -1,0 +1,38 @@
+"""The `webhook-service` command: the root group and the registry of command groups.
+
+Every sub-command reads its settings from the environment (see config.py); a
+bad setting or bad input ends with a one-line message and exit status 2,
+never a traceback (``common.CLIError``).
+
+Each command group is one module of this package exposing ``COMMANDS``; a new
+group is one module plus its name in ``COMMAND_MODULES``. The modules import
+the rest of the service inside their commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import click
+
+from .common import CLIError, load_settings
+
+# One entry per command group (`--help` lists the commands by name, whatever this order).
+COMMAND_MODULES = ("db", "serve", "submit", "status", "reconcile", "emulator", "report")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Stream audio files into Gladia live sessions and keep every result in SQL."""
+
+
+for _name in COMMAND_MODULES:
+    for _command in import_module(f"{__name__}.{_name}").COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="webhook-service")
+
+
+__all__ = ["CLIError", "cli", "load_settings", "main"]

@@ -1,0 +1,7 @@
+"""`python -m webhook_service.cli ...`: the `webhook-service` command without the console script."""
+
+from __future__ import annotations
+
+from . import main
+
+main()
