@@ -5,20 +5,19 @@ bad setting or bad input ends with a one-line message and exit status 2,
 never a traceback (``common.CLIError``).
 
 Each command group is one module of this package exposing ``COMMANDS``; a new
-group is one module plus its name in ``COMMAND_MODULES``. The modules import
+group is one module plus its entry in ``COMMAND_MODULES``. The modules import
 the rest of the service inside their commands, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-
 import click
 
+from . import db, emulator, reconcile, report, serve, status, submit
 from .common import CLIError, load_settings
 
 # One entry per command group (`--help` lists the commands by name, whatever this order).
-COMMAND_MODULES = ("db", "serve", "submit", "status", "reconcile", "emulator", "report")
+COMMAND_MODULES = (db, serve, submit, status, reconcile, emulator, report)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,8 +25,8 @@ def cli() -> None:
     """Stream audio files into Gladia live sessions and keep every result in SQL."""
 
 
-for _name in COMMAND_MODULES:
-    for _command in import_module(f"{__name__}.{_name}").COMMANDS:
+for _module in COMMAND_MODULES:
+    for _command in _module.COMMANDS:
         cli.add_command(_command)
 
 
