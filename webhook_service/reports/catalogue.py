@@ -36,6 +36,15 @@ class Report:
     def normalize(self, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return normalize_rows(self.columns, raw, round_floats=self.round_floats)
 
+    def columns_json(self) -> list[dict[str, str]]:
+        """The columns as the JSON API lists them."""
+        return [{"name": c.name, "type": c.kind, "description": c.description} for c in self.columns]
+
+    def describe(self) -> dict[str, Any]:
+        """The report as `GET /api/reports` lists it."""
+        return {"name": self.name, "title": self.title, "description": self.description,
+                "columns": self.columns_json()}
+
 
 REPORTS: dict[str, Report] = {}
 

@@ -25,8 +25,7 @@ class ReportResult:
             "title": self.report.title,
             "filters": self.filters.as_dict(),
             "page": {"limit": limit, "offset": offset, "next_offset": offset + limit if full_page else None},
-            "columns": [{"name": c.name, "type": c.kind, "description": c.description}
-                        for c in self.report.columns],
+            "columns": self.report.columns_json(),
             "rows": self.rows,
         }
 
