@@ -51,7 +51,7 @@ def _filtered(query: Select, filters: SessionFilter) -> Select:
     return query
 
 
-def list_sessions(session: Session, filters: SessionFilter, *, limit: int, offset: int = 0) -> SessionPage:
+def sessions_page(session: Session, filters: SessionFilter, *, limit: int, offset: int = 0) -> SessionPage:
     """One page of jobs, newest first; one query (a row beyond the page says whether more follow)."""
     query = _filtered(select(Job, Batch).outerjoin(Batch, Batch.id == Job.batch_id), filters)
     rows = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1).offset(offset)).all()

@@ -113,7 +113,7 @@ def _bad_request(exc: InvalidQuery):
 @bp.get("/sessions")
 def list_sessions():
     filters, limit, offset = _parse_list_query(request.args)
-    page = sessions.list_sessions(db(), filters, limit=limit, offset=offset)
+    page = sessions.sessions_page(db(), filters, limit=limit, offset=offset)
     return jsonify({
         "items": page.items,
         "limit": limit,
