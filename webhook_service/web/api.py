@@ -28,7 +28,7 @@ from werkzeug.datastructures import MultiDict
 from ..jobs import session_detail as detail, sessions
 from ..jobs.queries import iso_z
 from ..models import JOB_STATES
-from . import db, json_error
+from .context import db, json_error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

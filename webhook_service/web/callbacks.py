@@ -34,7 +34,7 @@ from .. import ingest, metrics
 from ..logging_setup import job_context
 from ..models import utcnow
 from ..tokens import job_id_from_token
-from . import json_error, settings
+from .context import json_error, settings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from .. import reports
 from ..jobs import queries as job_queries
 from ..jobs.session_detail import session_rows
 from ..models import JOB_STATES, Event, Job, ReconciliationRun
-from . import db, settings
+from .context import db, settings
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                static_url_path="/dashboard/static")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from .. import reports
-from . import json_error, settings
+from .context import json_error, settings
 
 bp = Blueprint("reports", __name__)
 
