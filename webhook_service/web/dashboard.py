@@ -6,7 +6,7 @@ from the internet. Pages read the same report queries as the CLI and the JSON
 API (``webhook_service.reports``) plus one session's stored rows
 (``webhook_service.jobs.session_detail``), so the dashboard never shows a
 number that `webhook-service report` would not. Routes check their parameters
-and render; the queries are the domain's.
+and render; the queries are the domain's, the Jinja filters are in :mod:`.display`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .. import reports
 from ..jobs import queries as job_queries
 from ..jobs.session_detail import session_rows
 from ..models import JOB_STATES, Event, Job, ReconciliationRun
+from . import display
 from .context import db, settings
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
@@ -40,70 +41,9 @@ LIFECYCLE = (
 )
 
 
-@bp.app_template_filter("num")
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-@bp.app_template_filter("pct")
-def _pct(value: Optional[float]) -> str:
-    return "—" if value is None else f"{100 * value:.1f} %"
-
-
-@bp.app_template_filter("duration")
-def _duration(seconds: Optional[float]) -> str:
-    """Seconds as people read them: 850 ms, 12.4 s, 3 min 05 s, 1 h 02 min."""
-    if seconds is None:
-        return "—"
-    if seconds == 0:
-        return "0 s"
-    if abs(seconds) < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if abs(seconds) < 60:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)  # hours-based totals carry rounding noise (209.9988 s)
-    if abs(whole) < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-
-
-@bp.app_template_filter("hours")
-def _hours(seconds: Optional[float]) -> str:
-    """Large amounts of audio as hours (1,347.1 h); small ones as a duration."""
-    if seconds is None or abs(seconds) < 3600:
-        return _duration(seconds)
-    return f"{seconds / 3600:,.1f} h"
-
-
-@bp.app_template_filter("offset")
-def _offset(seconds: Optional[float]) -> str:
-    """Time since the first timeline entry: +2.4 s, +1:05, +1:02:10."""
-    if not seconds:
-        return "+0 s"
-    if seconds < 60:
-        return f"+{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"+{minutes}:{secs:02d}"
-    return f"+{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
-
-
-@bp.app_template_filter("clock")
-def _clock(value: Any) -> str:
-    return "—" if value is None else _when(value)[11:19]
-
-
-@bp.app_template_filter("when")
-def _when(value: Any) -> str:
-    if value is None:
-        return "—"
-    return reports.as_utc(value).strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+@bp.record_once
+def _register_filters(state) -> None:
+    display.register(state.app)
 
 
 @bp.get("/")
@@ -238,7 +178,8 @@ def _state_entries(job: Job) -> list[dict[str, Any]]:
 def _event_entry(ev: Event) -> dict[str, Any]:
     delay = (ev.received_at - ev.created_at).total_seconds() if ev.created_at else None
     return {"at": ev.received_at, "kind": ev.source, "label": ev.type,
-            "detail": f"via {ev.source}" + (f", {_duration(delay)} after Gladia sent it" if delay is not None else ""),
+            "detail": f"via {ev.source}" + (f", {display.duration(delay)} after Gladia sent it"
+                                            if delay is not None else ""),
             "css": ev.source}
 
 
