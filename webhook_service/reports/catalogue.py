@@ -1,8 +1,8 @@
 """The report catalogue: every report's name, title, columns (documented) and the query behind it.
 
-A report is declared once here; the CLI (`webhook-service report`), the JSON
-API (`/api/reports`) and the dashboard list and run the same declarations, and
-docs/reporting.md documents the same columns. To add a report: write its query
+A report is declared once here: the CLI (`webhook-service report`) and the
+JSON API (`/api/reports`) list and run these declarations, the dashboard runs
+them, and docs/reporting.md documents the same columns. To add a report: write its query
 in :mod:`.queries` (usually over a view of a migration) and register it below.
 """
 
