@@ -1,53 +1,116 @@
-"""Queries over jobs shared by the CLI and the JSON API."""
+"""Queries over jobs shared by the CLI, the JSON API and the dashboard, and the one job summary shape.
+
+A job is summarized by :func:`job_summary` for both `webhook-service status
+--json` and `GET /api/sessions`: the same keys with the same meaning in both.
+The two outputs were published with two different spellings of the same
+values, which their readers rely on, so a :class:`SummaryFormat` says how each
+output writes them: timestamps (``+00:00`` in the CLI, ``Z`` in the API) and
+the batch (its name in the CLI, ``{"id", "name"}`` in the API). ``id`` and
+``job_id`` are the same value: the CLI's name and the API's name for it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import session_scope
 from ..models import Batch, Job
 
 
-def job_summary(job: Job, batch_name: str | None) -> dict[str, Any]:
+def iso_z(value: Optional[datetime]) -> Optional[str]:
+    """A stored timestamp as the JSON API writes it: ISO-8601 in UTC with a ``Z``."""
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _iso_offset(value: Optional[datetime]) -> Optional[str]:
+    return value.isoformat() if value else None  # stored timestamps are UTC: ``+00:00``
+
+
+def batch_ref(batch: Optional[Batch]) -> Optional[dict[str, Any]]:
+    return None if batch is None else {"id": batch.id, "name": batch.name}
+
+
+def _batch_name(batch: Optional[Batch]) -> Optional[str]:
+    return None if batch is None else batch.name
+
+
+@dataclass(frozen=True)
+class SummaryFormat:
+    """How one output writes the values the CLI and the API have always spelled differently."""
+
+    timestamp: Callable[[Optional[datetime]], Optional[str]]
+    batch: Callable[[Optional[Batch]], Any]
+
+
+STATUS_FORMAT = SummaryFormat(timestamp=_iso_offset, batch=_batch_name)  # `webhook-service status --json`
+API_FORMAT = SummaryFormat(timestamp=iso_z, batch=batch_ref)  # GET /api/sessions[/<id>]
+
+
+def job_summary(job: Job, batch: Optional[Batch], fmt: SummaryFormat = API_FORMAT) -> dict[str, Any]:
+    """One job: where it is in its lifecycle and its progress (never its WebSocket URL or callback token)."""
+    stamp = fmt.timestamp
     return {
+        "job_id": job.id,
         "id": job.id,
-        "batch": batch_name,
+        "gladia_id": job.gladia_id,
+        "batch": fmt.batch(batch),
         "source_path": job.source_path,
         "state": job.state,
-        "gladia_id": job.gladia_id,
+        "created_at": stamp(job.created_at),
+        "updated_at": stamp(job.updated_at),
+        "done_at": stamp(job.done_at),
+        "reconciled_at": stamp(job.reconciled_at),
+        "audio_duration_s": job.audio_duration_s,
         "bytes_total": job.bytes_total,
         "bytes_sent": job.bytes_sent,
         "bytes_acked": job.bytes_acked,
-        "audio_duration_s": job.audio_duration_s,
         "attempts": job.attempts,
         "reconnects": job.reconnects,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "updated_at": job.updated_at.isoformat() if job.updated_at else None,
-        "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
+        "heartbeat_at": stamp(job.heartbeat_at),
         "worker_id": job.worker_id,
         # Set while the job's task waits in the broker (no free session slot, Gladia's 429).
-        "retry_at": job.retry_at.isoformat() if job.retry_at else None,
+        "retry_at": stamp(job.retry_at),
         "last_error": job.last_error,
     }
 
 
 def job_summaries(settings: Settings, job_or_batch: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """One job, every job of a batch (id or name), or the most recent jobs.
+    """One job, every job of a batch (id or name), or the most recent jobs, as `status --json` shows them.
 
     Raises LookupError when ``job_or_batch`` names nothing.
     """
     with session_scope(settings.database_url) as session:
-        query = select(Job, Batch.name).outerjoin(Batch, Job.batch_id == Batch.id)
+        query = select(Job, Batch).outerjoin(Batch, Job.batch_id == Batch.id)
         if job_or_batch:
             batch_ids = select(Batch.id).where(or_(Batch.id == job_or_batch, Batch.name == job_or_batch))
             query = query.where(or_(Job.id == job_or_batch, Job.gladia_id == job_or_batch,
                                     Job.batch_id.in_(batch_ids))).order_by(Job.created_at)
         else:
             query = query.order_by(Job.created_at.desc()).limit(limit)
-        rows = [job_summary(job, name) for job, name in session.execute(query)]
+        rows = [job_summary(job, batch, STATUS_FORMAT) for job, batch in session.execute(query)]
     if job_or_batch and not rows:
         raise LookupError(f"no job or batch named {job_or_batch!r}")
     return rows
+
+
+def find_job(session: Session, job_or_gladia_id: str) -> Optional[Job]:
+    """A job by its id, else by its Gladia session id."""
+    return session.get(Job, job_or_gladia_id) or session.execute(
+        select(Job).where(Job.gladia_id == job_or_gladia_id)).scalar_one_or_none()
+
+
+def find_batch_id(session: Session, batch_id_or_name: str) -> Optional[str]:
+    """The id of the batch with this id or name, or None."""
+    return session.execute(
+        select(Batch.id).where(or_(Batch.id == batch_id_or_name, Batch.name == batch_id_or_name))).scalar()
+
+
+def batch_names(session: Session) -> list[str]:
+    """Every batch name, sorted (the dashboard's batch filter)."""
+    return list(session.execute(select(Batch.name).order_by(Batch.name)).scalars().all())

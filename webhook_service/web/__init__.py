@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify
-from sqlalchemy.orm import Session
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
-from ..db import configure_pool, session_factory
+from ..db import configure_pool
+from .context import close_db, db, json_error, settings
+
+__all__ = ["create_app", "db", "json_error", "settings"]
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +43,8 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.register_blueprint(reports.bp)
     app.register_blueprint(dashboard.bp)
 
-    app.teardown_appcontext(_close_db)
+    app.teardown_appcontext(close_db)
     return app
-
-
-def settings() -> Settings:
-    return current_app.config["SETTINGS"]
-
-
-def db() -> Session:
-    """The request's database session, closed when the request ends."""
-    if "db" not in g:
-        g.db = session_factory(settings().database_url)()
-    return g.db
-
-
-def _close_db(_exc: BaseException | None) -> None:
-    session = g.pop("db", None)
-    if session is not None:
-        session.close()
-
-
-def json_error(status: int, message: str, **extra: Any):
-    body = {"error": {"status": status, "message": message, **extra}}
-    return jsonify(body), status
 
 
 def _register_errors(app: Flask) -> None:

@@ -35,7 +35,7 @@ from ..gladia.validation import InvalidMessage, parse_json_body, validate_callba
 from ..logging_setup import job_context
 from ..models import utcnow
 from ..tokens import job_id_from_token
-from . import json_error, settings
+from .context import json_error, settings
 
 log = logging.getLogger(__name__)
 

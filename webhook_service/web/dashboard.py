@@ -3,29 +3,30 @@
 Server-rendered HTML (Jinja) with Chart.js for the charts, vendored under
 ``static/vendor`` so there is no front-end build step and nothing is fetched
 from the internet. Pages read the same report queries as the CLI and the JSON
-API (``webhook_service.reports``) plus the ORM for one session's transcript and
-timeline, so the dashboard never shows a number that `webhook-service report`
-would not.
+API (``webhook_service.reports``) plus one session's stored rows
+(``webhook_service.jobs.session_detail``), so the dashboard never shows a
+number that `webhook-service report` would not. Routes check their parameters
+and render; the queries are the domain's, the Jinja filters are in :mod:`.display`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from flask import Blueprint, redirect, render_template, request, url_for
-from sqlalchemy import or_, select
 
 from .. import reports
-from ..models import JOB_STATES, Batch, Event, InboxItem, Job, ReconciliationRun, SessionResult, Utterance
-from . import db, settings
+from ..jobs import queries as job_queries
+from ..jobs.session_detail import session_rows
+from ..models import JOB_STATES, Event, Job, ReconciliationRun
+from . import display
+from .context import db, settings
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                static_url_path="/dashboard/static")
 
 CHART_REPORTS = ("daily_usage", "latency", "callback_health")
 TABLE_REPORTS = ("language_mix", "error_breakdown")
-MAX_TIMELINE_EVENTS = 500
 
 LIFECYCLE = (
     ("queued_at", "queued", "Job written, task sent"),
@@ -40,74 +41,9 @@ LIFECYCLE = (
 )
 
 
-@bp.app_template_filter("num")
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-@bp.app_template_filter("pct")
-def _pct(value: Optional[float]) -> str:
-    return "—" if value is None else f"{100 * value:.1f} %"
-
-
-@bp.app_template_filter("duration")
-def _duration(seconds: Optional[float]) -> str:
-    """Seconds as people read them: 850 ms, 12.4 s, 3 min 05 s, 1 h 02 min."""
-    if seconds is None:
-        return "—"
-    if seconds == 0:
-        return "0 s"
-    if abs(seconds) < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if abs(seconds) < 60:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)  # hours-based totals carry rounding noise (209.9988 s)
-    if abs(whole) < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-
-
-@bp.app_template_filter("hours")
-def _hours(seconds: Optional[float]) -> str:
-    """Large amounts of audio as hours (1,347.1 h); small ones as a duration."""
-    if seconds is None or abs(seconds) < 3600:
-        return _duration(seconds)
-    return f"{seconds / 3600:,.1f} h"
-
-
-@bp.app_template_filter("offset")
-def _offset(seconds: Optional[float]) -> str:
-    """Time since the first timeline entry: +2.4 s, +1:05, +1:02:10."""
-    if not seconds:
-        return "+0 s"
-    if seconds < 60:
-        return f"+{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"+{minutes}:{secs:02d}"
-    return f"+{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
-
-
-@bp.app_template_filter("clock")
-def _clock(value: Any) -> str:
-    return "—" if value is None else _when(value)[11:19]
-
-
-@bp.app_template_filter("when")
-def _when(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+@bp.record_once
+def _register_filters(state) -> None:
+    display.register(state.app)
 
 
 @bp.get("/")
@@ -127,7 +63,7 @@ def overview():
                                                refresh=not results)
     except reports.ReportError as exc:
         error = str(exc)
-    batches = db().execute(select(Batch.name).order_by(Batch.name)).scalars().all()
+    batches = job_queries.batch_names(db())
     totals = _totals(results) if not error else {}
     page = render_template(
         "dashboard/overview.html", error=error, filters={"since": since, "until": until, "batch": batch},
@@ -173,24 +109,28 @@ def sessions():
     batch = request.args.get("batch") or None
     if state is not None and state not in JOB_STATES:
         return _error_page(400, f"Unknown state {state!r}. States: {', '.join(JOB_STATES)}.")
-    try:
-        page = int(request.args.get("page", "1"))
-        if page < 1:
-            raise ValueError
-    except ValueError:
+    page = _page_number(request.args.get("page", "1"))
+    if page is None:
         return _error_page(400, "The page number must be a positive integer.")
-    batch_id = None
-    if batch:
-        batch_id = db().execute(select(Batch.id).where(or_(Batch.id == batch, Batch.name == batch))).scalar()
-        if batch_id is None:
-            return _error_page(404, f"No batch with id or name {batch!r}.")
+    batch_id = job_queries.find_batch_id(db(), batch) if batch else None
+    if batch and batch_id is None:
+        return _error_page(404, f"No batch with id or name {batch!r}.")
     size = reports.SESSION_PAGE_SIZE
     rows, total = reports.list_sessions(db(), state=state, batch_id=batch_id, limit=size, offset=(page - 1) * size)
     counts = reports.state_counts(db(), batch_id)
-    batches = db().execute(select(Batch.name).order_by(Batch.name)).scalars().all()
+    batches = job_queries.batch_names(db())
     return render_template("dashboard/sessions.html", rows=rows, total=total, counts=counts, state=state,
                            batch=batch, batches=batches, page=page, pages=max(1, -(-total // size)),
                            states=JOB_STATES)
+
+
+def _page_number(raw: str) -> Optional[int]:
+    """A positive page number, or None."""
+    try:
+        page = int(raw)
+    except ValueError:
+        return None
+    return page if page >= 1 else None
 
 
 @bp.get("/dashboard/sessions/<session_id>")
@@ -199,33 +139,15 @@ def session_page(session_id: str):
     # Refresh before the request session opens: on SQLite every transaction
     # takes the write lock, so the refresh would wait for the request's own.
     reports.refresh_session_stats(settings().database_url)
-    session = db()
-    job = session.get(Job, session_id) or session.execute(
-        select(Job).where(Job.gladia_id == session_id)).scalar_one_or_none()
+    job = job_queries.find_job(db(), session_id)
     if job is None:
         return _error_page(404, f"No session with job id or Gladia id {session_id!r}.")
-    summary = reports.session_summary_row(session, job.id)
-    batch = session.get(Batch, job.batch_id) if job.batch_id else None
-    result = session.get(SessionResult, job.gladia_id) if job.gladia_id else None
-    utterances = session.execute(
-        select(Utterance).where(Utterance.job_id == job.id, Utterance.is_final.is_(True))
-        .order_by(Utterance.start_s, Utterance.channel, Utterance.id)
-    ).scalars().all()
-    events = session.execute(
-        select(Event).where(Event.job_id == job.id)
-        .order_by(Event.received_at, Event.id).limit(MAX_TIMELINE_EVENTS + 1)
-    ).scalars().all()
-    runs = session.execute(
-        select(ReconciliationRun).where(ReconciliationRun.job_id == job.id).order_by(ReconciliationRun.started_at)
-    ).scalars().all()
-    inbox = session.execute(
-        select(InboxItem.status, InboxItem.event, InboxItem.received_at, InboxItem.duplicates, InboxItem.error)
-        .where(InboxItem.job_id == job.id).order_by(InboxItem.received_at, InboxItem.id)
-    ).all()
+    summary = reports.session_summary_row(db(), job.id)
+    stored = session_rows(db(), job)
     return render_template(
-        "dashboard/session.html", job=job, batch=batch, result=result, summary=summary,
-        timeline=_timeline(job, events[:MAX_TIMELINE_EVENTS], runs), truncated=len(events) > MAX_TIMELINE_EVENTS,
-        utterances=utterances, runs=runs, inbox=inbox,
+        "dashboard/session.html", job=job, batch=stored.batch, result=stored.result, summary=summary,
+        timeline=_timeline(job, stored.events, stored.runs), truncated=stored.events_truncated,
+        utterances=stored.utterances, runs=stored.runs, inbox=stored.inbox,
     )
 
 
@@ -235,25 +157,34 @@ def _error_page(status: int, message: str):
 
 def _timeline(job: Job, events: list[Event], runs: list[ReconciliationRun]) -> list[dict[str, Any]]:
     """Job transitions, Gladia messages and reconciliation runs in one time order."""
-    entries: list[dict[str, Any]] = []
-    for attr, label, meaning in LIFECYCLE:
-        when = getattr(job, attr)
-        if when is not None:
-            entries.append({"at": when, "kind": "state", "label": label, "detail": meaning,
-                            "css": "failed" if label == "failed" else "state"})
-    for ev in events:
-        delay = (ev.received_at - ev.created_at).total_seconds() if ev.created_at else None
-        entries.append({"at": ev.received_at, "kind": ev.source, "label": ev.type,
-                        "detail": f"via {ev.source}" + (f", {_duration(delay)} after Gladia sent it"
-                                                        if delay is not None else ""),
-                        "css": ev.source})
-    for run in runs:
-        entries.append({"at": run.started_at, "kind": "reconcile", "label": f"reconciliation: {run.outcome}",
-                        "detail": f"{run.expected} expected, {run.missing} missing, {run.repaired} repaired"
-                                  + (f" — {run.reason}" if run.reason else ""),
-                        "css": "failed" if run.outcome == "failed" else "reconcile"})
+    entries = _state_entries(job) + [_event_entry(ev) for ev in events] + [_run_entry(run) for run in runs]
     entries.sort(key=lambda e: e["at"])
     start = entries[0]["at"] if entries else None
     for entry in entries:
         entry["offset_s"] = (entry["at"] - start).total_seconds() if start else None
     return entries
+
+
+def _state_entries(job: Job) -> list[dict[str, Any]]:
+    entries = []
+    for attr, label, meaning in LIFECYCLE:
+        when = getattr(job, attr)
+        if when is not None:
+            entries.append({"at": when, "kind": "state", "label": label, "detail": meaning,
+                            "css": "failed" if label == "failed" else "state"})
+    return entries
+
+
+def _event_entry(ev: Event) -> dict[str, Any]:
+    delay = (ev.received_at - ev.created_at).total_seconds() if ev.created_at else None
+    return {"at": ev.received_at, "kind": ev.source, "label": ev.type,
+            "detail": f"via {ev.source}" + (f", {display.duration(delay)} after Gladia sent it"
+                                            if delay is not None else ""),
+            "css": ev.source}
+
+
+def _run_entry(run: ReconciliationRun) -> dict[str, Any]:
+    return {"at": run.started_at, "kind": "reconcile", "label": f"reconciliation: {run.outcome}",
+            "detail": f"{run.expected} expected, {run.missing} missing, {run.repaired} repaired"
+                      + (f" — {run.reason}" if run.reason else ""),
+            "css": "failed" if run.outcome == "failed" else "reconcile"}

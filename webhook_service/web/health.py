@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from .. import metrics
-from . import db
+from .context import db
 
 bp = Blueprint("health", __name__)
 

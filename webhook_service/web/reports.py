@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from .. import reports
-from . import json_error, settings
+from .context import json_error, settings
 
 bp = Blueprint("reports", __name__)
 
@@ -20,13 +20,7 @@ FILTER_PARAMS = ("since", "until", "batch", "limit", "offset")
 
 @bp.get("/api/reports")
 def list_reports():
-    return {
-        "reports": [
-            {"name": r.name, "title": r.title, "description": r.description,
-             "columns": [{"name": c.name, "type": c.kind, "description": c.description} for c in r.columns]}
-            for r in reports.REPORTS.values()
-        ]
-    }
+    return {"reports": [report.describe() for report in reports.REPORTS.values()]}
 
 
 @bp.get("/api/reports/<name>")

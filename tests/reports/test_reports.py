@@ -365,7 +365,7 @@ def test_documented_queries_run(loaded):
     import re
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "reporting.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reporting.md").read_text()
     blocks = re.findall(r"```sql\n(.*?)```", doc, re.S)
     assert len(blocks) >= 8
     reports.refresh_session_stats(loaded)
