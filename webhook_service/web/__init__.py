@@ -10,9 +10,8 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..db import configure_pool
-from .context import close_db, db, json_error, settings
-
-__all__ = ["create_app", "db", "json_error", "settings"]
+from . import api, callbacks, dashboard, health, reports
+from .context import close_db, json_error
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,6 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.json.sort_keys = False
 
     _register_errors(app)
-    from . import api, callbacks, dashboard, health, reports
-
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(api.bp)
