@@ -188,7 +188,10 @@ def child(args) -> None:
     if args.client == "sdk":
         import gladiaio_sdk  # noqa: F401  (imports before the baseline)
     else:
-        import webhook_service.gladia.stream  # noqa: F401
+        # The modules a worker process holds (the job orchestration imports the store, the client, the
+        # stream): the size of the heap sets how often the garbage collector walks it, which is part of
+        # the CPU a stream costs in a worker.
+        import webhook_service.jobs.streaming  # noqa: F401
     sessions = create_sessions(args.api_url, args.n)
     gc.collect()
     baseline = rss_bytes()
