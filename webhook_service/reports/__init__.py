@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .catalogue import REPORTS, Report, get_report
 from .errors import InvalidFilter, ReportError, UnknownReport
-from .filters import MAX_PAGE, Filters, make_filters, parse_day, parse_page
+from .filters import MAX_OFFSET, MAX_PAGE, Filters, make_filters, parse_day, parse_page
 from .percentiles import LATENCY_PERCENTILES, LOW_CONFIDENCE_PERCENTILE, percentile_cont
 from .rows import FLOAT_DIGITS, Column, as_utc, iso_utc, normalize_rows
 from .run import ReportResult, run_report
@@ -27,7 +27,8 @@ from .sessions import SESSION_PAGE_SIZE, list_sessions, session_summary_row, sta
 from .stats_cache import REFRESH_CHUNK, refresh_session_stats, stale_count
 
 __all__ = [
-    "FLOAT_DIGITS", "LATENCY_PERCENTILES", "LOW_CONFIDENCE_PERCENTILE", "MAX_PAGE", "REFRESH_CHUNK", "REPORTS",
+    "FLOAT_DIGITS", "LATENCY_PERCENTILES", "LOW_CONFIDENCE_PERCENTILE", "MAX_OFFSET", "MAX_PAGE", "REFRESH_CHUNK",
+    "REPORTS",
     "SESSION_PAGE_SIZE", "Column", "Filters", "InvalidFilter", "Report", "ReportError", "ReportResult",
     "UnknownReport", "as_utc", "get_report", "iso_utc", "list_sessions", "make_filters", "normalize_rows",
     "parse_day", "parse_page", "percentile_cont", "refresh_session_stats", "run_report", "session_summary_row",
