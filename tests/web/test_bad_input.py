@@ -70,21 +70,28 @@ GOOD_EXTREMES = (
 
 
 @pytest.fixture(scope="module")
-def site(database_url: str, tmp_path_factory) -> Iterator[str]:
-    """The app on a real port over the report fixtures, shared by this module's read-only requests."""
+def server(database_url: str, tmp_path_factory) -> Iterator[LiveServer]:
+    """The app on a real port, shared by this module's read-only requests."""
     from webhook_service.web import create_app
 
     truncate_all(database_url)
-    report_fixtures.load(database_url)
     settings = Settings.from_env(environ={}, data_dir=str(tmp_path_factory.mktemp("data")),
                                  database_url=database_url, celery_broker_url="memory://")
     server = LiveServer(create_app(settings, TESTING=True)).start()
-    yield server.url
+    yield server
     server.stop()
     truncate_all(database_url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def site(server: LiveServer, database_url: str, operator_headers: dict[str, str]) -> str:
+    """The server's URL over the report fixtures (loaded after the operator's credentials, which may
+    have emptied the database)."""
+    report_fixtures.load_once(database_url)
+    return server.url
+
+
+@pytest.fixture
 def operator_headers() -> dict[str, str]:
     """Headers of an operator allowed to read everything (an API token once operator auth exists)."""
     return {}

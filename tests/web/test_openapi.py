@@ -51,12 +51,11 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def site(database_url: str, tmp_path_factory) -> Iterator[LiveServer]:
-    """The app on a real port over the report fixtures (the fuzzer only reads)."""
+def server(database_url: str, tmp_path_factory) -> Iterator[LiveServer]:
+    """The app on a real port, shared by this module's read-only requests."""
     from webhook_service.web import create_app
 
     truncate_all(database_url)
-    report_fixtures.load(database_url)
     settings = Settings.from_env(environ={}, data_dir=str(tmp_path_factory.mktemp("data")),
                                  database_url=database_url, celery_broker_url="memory://")
     server = LiveServer(create_app(settings, TESTING=True)).start()
@@ -65,7 +64,15 @@ def site(database_url: str, tmp_path_factory) -> Iterator[LiveServer]:
     truncate_all(database_url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def site(server: LiveServer, database_url: str, operator_headers: dict[str, str]) -> str:
+    """The server's URL over the report fixtures (loaded after the operator's credentials, which may
+    have emptied the database)."""
+    report_fixtures.load_once(database_url)
+    return server.url
+
+
+@pytest.fixture
 def operator_headers() -> dict[str, str]:
     """Headers of an operator allowed to read everything (an API token once operator auth exists)."""
     return {}
@@ -97,7 +104,7 @@ def test_job_states_are_the_models(app):
 
 
 def test_the_app_serves_the_description(site, operator_headers):
-    response = requests.get(f"{site.url}/api/openapi.json", headers=operator_headers, timeout=30)
+    response = requests.get(f"{site}/api/openapi.json", headers=operator_headers, timeout=30)
     assert response.status_code == 200
     assert response.json() == openapi_document()
 
@@ -106,4 +113,4 @@ def test_the_app_serves_the_description(site, operator_headers):
 @hypothesis_settings(max_examples=40, deadline=None, derandomize=True,
                      suppress_health_check=list(HealthCheck))
 def test_api_fuzz(case, site, operator_headers):
-    case.call_and_validate(base_url=site.url, headers=operator_headers, checks=CHECKS, timeout=30)
+    case.call_and_validate(base_url=site, headers=operator_headers, checks=CHECKS, timeout=30)
