@@ -117,3 +117,11 @@ def load(database_url: str) -> None:
             ReconciliationRun(job_id="job-b", gladia_id="g-b", trigger="sweep", started_at=at(1, 15, 1),
                               outcome="failed", reason="session not found"),
         ])
+
+
+def load_once(database_url: str) -> None:
+    """:func:`load`, unless the database holds its rows already (a fixture may have emptied it in between)."""
+    with session_scope(database_url) as s:
+        if s.get(Job, "job-a") is not None:
+            return
+    load(database_url)

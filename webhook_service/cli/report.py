@@ -46,13 +46,9 @@ def report(name: str | None, since: str | None, until: str | None, batch: str | 
 
 
 def _print_csv(result) -> None:
-    import csv
+    from ..reports import write_csv
 
-    columns = [c.name for c in result.report.columns]
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(columns)
-    for row in result.rows:
-        writer.writerow(["" if row[c] is None else row[c] for c in columns])
+    write_csv(sys.stdout, result.report.columns, result.rows)
 
 
 def _print_table(result) -> None:

@@ -6,7 +6,7 @@ column in docs/reporting.md), so an analyst's SQL and a report always agree.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Optional
 
 from sqlalchemy import bindparam, text
@@ -17,9 +17,10 @@ from .filters import Filters
 
 
 def _bounds(filters: Filters) -> tuple[Optional[datetime], Optional[datetime]]:
+    """The filters' days as [start, end) instants; the last representable day has no end."""
     start = datetime.combine(filters.since, time(0), tzinfo=timezone.utc) if filters.since else None
     end = (datetime.combine(filters.until + timedelta(days=1), time(0), tzinfo=timezone.utc)
-           if filters.until else None)
+           if filters.until and filters.until < date.max else None)
     return start, end
 
 

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Settings
 from ..db import configure_pool
 from . import api, callbacks, dashboard, health, reports
+from . import headers, openapi
 from .context import close_db, json_error
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(reports.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(openapi.bp)
+    headers.install(app)
 
     app.teardown_appcontext(close_db)
     return app

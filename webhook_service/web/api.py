@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -34,6 +35,12 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# The largest offset a page may start at: far beyond any real list, and within
+# every database's integer range once the page's extra row is added.
+MAX_OFFSET = 2**31 - 1
+MAX_ID_LENGTH = 64  # job ids are UUIDs (36 characters), Gladia ids too
+MAX_BATCH_LENGTH = 200  # a batch's name column
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
 LIST_PARAMS = frozenset({"state", "batch", "since", "until", "limit", "offset", "cursor"})
 
 
@@ -45,18 +52,18 @@ def _parse_when(name: str, raw: str) -> datetime:
     """A query parameter's ISO-8601 date or date-time, UTC when it has no offset."""
     try:
         value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidQuery(f"{name} must be an ISO-8601 date or date-time, got {raw[:40]!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves it out of years 1..9999
+        raise InvalidQuery(f"{name} must be an ISO-8601 date or date-time between years 1 and 9999 (UTC), "
+                           f"got {raw[:40]!r}") from None
 
 
 def _parse_int(name: str, raw: str, minimum: int, maximum: Optional[int] = None) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidQuery(f"{name} must be an integer, got {raw[:40]!r}") from None
+    if not _INTEGER.fullmatch(raw.strip()):
+        raise InvalidQuery(f"{name} must be an integer, got {raw[:40]!r}")
+    value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise InvalidQuery(f"{name} must be {bound}, got {value}")
@@ -72,11 +79,16 @@ def _encode_cursor(position: sessions.Position) -> str:
 def _decode_cursor(raw: str) -> sessions.Position:
     try:
         created, job_id = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if not isinstance(job_id, str) or not isinstance(created, str):
+        if not isinstance(job_id, str) or not isinstance(created, str) or not _is_id(job_id):
             raise ValueError
         return _parse_when("cursor", created), job_id
     except (ValueError, TypeError, binascii.Error, InvalidQuery):
         raise InvalidQuery("cursor is not a cursor this API returned") from None
+
+
+def _is_id(value: str, max_length: int = MAX_ID_LENGTH) -> bool:
+    """A value a stored id or name could have: not too long, no NUL (PostgreSQL refuses NUL in text)."""
+    return 0 < len(value) <= max_length and "\x00" not in value
 
 
 def _parse_states(raw: str) -> tuple[str, ...]:
@@ -92,11 +104,13 @@ def _parse_list_query(args: MultiDict) -> tuple[sessions.SessionFilter, int, int
     if unknown:
         raise InvalidQuery(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(LIST_PARAMS))}")
     limit = _parse_int("limit", args["limit"], 1, MAX_LIMIT) if "limit" in args else DEFAULT_LIMIT
-    offset = _parse_int("offset", args["offset"], 0) if "offset" in args else 0
+    offset = _parse_int("offset", args["offset"], 0, MAX_OFFSET) if "offset" in args else 0
     if "cursor" in args and "offset" in args:
         raise InvalidQuery("use either cursor or offset, not both")
     states = _parse_states(args["state"]) if "state" in args else ()
     batch = args["batch"].strip() if "batch" in args else None
+    if batch and not _is_id(batch, MAX_BATCH_LENGTH):
+        raise InvalidQuery(f"batch must be a batch id or name (1 to {MAX_BATCH_LENGTH} characters, no NUL)")
     since = _parse_when("since", args["since"]) if "since" in args else None
     until = _parse_when("until", args["until"]) if "until" in args else None
     if since and until and since >= until:
@@ -124,6 +138,8 @@ def list_sessions():
 
 @bp.get("/sessions/<gladia_id>")
 def session_detail(gladia_id: str):
+    if not _is_id(gladia_id):
+        return json_error(404, "no session or job with this id")
     body = detail.session_detail(db(), gladia_id)
     if body is None:
         return json_error(404, "no session or job with this id")

@@ -25,6 +25,9 @@ from .context import db, settings
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                static_url_path="/dashboard/static")
 
+MAX_ID_LENGTH = 64  # job ids are UUIDs (36 characters), Gladia ids too
+MAX_BATCH_LENGTH = 200  # a batch's name column
+
 CHART_REPORTS = ("daily_usage", "latency", "callback_health")
 TABLE_REPORTS = ("language_mix", "error_breakdown")
 
@@ -109,13 +112,15 @@ def sessions():
     batch = request.args.get("batch") or None
     if state is not None and state not in JOB_STATES:
         return _error_page(400, f"Unknown state {state!r}. States: {', '.join(JOB_STATES)}.")
-    page = _page_number(request.args.get("page", "1"))
+    size = reports.SESSION_PAGE_SIZE
+    page = _page_number(request.args.get("page", "1"), last=reports.MAX_OFFSET // size)
     if page is None:
-        return _error_page(400, "The page number must be a positive integer.")
+        return _error_page(400, f"The page number must be an integer between 1 and {reports.MAX_OFFSET // size}.")
+    if batch and not _storable(batch, MAX_BATCH_LENGTH):
+        return _error_page(400, f"A batch id or name has at most {MAX_BATCH_LENGTH} characters and no NUL.")
     batch_id = job_queries.find_batch_id(db(), batch) if batch else None
     if batch and batch_id is None:
         return _error_page(404, f"No batch with id or name {batch!r}.")
-    size = reports.SESSION_PAGE_SIZE
     rows, total = reports.list_sessions(db(), state=state, batch_id=batch_id, limit=size, offset=(page - 1) * size)
     counts = reports.state_counts(db(), batch_id)
     batches = job_queries.batch_names(db())
@@ -124,13 +129,17 @@ def sessions():
                            states=JOB_STATES)
 
 
-def _page_number(raw: str) -> Optional[int]:
-    """A positive page number, or None."""
-    try:
-        page = int(raw)
-    except ValueError:
+def _page_number(raw: str, last: int) -> Optional[int]:
+    """A page number in 1..last, or None."""
+    if not raw.strip().isdecimal() or not raw.strip().isascii() or len(raw.strip()) > 12:
         return None
-    return page if page >= 1 else None
+    page = int(raw)
+    return page if 1 <= page <= last else None
+
+
+def _storable(value: str, max_length: int) -> bool:
+    """A value a stored id or name could be: not too long, no NUL (PostgreSQL refuses NUL in text)."""
+    return len(value) <= max_length and "\x00" not in value
 
 
 @bp.get("/dashboard/sessions/<session_id>")
@@ -139,6 +148,8 @@ def session_page(session_id: str):
     # Refresh before the request session opens: on SQLite every transaction
     # takes the write lock, so the refresh would wait for the request's own.
     reports.refresh_session_stats(settings().database_url)
+    if not _storable(session_id, MAX_ID_LENGTH):
+        return _error_page(404, f"No session with job id or Gladia id {session_id[:MAX_ID_LENGTH]!r}.")
     job = job_queries.find_job(db(), session_id)
     if job is None:
         return _error_page(404, f"No session with job id or Gladia id {session_id!r}.")
