@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
-from ipaddress import IPv4Network, IPv6Network, ip_network
 
 WEB_SURFACES = ("all", "receiver", "operator")
 

@@ -134,7 +134,7 @@ def test_the_public_routes_are_exactly_the_receiver_the_probe_and_the_login_page
     assert public == PUBLIC  # every public route exists
     endpoints = {r.endpoint for r in app.url_map.iter_rules()
                  if any((m, r.rule) in PUBLIC for m in r.methods)}
-    assert endpoints == set(PUBLIC_ENDPOINTS)
+    assert endpoints == set(PUBLIC_ENDPOINTS) == app.config["PUBLIC_ENDPOINTS"]
 
 
 def test_no_operator_route_answers_an_anonymous_request(server, settings):

@@ -1,7 +1,7 @@
 """The operator gate: every request needs an operator credential unless its endpoint is listed public.
 
 Deny by default: a route added tomorrow is closed until someone adds its
-endpoint to :data:`PUBLIC_ENDPOINTS`. Two credentials are accepted:
+endpoint to :data:`PUBLIC_ENDPOINTS` (``app.config["PUBLIC_ENDPOINTS"]``). Two credentials are accepted:
 
 * ``Authorization: Bearer <token>`` on every route (scripts, Prometheus);
 * the dashboard's session cookie (set by the login page, :mod:`.login`) on the
@@ -95,6 +95,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.operator_session_hours),
         WTF_CSRF_CHECK_DEFAULT=False,  # the gate decides which requests need the token
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the login session
+        PUBLIC_ENDPOINTS=PUBLIC_ENDPOINTS,
     )
     csrf.init_app(app)
     app.before_request(gate)
@@ -102,7 +103,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def gate() -> Any:
     """Let the request through with ``g.operator`` set, or answer 401/403 or redirect to the login page."""
-    if request.routing_exception is not None or request.endpoint in PUBLIC_ENDPOINTS:
+    if request.routing_exception is not None or request.endpoint in current_app.config["PUBLIC_ENDPOINTS"]:
         return None  # 404/405 reveal no data; public endpoints check their own credential
     view = current_app.view_functions.get(request.endpoint or "")
     required = getattr(view, "required_scope", "read")
