@@ -165,6 +165,7 @@ def test_sessions_list_with_state_filter(site, tmp_path, token):
     dom = browse(site + "/dashboard/sessions", shot, token)
     rows = re.findall(r'<tr data-job="([^"]+)"', dom)
     assert rows == ["job-d", "job-c", "job-e", "job-b", "job-a"]
+    assert text_of(dom, "operator-name") == "test-read"  # the login page's session, with its sign-out form
     chips = text_of(dom, "state-filters")
     assert "all 5" in chips and "done 2" in chips and "failed 1" in chips and "streaming 0" in chips
 
