@@ -32,8 +32,7 @@ from flask import Flask, current_app, g, has_request_context, redirect, request,
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
-from ..auth import Operator, scope_allows, verify_token
-from ..auth.tokens import token_in_force
+from ..auth import Operator, scope_allows, token_in_force, verify_token
 from ..config import Settings
 from ..db import session_scope
 from .context import json_error, settings
