@@ -12,3 +12,7 @@ def bare():
 
     request.get_data()
     return jsonify({"status": "ok"})
+
+
+# Public like the callback route it is compared with (the operator gate would answer 401).
+app.config["PUBLIC_ENDPOINTS"] = app.config["PUBLIC_ENDPOINTS"] | {"bare"}

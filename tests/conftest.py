@@ -98,8 +98,44 @@ def app(settings: Settings):
     return create_app(settings, TESTING=True)
 
 
+def make_operator_token(database_url: str, name: str, scope: str, expires_days: int | None = None) -> str:
+    """A new operator token in the test database; returns its secret."""
+    from webhook_service.auth import create_token
+
+    with session_scope(database_url) as session:
+        _, secret = create_token(session, name, scope, expires_days)
+    return secret
+
+
 @pytest.fixture
-def client(app):
+def admin_token(settings: Settings) -> str:
+    """An admin operator token (``Authorization: Bearer <it>``)."""
+    return make_operator_token(settings.database_url, "test-admin", "admin")
+
+
+@pytest.fixture
+def read_token(settings: Settings) -> str:
+    """A read-only operator token."""
+    return make_operator_token(settings.database_url, "test-read", "read")
+
+
+@pytest.fixture
+def client(app, admin_token):
+    """A test client that sends an admin bearer token with every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
+    return client
+
+
+@pytest.fixture
+def operator_headers(admin_token: str) -> dict[str, str]:
+    """The headers of an operator allowed everything, for requests over a real socket."""
+    return {"Authorization": f"Bearer {admin_token}"}
+
+
+@pytest.fixture
+def anonymous_client(app):
+    """A test client with no credential: what an outsider gets."""
     return app.test_client()
 
 

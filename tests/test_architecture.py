@@ -4,7 +4,7 @@ Layers, from the bottom (see the README's Architecture section):
 
 * foundation: ``config``, ``db``, ``models``, ``migrate``, ``logging_setup``, ``metrics``, ``tokens``
 * protocol: ``gladia`` (Gladia's wire protocol only) and ``audio``
-* domain: ``jobs``, ``ingest``, ``reconcile``, ``reports``
+* domain: ``jobs``, ``ingest``, ``reconcile``, ``reports``, ``auth``
 * surfaces: ``web``, ``worker``, ``cli``, and the entry points ``demo`` and ``wsgi``
 * ``emulator``: a separate Gladia-compatible server that only the CLI and the demo start
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 FOUNDATION = {"config", "db", "models", "migrate", "logging_setup", "metrics", "tokens"}
 PROTOCOL = {"gladia", "audio"}
-DOMAIN = {"jobs", "ingest", "reconcile", "reports"}
+DOMAIN = {"jobs", "ingest", "reconcile", "reports", "auth"}
 SURFACES = {"web", "worker", "cli", "demo", "wsgi"}
 LAYERS = [FOUNDATION, PROTOCOL, DOMAIN, SURFACES]
 # What the protocol layer's Gladia package may never reach: the store, the tasks, the web.

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
+
+WEB_SURFACES = ("all", "receiver", "operator")
 
 
 class ConfigError(ValueError):
@@ -79,6 +82,13 @@ class Settings:
     # Receiver
     max_callback_bytes: int = 1_048_576
     log_level: str = "INFO"
+    # Operator authentication (web/auth.py). An authenticating proxy's identity header is trusted only
+    # when both are set and the request's peer address is one of TRUSTED_PROXIES (IPs or CIDRs).
+    trusted_proxy_auth_header: str = ""
+    trusted_proxies: str = ""
+    trusted_proxy_scope: str = "read"  # the scope of an identity the proxy vouches for
+    operator_session_hours: float = 12.0  # a dashboard login lasts this long
+    web_surface: str = "all"  # receiver | operator | all: the routes this web process serves
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
                 "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0}
@@ -91,6 +101,7 @@ class Settings:
         "sweep_interval_s": 0.5,
         "stale_queued_s": 1.0,
         "inbox_retry_after_s": 0.0,
+        "operator_session_hours": 0.01,
     }
 
     @classmethod
@@ -153,7 +164,31 @@ class Settings:
             raise ConfigError(f"GLADIA_REGION must be eu-west or us-west, got {self.gladia_region!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
+        self._validate_operator_auth()
         return self
+
+    def _validate_operator_auth(self) -> None:
+        if self.web_surface not in WEB_SURFACES:
+            raise ConfigError(f"WEB_SURFACE must be one of {', '.join(WEB_SURFACES)}, got {self.web_surface!r}")
+        if self.trusted_proxy_scope not in ("read", "admin"):
+            raise ConfigError(f"TRUSTED_PROXY_SCOPE must be read or admin, got {self.trusted_proxy_scope!r}")
+        header = self.trusted_proxy_auth_header
+        if header and not all(c.isalnum() or c == "-" for c in header):
+            raise ConfigError(f"TRUSTED_PROXY_AUTH_HEADER must be an HTTP header name, got {header!r}")
+        self.trusted_proxy_networks  # raises ConfigError on a bad entry
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """TRUSTED_PROXIES parsed: the peers whose TRUSTED_PROXY_AUTH_HEADER is believed."""
+        networks = []
+        for entry in (e.strip() for e in self.trusted_proxies.split(",")):
+            if not entry:
+                continue
+            try:
+                networks.append(ip_network(entry, strict=False))
+            except ValueError:
+                raise ConfigError(f"TRUSTED_PROXIES must be comma-separated IPs or CIDRs, got {entry!r}") from None
+        return tuple(networks)
 
     @property
     def broker_dir(self) -> Path:

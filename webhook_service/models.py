@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -465,3 +466,32 @@ class SessionStatsStale(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(36), index=True)
     marked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+# ------------------------------------------------------------------ operator credentials
+
+TOKEN_SCOPES = ("read", "admin")
+
+
+class OperatorToken(Base):
+    """An operator's API token: only the SHA-256 of the secret is stored, the secret is shown once.
+
+    A name is unique among tokens still in force; a revoked token keeps its row
+    (who had access, until when) and frees its name for a successor.
+    """
+
+    __tablename__ = "operator_tokens"
+    __table_args__ = (
+        CheckConstraint("scope IN ('read','admin')", name="scope_valid"),
+        Index("uq_operator_tokens_active_name", "name", unique=True,
+              sqlite_where=text("revoked_at IS NULL"), postgresql_where=text("revoked_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(8), default="read")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

@@ -1,4 +1,9 @@
-"""WSGI entry point for gunicorn: `gunicorn webhook_service.wsgi:app`."""
+"""WSGI entry point for gunicorn: `gunicorn webhook_service.wsgi:app`.
+
+``WEB_SURFACE`` (receiver, operator or all) picks the routes this process
+serves, so one deployment runs the public receiver and the private operator
+side as two gunicorn processes.
+"""
 
 from __future__ import annotations
 

@@ -91,11 +91,6 @@ def site(server: LiveServer, database_url: str, operator_headers: dict[str, str]
     return server.url
 
 
-@pytest.fixture
-def operator_headers() -> dict[str, str]:
-    """Headers of an operator allowed to read everything (an API token once operator auth exists)."""
-    return {}
-
 
 def _assert_json_400(response: requests.Response, name: str) -> None:
     assert response.status_code == 400, (name, response.status_code, response.text[:300])

@@ -1,20 +1,28 @@
 """The dashboard in headless Chromium against the app on a real port.
 
-Each test loads a page once: Chromium runs its JavaScript, writes a PNG
-screenshot and prints the DOM as it stands after the scripts ran. The tests
+Each test logs in through the login page as an operator would (typing a
+token into its form), then loads a page once: Chromium runs its JavaScript,
+takes a PNG screenshot and gives the DOM as it stands after the scripts ran. The tests
 assert what the DOM shows and, for the charts, that their colours are really
 painted in the screenshot.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
+import requests
+from websockets.sync.client import connect
 
 import report_fixtures
 
@@ -25,17 +33,80 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromiu
 BLUE, TEAL, AMBER = (0x25, 0x63, 0xEB), (0x0D, 0x94, 0x88), (0xD9, 0x77, 0x06)
 
 
-def browse(url: str, shot: Path, size: str = "1400,1300") -> str:
-    """Load ``url`` in headless Chromium; save a screenshot; return the DOM after scripts ran."""
-    done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-         f"--user-data-dir={shot.parent / ('profile-' + shot.stem)}", f"--window-size={size}",
-         "--virtual-time-budget=5000", f"--screenshot={shot}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=90,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+class DevTools:
+    """A headless Chromium driven over the DevTools protocol: enough to log in and look at a page."""
+
+    def __init__(self, profile: Path, size: str):
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             f"--user-data-dir={profile}", f"--window-size={size}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            assert self.proc.poll() is None and time.monotonic() < deadline, "Chromium did not start"
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        target = next(p for p in pages if p["type"] == "page")
+        self.stack = ExitStack()
+        self.ws = self.stack.enter_context(connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30))
+        self.calls = 0
+        self.events: list[dict] = []
+        self.call("Page.enable")
+
+    def call(self, method: str, **params):
+        self.calls += 1
+        self.ws.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=90))
+            if message.get("id") == self.calls:
+                assert "error" not in message, message
+                return message["result"]
+            self.events.append(message)
+
+    def wait_for(self, event: str) -> None:
+        while not any(m.get("method") == event for m in self.events):
+            self.events.append(json.loads(self.ws.recv(timeout=90)))
+        self.events.clear()
+
+    def open(self, url: str) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired")
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self) -> None:
+        try:
+            self.stack.close()
+        finally:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def browse(url: str, shot: Path, token: str, size: str = "1400,1300") -> str:
+    """Log in through the login page, load ``url``; save a screenshot; return the DOM after scripts ran."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    chromium = DevTools(shot.parent / ("profile-" + shot.stem), size)
+    try:
+        chromium.open(f"{origin}/login?next=" + quote(url[len(origin):], safe=""))
+        assert chromium.evaluate("document.title").startswith("Sign in")
+        chromium.events.clear()
+        chromium.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
+                          "document.querySelector('#login form').submit()")
+        chromium.wait_for("Page.loadEventFired")
+        assert chromium.evaluate("location.href") == url  # logged in, back on the page asked for
+        chromium.call("Emulation.setVirtualTimePolicy", policy="pauseIfNetworkFetchesPending", budget=2000)
+        chromium.wait_for("Emulation.virtualTimeBudgetExpired")
+        dom = chromium.evaluate("document.documentElement.outerHTML")
+        shot.write_bytes(base64.b64decode(chromium.call("Page.captureScreenshot", format="png")["data"]))
+    finally:
+        chromium.close()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return done.stdout
+    return dom
 
 
 def text_of(dom: str, element_id: str) -> str:
@@ -58,9 +129,15 @@ def site(db_url, live_app):
     return live_app.url
 
 
-def test_overview_shows_figures_and_draws_charts(site, tmp_path):
+@pytest.fixture
+def token(read_token):
+    """The dashboard needs an operator: a read token, typed into the login page."""
+    return read_token
+
+
+def test_overview_shows_figures_and_draws_charts(site, tmp_path, token):
     shot = tmp_path / "overview.png"
-    dom = browse(site + "/dashboard", shot)
+    dom = browse(site + "/dashboard", shot, token)
     assert 'data-charts="3"' in dom  # dashboard.js created the three charts
     assert text_of(dom, "kpi-sessions") == "5"
     assert text_of(dom, "kpi-audio") == "3 min 30 s"  # 120 + 60 + 30 s
@@ -75,30 +152,31 @@ def test_overview_shows_figures_and_draws_charts(site, tmp_path):
         assert colours[colour] > 2000, f"chart colour {colour} barely on screen: {colours[colour]} px"
 
 
-def test_overview_filters_and_bad_dates(site, tmp_path):
-    dom = browse(site + "/dashboard?since=2026-03-02&batch=other", tmp_path / "filtered.png")
+def test_overview_filters_and_bad_dates(site, tmp_path, token):
+    dom = browse(site + "/dashboard?since=2026-03-02&batch=other", tmp_path / "filtered.png", token)
     assert text_of(dom, "kpi-sessions") == "1"
     assert "boom: bad payload" not in dom
-    dom = browse(site + "/dashboard?since=2026-02-30", tmp_path / "bad.png")
+    dom = browse(site + "/dashboard?since=2026-02-30", tmp_path / "bad.png", token)
     assert "invalid since" in text_of(dom, "error")
 
 
-def test_sessions_list_with_state_filter(site, tmp_path):
+def test_sessions_list_with_state_filter(site, tmp_path, token):
     shot = tmp_path / "sessions.png"
-    dom = browse(site + "/dashboard/sessions", shot)
+    dom = browse(site + "/dashboard/sessions", shot, token)
     rows = re.findall(r'<tr data-job="([^"]+)"', dom)
     assert rows == ["job-d", "job-c", "job-e", "job-b", "job-a"]
+    assert text_of(dom, "operator-name") == "test-read"  # the login page's session, with its sign-out form
     chips = text_of(dom, "state-filters")
     assert "all 5" in chips and "done 2" in chips and "failed 1" in chips and "streaming 0" in chips
 
-    dom = browse(site + "/dashboard/sessions?state=failed", tmp_path / "failed.png")
+    dom = browse(site + "/dashboard/sessions?state=failed", tmp_path / "failed.png", token)
     assert re.findall(r'<tr data-job="([^"]+)"', dom) == ["job-b"]
     assert "b.wav" in text_of(dom, "sessions") and "failed" in text_of(dom, "sessions")
 
 
-def test_session_page_transcript_and_timeline(site, tmp_path):
+def test_session_page_transcript_and_timeline(site, tmp_path, token):
     shot = tmp_path / "session.png"
-    dom = browse(site + "/dashboard/sessions/g-a", shot)  # by Gladia id
+    dom = browse(site + "/dashboard/sessions/g-a", shot, token)  # by Gladia id
     assert text_of(dom, "session-state") == "reconciled"
     transcript = text_of(dom, "transcript")
     order = [transcript.index(t) for t in ("Thanks for calling.", "Hello there.", "Je voudrais", "Sure.")]

@@ -72,11 +72,6 @@ def site(server: LiveServer, database_url: str, operator_headers: dict[str, str]
     return server.url
 
 
-@pytest.fixture
-def operator_headers() -> dict[str, str]:
-    """Headers of an operator allowed to read everything (an API token once operator auth exists)."""
-    return {}
-
 
 def test_the_description_is_valid_openapi_3_1():
     document = openapi_document()

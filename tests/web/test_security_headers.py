@@ -32,11 +32,6 @@ def site(db_url, live_app):
     return live_app.url
 
 
-@pytest.fixture
-def operator_headers() -> dict[str, str]:
-    """Headers of an operator allowed to read everything (an API token once operator auth exists)."""
-    return {}
-
 
 def _get_paths(app) -> list[str]:
     paths = []

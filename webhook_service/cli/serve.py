@@ -21,8 +21,13 @@ CELERY_APP = "webhook_service.worker.celery_app"
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=4, show_default=True, type=int, help="gunicorn worker processes.")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
-def web(host: str, port: int, workers: int, dev: bool) -> None:
+@click.option("--surface", type=click.Choice(["receiver", "operator", "all"]), default=None,
+              help="Routes to serve: the public receiver, the private operator side, or all "
+                   "(default WEB_SURFACE, else all).")
+def web(host: str, port: int, workers: int, dev: bool, surface: str | None) -> None:
     """Run the receiver, JSON API and dashboard."""
+    if surface:
+        os.environ["WEB_SURFACE"] = surface  # read by webhook_service.wsgi in gunicorn's workers
     settings = load_settings()
     if dev:
         from ..web import create_app

@@ -10,22 +10,34 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..db import configure_pool
-from . import api, callbacks, dashboard, health, reports
-from . import headers, openapi
+from . import api, auth, callbacks, dashboard, headers, health, login, openapi, reports
 from .context import close_db, json_error
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, **config: Any) -> Flask:
+# The routes each surface serves: the public receiver, the private operator side, or both.
+SURFACE_BLUEPRINTS = {
+    "receiver": (health.bp, callbacks.bp),
+    "operator": (health.bp, health.metrics_bp, api.bp, openapi.bp, reports.bp, dashboard.bp, login.bp),
+}
+SURFACE_BLUEPRINTS["all"] = (health.bp, health.metrics_bp, callbacks.bp, api.bp, openapi.bp, reports.bp,
+                             dashboard.bp, login.bp)
+
+
+def create_app(settings: Settings | None = None, surface: str | None = None, **config: Any) -> Flask:
     """Build the web app: receiver, JSON API, dashboard, health and metrics.
 
-    ``settings`` defaults to the environment; ``config`` goes into ``app.config``
-    (tests pass ``TESTING=True``).
+    ``settings`` defaults to the environment; ``surface`` (default
+    ``settings.web_surface``) picks the routes: ``receiver``, ``operator`` or
+    ``all``; ``config`` goes into ``app.config`` (tests pass ``TESTING=True``).
     """
     settings = settings or Settings.from_env()
+    surface = surface or settings.web_surface
+    if surface not in SURFACE_BLUEPRINTS:
+        raise ValueError(f"surface must be one of {', '.join(SURFACE_BLUEPRINTS)}, got {surface!r}")
     configure_pool(settings.db_pool_size, settings.db_max_overflow)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_callback_bytes,
@@ -35,12 +47,9 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.json.sort_keys = False
 
     _register_errors(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(callbacks.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(reports.bp)
-    app.register_blueprint(dashboard.bp)
-    app.register_blueprint(openapi.bp)
+    auth.init_app(app, settings)
+    for blueprint in SURFACE_BLUEPRINTS[surface]:
+        app.register_blueprint(blueprint)
     headers.install(app)
 
     app.teardown_appcontext(close_db)

@@ -9,6 +9,8 @@ from .. import metrics
 from .context import db
 
 bp = Blueprint("health", __name__)
+# Its own blueprint: the operator surface serves it, the public receiver does not.
+metrics_bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/healthz")
@@ -20,7 +22,7 @@ def healthz():
     return jsonify({"status": "ok", "database": "ok"})
 
 
-@bp.get("/metrics")
+@metrics_bp.get("/metrics")
 def prometheus_metrics():
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
