@@ -19,6 +19,7 @@ import pytest
 
 from webhook_service.config import DEV_SIGNING_KEY, ConfigError, Settings
 
+pytestmark = pytest.mark.dbless  # settings only: the PostgreSQL URLs here are never connected to
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgresql+psycopg://service:pg-hunter2@db.internal:5432/webhooks"
 PUBLIC_HTTPS = "https://hooks.example.com"
