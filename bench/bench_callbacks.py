@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -52,7 +53,7 @@ from webhook_service.migrate import upgrade  # noqa: E402
 from webhook_service.models import Event, InboxItem, Job, Utterance  # noqa: E402
 from webhook_service.tokens import callback_token  # noqa: E402
 
-SIGNING_KEY = "bench-signing-key"
+SIGNING_KEY = secrets.token_urlsafe(48)  # PostgreSQL runs refuse a weak key
 WORDS = "so the quarterly numbers look good and we will ship the new release next week".split()
 
 

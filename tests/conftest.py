@@ -9,6 +9,7 @@ afterwards. The schema is always built by the Alembic migrations.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 import uuid
@@ -26,6 +27,11 @@ from webhook_service.migrate import upgrade
 from webhook_service.models import Base
 
 DATA_DIR = Path(__file__).parent / "data"
+
+# A strong signing key per test run: outside the embedded, loopback setup (PostgreSQL) the service refuses
+# the development key. Exported too, so every CLI run and subprocess of the tests starts with it.
+TEST_SIGNING_KEY = secrets.token_urlsafe(48)
+os.environ["CALLBACK_SIGNING_KEY"] = TEST_SIGNING_KEY
 
 
 def _create_pg_database(base_url: str) -> tuple[str, str]:
@@ -88,6 +94,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         data_dir=str(tmp_path / "data"),
         database_url=db_url,
         celery_broker_url="memory://",
+        callback_signing_key=TEST_SIGNING_KEY,
     )
 
 

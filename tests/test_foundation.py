@@ -30,6 +30,8 @@ from webhook_service.models import (
 from webhook_service.gladia.stream import redact_ws_url
 from webhook_service.tokens import callback_token, job_id_from_token
 
+from conftest import TEST_SIGNING_KEY
+
 
 # ---------------------------------------------------------------- migrations
 
@@ -212,7 +214,7 @@ def test_healthz_checks_the_database(client):
 def test_healthz_reports_unreachable_database(tmp_path):
     from webhook_service.web import create_app
 
-    bad = Settings.from_env(environ={}, data_dir=str(tmp_path),
+    bad = Settings.from_env(environ={}, data_dir=str(tmp_path), callback_signing_key=TEST_SIGNING_KEY,
                             database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
     response = create_app(bad, TESTING=True).test_client().get("/healthz")
     assert response.status_code == 503

@@ -9,18 +9,29 @@ names the variable, rather than failing later in the middle of a job.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 WEB_SURFACES = ("all", "receiver", "operator")
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+# The signing key the embedded setup starts with. It is in the source, so anyone can sign callbacks with
+# it: accepted only where nobody else can reach the receiver (the embedded SQLite and a loopback base URL).
+DEV_SIGNING_KEY = "change-me-local-signing-key"
+MIN_SIGNING_KEY_BYTES = 32
+# Settings whose name has one of these words hold a credential: shown as *** by repr() and str().
+_SECRET_NAME_WORDS = frozenset({"key", "keys", "secret", "secrets", "password", "passwords", "token", "tokens"})
+# Query parameters of a URL setting that carry a credential (libpq and redis accept a password there).
+_SECRET_QUERY_PARAMS = frozenset({"password", "pass", "passwd", "secret", "token", "sslpassword"})
 
 
 def _project_root() -> Path:
@@ -61,8 +72,10 @@ class Settings:
     gladia_api_key: str = "local-dev-key"
     gladia_region: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
-    callback_signing_key: str = "change-me-local-signing-key"
+    callback_signing_key: str = DEV_SIGNING_KEY
     gladia_webhook_secret: str = ""
+    # Keys of before a rotation: callback URLs signed with them stay valid (comma-separated).
+    callback_signing_keys_previous: tuple[str, ...] = ()
     # Worker and streaming
     max_concurrent_sessions: int = 30
     chunk_ms: int = 100
@@ -120,6 +133,8 @@ class Settings:
                 values[f.name] = _parse_number(f.name.upper(), raw, float, cls._FLOAT_MIN.get(f.name))
             elif f.type in ("bool", bool):
                 values[f.name] = _parse_bool(f.name.upper(), raw)
+            elif f.type in ("tuple[str, ...]", tuple):
+                values[f.name] = tuple(item.strip() for item in raw.split(",") if item.strip())
             else:
                 values[f.name] = raw.strip()
         values.update(overrides)
@@ -149,6 +164,8 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must be an http(s) URL, got {getattr(self, name)!r}")
         if not self.callback_signing_key:
             raise ConfigError("CALLBACK_SIGNING_KEY must not be empty")
+        self._check_gladia_api_url()
+        self._check_signing_keys()
         if self.gladia_webhook_secret:
             import base64
             import binascii
@@ -190,6 +207,47 @@ class Settings:
                 raise ConfigError(f"TRUSTED_PROXIES must be comma-separated IPs or CIDRs, got {entry!r}") from None
         return tuple(networks)
 
+    def _check_gladia_api_url(self) -> None:
+        """The API key travels with every request: only over TLS, or to a server on this machine."""
+        parsed = urlsplit(self.gladia_api_url)
+        if parsed.scheme != "https" and not is_loopback_host(parsed.hostname):
+            raise ConfigError(f"GLADIA_API_URL must be an https:// URL (http:// only on loopback, for the "
+                              f"local emulator), got {_redact(self.gladia_api_url)!r}")
+
+    @property
+    def is_embedded_loopback(self) -> bool:
+        """The embedded SQLite database and a receiver only this machine can reach."""
+        return (self.database_url.startswith("sqlite")
+                and is_loopback_host(urlsplit(self.public_base_url).hostname))
+
+    def _check_signing_keys(self) -> None:
+        """Refuse a signing key anyone could know or guess, outside the embedded, loopback setup."""
+        if self.is_embedded_loopback:
+            return
+        named = [("CALLBACK_SIGNING_KEY", self.callback_signing_key)]
+        named += [("CALLBACK_SIGNING_KEYS_PREVIOUS", key) for key in self.callback_signing_keys_previous]
+        hint = ("set a random key of at least 32 bytes, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+        for name, key in named:
+            if key == DEV_SIGNING_KEY:
+                raise ConfigError(f"{name} is the development default, which is public; {hint} (the default "
+                                  "is only accepted with the embedded SQLite and a loopback PUBLIC_BASE_URL)")
+            if len(key.encode()) < MIN_SIGNING_KEY_BYTES:
+                raise ConfigError(f"{name} is shorter than {MIN_SIGNING_KEY_BYTES} bytes; {hint}")
+
+    @property
+    def callback_verification_keys(self) -> tuple[str, ...]:
+        """The keys a callback URL may be signed with: the current one, then those of before a rotation."""
+        return (self.callback_signing_key, *self.callback_signing_keys_previous)
+
+    def __repr__(self) -> str:
+        """Every setting, with credentials masked: safe for logs, tracebacks and debuggers."""
+        shown = ", ".join(f"{f.name}={_shown_value(f.name, getattr(self, f.name))}"
+                          for f in fields(self) if not f.name.startswith("_"))
+        return f"Settings({shown})"
+
+    __str__ = __repr__
+
     @property
     def broker_dir(self) -> Path:
         return Path(self.data_dir) / "broker"
@@ -206,12 +264,50 @@ class Settings:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1: a host only this machine reaches."""
+    if not host:
+        return False
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME_WORDS.intersection(name.lower().split("_")))
+
+
+def _shown_value(name: str, value: Any) -> str:
+    if _is_secret_name(name):
+        if isinstance(value, (tuple, list)):
+            return "(" + ", ".join("'***'" for _ in value) + ("," if len(value) == 1 else "") + ")"
+        return "'***'" if value else "''"
+    if name.endswith("_url") and isinstance(value, str):
+        return repr(_redact(value))
+    return repr(value)
+
+
 def _redact(url: str) -> str:
-    """Hide a password embedded in a URL, so settings can be printed safely."""
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@")
-    return url
+    """Hide a password embedded in a URL (user info or query), so settings can be printed safely."""
+    try:
+        parsed = urlsplit(url)
+        password = parsed.password
+    except ValueError:
+        return "***"
+    netloc = parsed.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{item.partition('=')[0]}=***" if item.partition("=")[0].lower() in _SECRET_QUERY_PARAMS else item
+        for item in parsed.query.split("&")
+    ) if parsed.query else ""
+    if netloc == parsed.netloc and query == parsed.query:
+        return url
+    return urlunsplit((parsed.scheme, netloc, parsed.path, query, parsed.fragment))
 
 
 redact_url = _redact

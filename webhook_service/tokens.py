@@ -4,12 +4,19 @@ Gladia signs nothing it sends to a live callback URL, so the URL itself is the
 credential: ``/callbacks/gladia/<job_id>.<hmac>``. The HMAC of the job id under
 ``CALLBACK_SIGNING_KEY`` needs no storage, cannot be guessed from a job id, and
 is compared in constant time.
+
+A rotation keeps running sessions alive: a URL made under one of
+``CALLBACK_SIGNING_KEYS_PREVIOUS`` is still accepted, while new sessions get
+URLs under the current key. Every key is tried, whichever matches, so the time
+taken says nothing about which key (or whether any) matched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from typing import Iterable
 
 _TAG_HEX = 32  # 128 bits of the SHA-256 HMAC
 
@@ -22,11 +29,23 @@ def callback_token(job_id: str, key: str) -> str:
     return f"{job_id}.{_tag(job_id, key)}"
 
 
-def job_id_from_token(token: str, key: str) -> str | None:
-    """The job id the token was made for, or None when it is not a valid token."""
+def job_id_from_token(token: str, keys: str | Iterable[str]) -> str | None:
+    """The job id the token was made for under one of ``keys``, or None when it is not a valid token."""
     job_id, sep, tag = token.rpartition(".")
     if not sep or not job_id or len(tag) != _TAG_HEX or len(job_id) > 64:
         return None
-    if not hmac.compare_digest(tag, _tag(job_id, key)):
-        return None
-    return job_id
+    matched = False
+    for key in (keys,) if isinstance(keys, str) else keys:
+        matched |= hmac.compare_digest(tag, _tag(job_id, key))
+    return job_id if matched else None
+
+
+# A callback URL's token (a write credential of ours), and the ``token`` of a URL's query (how Gladia's
+# WebSocket URL carries its credential), wherever a URL, an error message or a stored body may hold them.
+_TOKENS_IN_TEXT = re.compile(r"(/callbacks/gladia/|[?&]token=)[^/\s\"'?#&<>]+")
+REDACTED = "<redacted>"
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every callback token and every URL's ``token=`` value replaced by ``<redacted>``."""
+    return _TOKENS_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)

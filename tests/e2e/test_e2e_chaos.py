@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -209,7 +210,7 @@ class ChaosRun:
             GLADIA_API_URL=self.emulator.url,
             GLADIA_API_KEY=self.emulator.api_key,
             PUBLIC_BASE_URL=f"http://127.0.0.1:{self.web_port}",
-            CALLBACK_SIGNING_KEY="chaos-signing-key",
+            CALLBACK_SIGNING_KEY=secrets.token_urlsafe(48),  # a production-grade key: the DB may be PostgreSQL
             MAX_CONCURRENT_SESSIONS=str(self.config.max_sessions),
             STREAM_SPEED=str(self.config.stream_speed),
             HEARTBEAT_INTERVAL_S="0.5",

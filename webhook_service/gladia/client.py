@@ -8,7 +8,10 @@ makes one attempt and leaves the decision to the caller (the streamer looks for
 an orphan by ``custom_metadata`` before it tries again).
 
 The API key travels only in the ``x-gladia-key`` header; no message, log line
-or exception of this module contains it.
+or exception of this module contains it. It goes nowhere but to the configured
+API: the client speaks https only (plain http only to a server on this machine,
+the local emulator), and it follows no redirect, since a redirected request
+would carry the key to whatever host the answer names. A 3xx is an error.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
+
+from ..config import is_loopback_host
 
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,10 @@ class GladiaUnavailable(GladiaError):
     """Connection failures, timeouts and 5xx that outlasted the retries."""
 
 
+class GladiaRedirect(GladiaError):
+    """3xx: never followed, so the API key is never sent to the host a redirect names."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 4
@@ -107,6 +116,7 @@ class GladiaClient:
 
     def __init__(self, api_url: str, api_key: str, *, region: str = "", timeout_s: float = 10.0,
                  retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep):
+        _require_safe_api_url(api_url)
         self.api_url = api_url.rstrip("/")
         self._api_key = api_key
         self.region = region
@@ -184,11 +194,14 @@ class GladiaClient:
         for attempt in range(1, attempts + 1):
             try:
                 response = self._http.request(method, url, json=json_body, params=params, headers=headers,
-                                              timeout=self.timeout_s)
+                                              timeout=self.timeout_s, allow_redirects=False)
             except requests.RequestException as exc:
                 error: GladiaError = GladiaUnavailable(
                     f"{method} {path}: {type(exc).__name__}: {_first_line(exc)}")
             else:
+                if response.is_redirect or 300 <= response.status_code < 400:
+                    raise GladiaRedirect(f"{method} {path}: {response.status_code} redirect refused (not followed, "
+                                         "so the API key stays with the configured API)", status=response.status_code)
                 if response.status_code < 400:
                     if raw:
                         return response.content
@@ -207,6 +220,17 @@ class GladiaClient:
             log.warning("%s %s failed (%s); retry %d/%d in %.2fs", method, path, error, attempt, attempts - 1, delay)
             self._sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _require_safe_api_url(api_url: str) -> None:
+    """https, or http to this machine: the key must not cross a network in clear text."""
+    parsed = urlsplit(api_url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return
+    if parsed.scheme == "http" and is_loopback_host(parsed.hostname):
+        return
+    raise ValueError(f"the Gladia API URL must be https:// (http:// only on loopback), got {parsed.scheme}://"
+                     f"{parsed.hostname or ''}")
 
 
 def _first_line(exc: BaseException) -> str:

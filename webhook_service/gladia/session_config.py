@@ -264,6 +264,31 @@ def post_body(config: dict[str, Any], *, callback_url: str, job_id: str, batch_i
     return body
 
 
+def without_callback_url(document: Any) -> Any:
+    """A copy of a session body or of a ``GET /v2/live`` answer without ``callback_config.url``.
+
+    Gladia echoes the request in ``request_params``; its callback URL holds the
+    job's callback token, a write credential, so no copy of it is stored or
+    shown. The flags beside it (which messages were asked for) are kept.
+    """
+    if not isinstance(document, dict):
+        return document
+    cleaned = dict(document)
+    for holder in ("request_params", None):
+        parent = cleaned.get(holder) if holder else cleaned
+        if not isinstance(parent, dict) or not isinstance(parent.get("callback_config"), dict):
+            continue
+        if "url" not in parent["callback_config"]:
+            continue
+        parent = dict(parent)
+        parent["callback_config"] = {k: v for k, v in parent["callback_config"].items() if k != "url"}
+        if holder:
+            cleaned[holder] = parent
+        else:
+            cleaned = parent
+    return cleaned
+
+
 # --------------------------------------------------------------------- manifest
 
 MANIFEST_OPTION_COLUMNS = ("language", "languages", "chunk_ms", "speed", "sample_rate", "config")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..db import session_scope
 from ..models import Batch, Job
+from .redaction import public_text
 
 
 def iso_z(value: Optional[datetime]) -> Optional[str]:
@@ -76,7 +77,7 @@ def job_summary(job: Job, batch: Optional[Batch], fmt: SummaryFormat = API_FORMA
         "worker_id": job.worker_id,
         # Set while the job's task waits in the broker (no free session slot, Gladia's 429).
         "retry_at": stamp(job.retry_at),
-        "last_error": job.last_error,
+        "last_error": public_text(job.last_error),
     }
 
 

@@ -3,7 +3,9 @@
 The JSON is the job, its state timeline, durations, the final transcript, the
 utterances with their words and add-ons, post-processing results, callback
 counts and the latest reconciliation. Secrets never leave: the WebSocket URL
-(its token is Gladia's credential) and the callback token are not in it.
+(its token is Gladia's credential) and the callback token are not in it, and
+the whole answer goes through :func:`.redaction.public_copy`, so a token that
+an older row (or a quoted error) still holds is redacted too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..models import (
     Utterance,
 )
 from .queries import API_FORMAT, iso_z, job_summary
+from .redaction import public_copy
 
 MAX_TIMELINE_EVENTS = 500
 
@@ -55,7 +58,7 @@ def session_detail(session: Session, gladia_id: str) -> Optional[dict[str, Any]]
     stored = _load_stored(session, job.gladia_id) if job.gladia_id else _Stored()
     by_utterance, session_addons = _addons_by_utterance(stored.addons)
     stored_ids = {u.utterance_id for u in stored.utterances}
-    return {
+    return public_copy({
         "job": _job_json(job, batch),
         "timeline": _timeline(job),
         "durations": _durations(job),
@@ -67,7 +70,7 @@ def session_detail(session: Session, gladia_id: str) -> Optional[dict[str, Any]]
         "events": stored.events,
         "callbacks": stored.inbox,
         "reconciliation": _reconciliation_json(stored.latest_run, stored.runs),
-    }
+    })
 
 
 def _job_and_batch(session: Session, gladia_id: str) -> Optional[tuple[Job, Optional[Batch]]]:

@@ -21,6 +21,7 @@ from ..config import Settings
 from ..db import is_postgres, session_scope
 from ..gladia.keys import message_key
 from ..gladia.messages import parse_timestamp
+from ..gladia.session_config import without_callback_url
 from ..gladia.validation import InvalidMessage
 from ..ingest import normalize_message, repair_utterance
 from ..models import Event, Job, SessionResult, Utterance, utcnow
@@ -42,7 +43,7 @@ def store_session_result(settings: Settings, view: JobView, body: dict[str, Any]
         "gladia_status": body.get("status"),
         "gladia_error_code": body.get("error_code") if isinstance(body.get("error_code"), int) else None,
         "gladia_completed_at": parse_timestamp(body.get("completed_at")),
-        "gladia_response": body,
+        "gladia_response": without_callback_url(body),  # its callback URL holds a write credential
         "fetched_at": utcnow(),
     }
     if metadata:

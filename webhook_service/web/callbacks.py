@@ -97,7 +97,7 @@ def _read_json_body(*, kind: str) -> tuple[bytes, Any] | tuple[None, Any]:
 def gladia_callback(token: str):
     cfg = settings()
     received_at = utcnow()
-    job_id = job_id_from_token(token, cfg.callback_signing_key)
+    job_id = job_id_from_token(token, cfg.callback_verification_keys)
     if job_id is None:
         return _reject(404, "unknown_token", "unknown callback URL")
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 from flask import Flask
 
 from .. import reports
+from ..jobs.redaction import public_text
 
 
 def num(value: Any, digits: int = 2) -> str:
@@ -74,6 +75,8 @@ def when(value: Any) -> str:
 
 FILTERS = {"num": num, "pct": pct, "duration": duration, "hours": hours, "offset": offset, "clock": clock,
            "when": when}
+# Error texts may quote a URL: its token never reaches a page.
+FILTERS["redact"] = public_text
 
 
 def register(app: Flask) -> None:
