@@ -70,11 +70,11 @@ def test_the_stored_get_answer_keeps_no_callback_url(reconciled):
     assert stored["result"]["transcription"] is not None  # the rest of the answer is kept
 
 
-def test_the_api_and_the_dashboard_show_no_token_after_reconciliation(reconciled, live_app):
+def test_the_api_and_the_dashboard_show_no_token_after_reconciliation(reconciled, live_app, operator_headers):
     _, job_id, gladia_id, token = reconciled
     for path in (f"/api/sessions/{gladia_id}", f"/api/sessions/{job_id}", "/api/sessions",
                  f"/dashboard/sessions/{gladia_id}"):
-        response = requests.get(live_app.url + path, timeout=10)
+        response = requests.get(live_app.url + path, headers=operator_headers, timeout=10)
         assert response.status_code == 200, (path, response.status_code)
         assert tag_of(token) not in response.text, path
         assert "/callbacks/gladia/" not in response.text, path
@@ -92,15 +92,15 @@ def plant_leaky_rows(settings, job_id: str, gladia_id: str, token: str) -> None:
                                "request_params": {"callback_config": {"url": url, "receive_final_transcripts": True}}}
 
 
-def test_rows_stored_before_the_fix_do_not_leak(reconciled, live_app):
+def test_rows_stored_before_the_fix_do_not_leak(reconciled, live_app, operator_headers):
     run_settings, job_id, gladia_id, token = reconciled
     plant_leaky_rows(run_settings, job_id, gladia_id, token)
     for path in (f"/api/sessions/{gladia_id}", "/api/sessions", f"/dashboard/sessions/{gladia_id}"):
-        response = requests.get(live_app.url + path, timeout=10)
+        response = requests.get(live_app.url + path, headers=operator_headers, timeout=10)
         assert response.status_code == 200, path
         for secret in (tag_of(token), WS_TOKEN):
             assert secret not in response.text, path
-    detail = requests.get(f"{live_app.url}/api/sessions/{gladia_id}", timeout=10).json()
+    detail = requests.get(f"{live_app.url}/api/sessions/{gladia_id}", headers=operator_headers, timeout=10).json()
     assert detail["job"]["session_config"]["callback_config"] == {"receive_final_transcripts": True}
     assert "/callbacks/gladia/<redacted>" in detail["job"]["last_error"]
 
