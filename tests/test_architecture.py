@@ -22,10 +22,12 @@ import pytest
 PACKAGE = "webhook_service"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
-FOUNDATION = {"config", "db", "models", "migrate", "logging_setup", "metrics", "tokens"}
+FOUNDATION = {"config", "db", "models", "migrate", "logging_setup", "metrics", "tokens",
+              "log_redaction"}
 PROTOCOL = {"gladia", "audio"}
 DOMAIN = {"jobs", "ingest", "reconcile", "reports"}
-SURFACES = {"web", "worker", "cli", "demo", "wsgi"}
+SURFACES = {"web", "worker", "cli", "demo", "wsgi",
+            "gunicorn_conf"}
 LAYERS = [FOUNDATION, PROTOCOL, DOMAIN, SURFACES]
 # What the protocol layer's Gladia package may never reach: the store, the tasks, the web.
 GLADIA_FORBIDDEN = {"models", "db", "jobs", "ingest", "reconcile", "reports", "worker", "web", "cli"}

@@ -79,6 +79,10 @@ class Settings:
     # Receiver
     max_callback_bytes: int = 1_048_576
     log_level: str = "INFO"
+    # Reverse proxy (`webhook-service proxy`) and the client addresses it forwards
+    forwarded_allow_ips: str = ""  # proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-* are trusted
+    proxy_client_timeout_s: float = 10.0  # nginx: whole request header, and each read of a body
+    proxy_max_conn_per_ip: int = 200  # nginx: concurrent connections from one client address
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
                 "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0}
@@ -153,6 +157,7 @@ class Settings:
             raise ConfigError(f"GLADIA_REGION must be eu-west or us-west, got {self.gladia_region!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
+        _check_proxy_settings(self)
         return self
 
     @property
@@ -169,6 +174,29 @@ class Settings:
             path = self.database_url[len("sqlite:///"):]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def trusted_proxy_networks(value: str) -> tuple:
+    """The networks of ``FORWARDED_ALLOW_IPS`` (``ip_network`` objects); empty trusts no one."""
+    import ipaddress
+
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"FORWARDED_ALLOW_IPS must list IP addresses or networks, got {item!r}") from None
+    return tuple(networks)
+
+
+def _check_proxy_settings(settings: "Settings") -> None:
+    trusted_proxy_networks(settings.forwarded_allow_ips)
+    if not 1.0 <= settings.proxy_client_timeout_s <= 3600.0:
+        raise ConfigError(f"PROXY_CLIENT_TIMEOUT_S must be between 1 and 3600, got {settings.proxy_client_timeout_s!r}")
+    if settings.proxy_max_conn_per_ip < 1:
+        raise ConfigError(f"PROXY_MAX_CONN_PER_IP must be >= 1, got {settings.proxy_max_conn_per_ip!r}")
 
 
 def _redact(url: str) -> str:

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.dbless
 
 # The commands the README documents.
 COMMANDS = {"beat", "db", "emulator", "reconcile", "report", "status", "submit", "web", "worker"}
+COMMANDS |= {"proxy"}
 
 
 def test_every_command_module_is_registered():

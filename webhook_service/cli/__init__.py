@@ -14,10 +14,12 @@ from __future__ import annotations
 import click
 
 from . import db, emulator, reconcile, report, serve, status, submit
+from . import proxy
 from .common import CLIError, load_settings
 
 # One entry per command group (`--help` lists the commands by name, whatever this order).
 COMMAND_MODULES = (db, serve, submit, status, reconcile, emulator, report)
+COMMAND_MODULES += (proxy,)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

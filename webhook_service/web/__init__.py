@@ -12,6 +12,7 @@ from ..config import Settings
 from ..db import configure_pool
 from . import api, callbacks, dashboard, health, reports
 from .context import close_db, json_error
+from .forwarded import trust_forwarded_headers
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.register_blueprint(dashboard.bp)
 
     app.teardown_appcontext(close_db)
+    trust_forwarded_headers(app, settings.forwarded_allow_ips)
     return app
 
 
