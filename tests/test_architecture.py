@@ -2,10 +2,11 @@
 
 Layers, from the bottom (see the README's Architecture section):
 
-* foundation: ``config``, ``db``, ``models``, ``migrate``, ``logging_setup``, ``metrics``, ``tokens``
+* foundation: ``config``, ``db``, ``models``, ``migrate``, ``logging_setup``, ``metrics``, ``tokens``,
+  ``log_redaction``
 * protocol: ``gladia`` (Gladia's wire protocol only) and ``audio``
 * domain: ``jobs``, ``ingest``, ``reconcile``, ``reports``
-* surfaces: ``web``, ``worker``, ``cli``, and the entry points ``demo`` and ``wsgi``
+* surfaces: ``web``, ``worker``, ``cli``, and the entry points ``demo``, ``wsgi`` and ``gunicorn_conf``
 * ``emulator``: a separate Gladia-compatible server that only the CLI and the demo start
 
 Every import counts, at module level or inside a function (a lazy import is still a

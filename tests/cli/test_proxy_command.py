@@ -35,8 +35,9 @@ def test_the_config_follows_the_settings(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="needs nginx")
-def test_nginx_accepts_the_config(tmp_path):
-    text = render(tmp_path)
+@pytest.mark.parametrize("access_log", ["/dev/stdout", "off"])
+def test_nginx_accepts_the_config(tmp_path, access_log):
+    text = render(tmp_path, "--access-log", access_log)
     (tmp_path / "px" / "temp").mkdir(parents=True)
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)

@@ -97,3 +97,17 @@ def test_the_development_server_log_never_holds_the_token(db_url, tmp_path: Path
     finally:
         stack.stop()
     assert_redacted(stack, [token, token.rpartition(".")[2]], ["web.err"])
+
+
+@pytest.mark.dbless
+def test_gunicorns_error_log_is_redacted_too(tmp_path: Path):
+    # gunicorn's worker logs "Error handling request <uri>" when the app raises.
+    from gunicorn.config import Config
+
+    from webhook_service.gunicorn_conf import RedactingLogger
+
+    cfg = Config()
+    cfg.set("errorlog", str(tmp_path / "error.log"))
+    RedactingLogger(cfg).error("Error handling request %s", "/callbacks/gladia/job-1.0123456789abcdef")
+    text = (tmp_path / "error.log").read_text()
+    assert f"Error handling request {REDACTED_PATH}" in text and "0123456789abcdef" not in text

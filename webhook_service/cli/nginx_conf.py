@@ -79,6 +79,7 @@ def render(settings: Settings, *, listen: str, upstream: str, paths: ProxyPaths,
     temp = "\n".join(f"    {name}_temp_path {paths.prefix / 'temp' / name};" for name in TEMP_DIRS)
     # A master started as root would run its workers as `nobody`, which cannot reach a private data folder.
     user = "user root;\n" if os.geteuid() == 0 else ""
+    access_log_line = "access_log off;" if access_log == "off" else f"access_log {access_log} redacted;"
     return f"""# Rendered by `webhook-service proxy`; edits are overwritten at the next start.
 {user}worker_processes auto;
 pid {paths.pid};
@@ -98,7 +99,7 @@ http {{
     }}
     log_format redacted '$remote_addr - [$time_local] "$loggable_request" '
                         '$status $body_bytes_sent $request_time "$http_user_agent"';
-    access_log {access_log} redacted;
+    {access_log_line}
 
     limit_conn_zone $binary_remote_addr zone=per_ip:10m;
     limit_conn_status 429;
