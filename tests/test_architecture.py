@@ -2,10 +2,11 @@
 
 Layers, from the bottom (see the README's Architecture section):
 
-* foundation: ``config``, ``db``, ``models``, ``migrate``, ``logging_setup``, ``metrics``, ``tokens``
+* foundation: ``config``, ``db``, ``models``, ``migrate``, ``logging_setup``, ``metrics``, ``tokens``,
+  ``log_redaction``
 * protocol: ``gladia`` (Gladia's wire protocol only) and ``audio``
 * domain: ``jobs``, ``ingest``, ``reconcile``, ``reports``, ``auth``
-* surfaces: ``web``, ``worker``, ``cli``, and the entry points ``demo`` and ``wsgi``
+* surfaces: ``web``, ``worker``, ``cli``, and the entry points ``demo`` ``wsgi`` and ``gunicorn_conf``
 * ``emulator``: a separate Gladia-compatible server that only the CLI and the demo start
 
 Every import counts, at module level or inside a function (a lazy import is still a
@@ -22,10 +23,11 @@ import pytest
 PACKAGE = "webhook_service"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
-FOUNDATION = {"config", "db", "models", "migrate", "logging_setup", "metrics", "tokens"}
+FOUNDATION = {"config", "db", "models", "migrate", "logging_setup", "metrics", "tokens",
+              "log_redaction"}
 PROTOCOL = {"gladia", "audio"}
 DOMAIN = {"jobs", "ingest", "reconcile", "reports", "auth"}
-SURFACES = {"web", "worker", "cli", "demo", "wsgi"}
+SURFACES = {"web", "worker", "cli", "demo", "wsgi", "gunicorn_conf"}
 LAYERS = [FOUNDATION, PROTOCOL, DOMAIN, SURFACES]
 # What the protocol layer's Gladia package may never reach: the store, the tasks, the web.
 GLADIA_FORBIDDEN = {"models", "db", "jobs", "ingest", "reconcile", "reports", "worker", "web", "cli"}

@@ -102,6 +102,10 @@ class Settings:
     trusted_proxy_scope: str = "read"  # the scope of an identity the proxy vouches for
     operator_session_hours: float = 12.0  # a dashboard login lasts this long
     web_surface: str = "all"  # receiver | operator | all: the routes this web process serves
+    # Reverse proxy (`webhook-service proxy`) and the client addresses it forwards
+    forwarded_allow_ips: str = ""  # proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-* are trusted
+    proxy_client_timeout_s: float = 10.0  # nginx: whole request header, and each read of a body
+    proxy_max_conn_per_ip: int = 200  # nginx: concurrent connections from one client address
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
                 "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0}
@@ -182,6 +186,7 @@ class Settings:
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
         self._validate_operator_auth()
+        _check_proxy_settings(self)
         return self
 
     def _validate_operator_auth(self) -> None:
@@ -197,15 +202,7 @@ class Settings:
     @property
     def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
         """TRUSTED_PROXIES parsed: the peers whose TRUSTED_PROXY_AUTH_HEADER is believed."""
-        networks = []
-        for entry in (e.strip() for e in self.trusted_proxies.split(",")):
-            if not entry:
-                continue
-            try:
-                networks.append(ip_network(entry, strict=False))
-            except ValueError:
-                raise ConfigError(f"TRUSTED_PROXIES must be comma-separated IPs or CIDRs, got {entry!r}") from None
-        return tuple(networks)
+        return parse_networks("TRUSTED_PROXIES", self.trusted_proxies)
 
     def _check_gladia_api_url(self) -> None:
         """The API key travels with every request: only over TLS, or to a server on this machine."""
@@ -288,6 +285,32 @@ def _shown_value(name: str, value: Any) -> str:
     if name.endswith("_url") and isinstance(value, str):
         return repr(_redact(value))
     return repr(value)
+
+
+def parse_networks(name: str, value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """A comma-separated list of IPs or CIDRs (setting ``name``); empty means none."""
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated IPs or CIDRs, got {item!r}") from None
+    return tuple(networks)
+
+
+def forwarded_proxy_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """The networks of ``FORWARDED_ALLOW_IPS``: proxies whose X-Forwarded-* headers are believed."""
+    return parse_networks("FORWARDED_ALLOW_IPS", value)
+
+
+def _check_proxy_settings(settings: "Settings") -> None:
+    forwarded_proxy_networks(settings.forwarded_allow_ips)
+    if not 1.0 <= settings.proxy_client_timeout_s <= 3600.0:
+        raise ConfigError(f"PROXY_CLIENT_TIMEOUT_S must be between 1 and 3600, got {settings.proxy_client_timeout_s!r}")
+    if settings.proxy_max_conn_per_ip < 1:
+        raise ConfigError(f"PROXY_MAX_CONN_PER_IP must be >= 1, got {settings.proxy_max_conn_per_ip!r}")
 
 
 def _redact(url: str) -> str:

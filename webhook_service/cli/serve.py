@@ -14,6 +14,8 @@ import click
 from .common import load_settings
 
 CELERY_APP = "webhook_service.worker.celery_app"
+# gunicorn's options (workers class, logs with callback tokens redacted, trusted proxies).
+GUNICORN_CONFIG = "python:webhook_service.gunicorn_conf"
 
 
 @click.command()
@@ -30,14 +32,18 @@ def web(host: str, port: int, workers: int, dev: bool, surface: str | None) -> N
         os.environ["WEB_SURFACE"] = surface  # read by webhook_service.wsgi in gunicorn's workers
     settings = load_settings()
     if dev:
+        import logging
+
+        from ..log_redaction import RedactCallbackTokens
         from ..web import create_app
 
+        logging.getLogger("werkzeug").addFilter(RedactCallbackTokens())
         create_app(settings).run(host=host, port=port, threaded=True)
         return
     os.execvp(
         sys.executable,
-        [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-         "--threads", "2", "--access-logfile", "-", "webhook_service.wsgi:app"],
+        [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", f"{host}:{port}",
+         "--workers", str(workers), "webhook_service.wsgi:app"],
     )
 
 

@@ -12,6 +12,7 @@ from ..config import Settings
 from ..db import configure_pool
 from . import api, auth, callbacks, dashboard, headers, health, login, openapi, reports
 from .context import close_db, json_error
+from .forwarded import trust_forwarded_headers
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, surface: str | None = None, **c
     headers.install(app)
 
     app.teardown_appcontext(close_db)
+    trust_forwarded_headers(app, settings.forwarded_allow_ips)
     return app
 
 

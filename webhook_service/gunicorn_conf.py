@@ -1,0 +1,47 @@
+"""gunicorn's options for the receiver, in one place for `webhook-service web` and the Procfile.
+
+    gunicorn -c python:webhook_service.gunicorn_conf --bind HOST:PORT webhook_service.wsgi:app
+
+Options given on the command line win over these. What matters for safety:
+
+* the access and error logs write callback paths as ``/callbacks/gladia/<redacted>``
+  (``RedactingLogger``): the token in the path is a write credential;
+* ``X-Forwarded-Proto`` is trusted only from ``FORWARDED_ALLOW_IPS`` (default: from no one,
+  where gunicorn's own default trusts loopback); the app applies the same list to
+  ``X-Forwarded-For`` (``web/forwarded.py``);
+* gthread workers with a short keep-alive. A slow client still holds a thread while it trickles
+  its request, which is why the public port is nginx (`webhook-service proxy`), which buffers
+  whole requests before gunicorn sees them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from webhook_service.log_redaction import RedactCallbackTokens, redact_path
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger with callback tokens redacted from every access-log atom and error line."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if not any(isinstance(f, RedactCallbackTokens) for f in self.error_log.filters):
+            self.error_log.addFilter(RedactCallbackTokens())
+
+    def atoms(self, resp: Any, req: Any, environ: dict, request_time: Any) -> dict:
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {key: redact_path(value) if isinstance(value, str) else value for key, value in atoms.items()}
+
+
+worker_class = "gthread"
+threads = 2
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = "-"
+logger_class = RedactingLogger
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
