@@ -78,6 +78,8 @@ class Settings:
     inbox_max_attempts: int = 5  # normalization attempts of a failed inbox row by the sweeper
     # Receiver
     max_callback_bytes: int = 1_048_576
+    # A callback for a job past its end_session by more than this is refused (410): reconciliation has the last word.
+    callback_grace_s: float = 900.0
     log_level: str = "INFO"
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
@@ -91,6 +93,7 @@ class Settings:
         "sweep_interval_s": 0.5,
         "stale_queued_s": 1.0,
         "inbox_retry_after_s": 0.0,
+        "callback_grace_s": 0.0,
     }
 
     @classmethod

@@ -42,8 +42,8 @@ def start_session(emulator, callback_url: str, **extra) -> dict:
 def stream_session(emulator, live_app, settings, wav: Path, **extra) -> tuple[str, str, dict]:
     """A job streamed as the worker does it, against the emulator with callbacks to the live receiver.
 
-    The job has no session id yet (the first callback records it); the socket URL is recorded right
-    after POST /v2/live, as the worker does. Returns (job id, session id, the session's GET result)
+    The session id and socket URL are recorded right after POST /v2/live, as the worker does; callbacks
+    that beat that record are stored raw and normalized once it exists. Returns (job id, session id, the session's GET result)
     once the session is done and every callback was delivered, dropped or given up.
     """
     with session_scope(settings.database_url) as s:
@@ -53,7 +53,8 @@ def stream_session(emulator, live_app, settings, wav: Path, **extra) -> tuple[st
     url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
     created = start_session(emulator, url, **extra)
     with session_scope(settings.database_url) as s:
-        s.get(Job, job.id).ws_url = created["url"]
+        row = s.get(Job, job.id)
+        row.gladia_id, row.ws_url = created["id"], created["url"]
     asyncio.run(stream_wav(created["url"], wav))
     reference = emulator.wait_session_done(created["id"], timeout=60)
     assert emulator.wait_callbacks(timeout=60)
