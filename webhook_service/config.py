@@ -94,6 +94,8 @@ class Settings:
     inbox_max_attempts: int = 5  # normalization attempts of a failed inbox row by the sweeper
     # Receiver
     max_callback_bytes: int = 1_048_576
+    # A callback for a job past its end_session by more than this is refused (410): reconciliation has the last word.
+    callback_grace_s: float = 900.0
     log_level: str = "INFO"
     # Operator authentication (web/auth.py). An authenticating proxy's identity header is trusted only
     # when both are set and the request's peer address is one of TRUSTED_PROXIES (IPs or CIDRs).
@@ -119,6 +121,7 @@ class Settings:
         "stale_queued_s": 1.0,
         "inbox_retry_after_s": 0.0,
         "operator_session_hours": 0.01,
+        "callback_grace_s": 0.0,
     }
 
     @classmethod

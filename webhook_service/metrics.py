@@ -32,6 +32,11 @@ CALLBACKS_FAILED = Counter(
 UNKNOWN_EVENTS = Counter(
     "webhook_unknown_events_total", "Messages of a type this version does not know, stored raw", ["source"]
 )
+WEBHOOKS_UNKNOWN_SESSION = Counter(
+    "webhook_account_webhooks_unknown_session_total",
+    "Account webhooks about a session this service does not know: counted and dropped, never stored",
+    ["event"],
+)
 CALLBACK_PROCESSING_SECONDS = Histogram(
     "webhook_callback_processing_seconds",
     "Time from receiving a callback to its normalized commit",

@@ -456,7 +456,8 @@ def verify(database_url: str, emulator, job_ids: list[str], events: list[str], e
         ledger = emulator.ledger()
         entries = [e for e in ledger["entries"] if e["session_id"] in gids]
         outcomes = Counter(e["outcome"] for e in entries)
-        assert set(outcomes) <= {"delivered", "dropped"}, f"callbacks neither delivered nor dropped: {outcomes}"
+        # "gone": refused with 410 because its job had settled (reconciliation, checked above, had its content).
+        assert set(outcomes) <= {"delivered", "dropped", "gone"}, f"callbacks neither delivered nor dropped: {outcomes}"
         inbox = session.execute(select(InboxItem.body, InboxItem.duplicates, InboxItem.status)
                                 .where(InboxItem.gladia_id.in_(list(gids)), InboxItem.kind == "callback")).all()
         assert all(row.status == "processed" for row in inbox), Counter(row.status for row in inbox)
@@ -470,7 +471,9 @@ def verify(database_url: str, emulator, job_ids: list[str], events: list[str], e
             f"inbox and ledger differ: {len(set(stored_keys) - set(delivered))} stored but not delivered, "
             f"{len(set(delivered) - set(stored_keys))} delivered but not stored")
         assert not dropped & set(stored_keys), "a callback dropped on purpose was stored"
-        assert len(entries) == sum(stored_keys.values()) + len(dropped)
+        gone = {(e["session_id"], e["message_key"]) for e in entries if e["outcome"] == "gone"}
+        assert not gone & set(stored_keys), "a callback refused as gone was stored"
+        assert len(entries) == sum(stored_keys.values()) + len(dropped) + len(gone)
         duplicate_deliveries = sum(row.duplicates for row in inbox)
         assert duplicate_deliveries == sum(e["duplicated"] for e in entries), (
             duplicate_deliveries, sum(e["duplicated"] for e in entries))

@@ -648,6 +648,16 @@ def test_callback_retries_until_2xx(emulator_factory, receiver):
     assert [b["event"] for b in hook.bodies][0] == "live.start_session"  # still in order
 
 
+def test_a_callback_refused_as_gone_is_not_retried(emulator_factory, receiver):
+    emu = emulator_factory(callback_backoff_s=0.01)
+    hook = receiver(fail=lambda n, body: 410)  # the receiver's answer for a job that settled
+    sid = run_session(Api(emu), {"callback": True, "callback_config": {"url": hook.url}})
+    assert emu.wait_callbacks(15)
+    ledger = emu.ledger(sid)
+    assert ledger["totals"]["gone"] == ledger["totals"]["messages"] > 0
+    assert all(e["attempts"] == 1 and e["statuses"] == [410] for e in ledger["entries"])
+
+
 def test_callback_faults_are_in_the_ledger_and_reproducible(emulator_factory, receiver):
     faults = {"seed": 7, "callback_drop_rate": 0.3, "callback_duplicate_rate": 0.3, "callback_reorder_rate": 0.2}
     outcomes = []

@@ -169,27 +169,52 @@ def test_out_of_order_callbacks(client, settings, job):
         assert (utt.is_final, utt.text) == (True, " Hola mundo")
 
 
+class _Dispatched:
+    """A dispatcher that records what the sweeper sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def reconcile(self, job_id: str, trigger: str) -> None:
+        self.sent.append(("reconcile", job_id))
+
+    def stream(self, job_id: str, resume: bool) -> None:
+        self.sent.append(("stream", job_id))
+
+
 def test_callback_before_the_worker_stored_the_session_id(client, settings):
+    """A callback never binds a session: it waits raw until the worker records the session it created."""
+    from webhook_service.jobs.sweeper import sweep
+
     with session_scope(settings.database_url) as s:
         j = Job(source_path="/audio/b.wav")
         j.advance("starting")
         s.add(j)
     r = post(client, url_for(j.id, settings), callback_body(msg("start_session", 0)))
-    assert r.status_code == 200
+    assert r.status_code == 202 and r.get_json()["normalized"] == "pending"
     with session_scope(settings.database_url) as s:
-        assert s.get(Job, j.id).gladia_id == GID
+        assert s.get(Job, j.id).gladia_id is None
         assert s.scalars(select(InboxItem.job_id)).one() == j.id
+        assert s.scalar(select(func.count()).select_from(Event)) == 0
+    # The worker records the session it created; the sweeper then normalizes the waiting row.
+    with session_scope(settings.database_url) as s:
+        s.get(Job, j.id).gladia_id = GID
+    sweep(settings, dispatcher=_Dispatched(), now=datetime.now(timezone.utc) + timedelta(minutes=1))
+    with session_scope(settings.database_url) as s:
+        assert s.scalars(select(InboxItem.status)).one() == "processed"
+        assert s.scalar(select(func.count()).select_from(Event)) == 1
     # Now that the job holds GID, another session's body is refused.
     r = post(client, url_for(j.id, settings), callback_body(msg("start_session", 0, gid=OTHER_GID), gid=OTHER_GID))
     assert r.status_code == 403
 
 
 def test_an_orphan_sessions_end_does_not_end_the_job(client, settings):
-    # The worker died between POST /v2/live and recording the socket: the receiver bound the session
-    # from its start_session, but it never got audio and Gladia ends it after its grace. The job's
-    # next run replaces the session; its end must not make the job done (nor due for reconciliation).
+    # The worker died between recording the session and recording its socket (a row written before the
+    # session and its socket were recorded together): the session never got audio and Gladia ends it after
+    # its grace. The job's next run replaces the session; its end must not make the job done (nor due for
+    # reconciliation).
     with session_scope(settings.database_url) as s:
-        j = Job(source_path="/audio/b.wav")
+        j = Job(source_path="/audio/b.wav", gladia_id=GID)
         j.advance("starting")
         s.add(j)
     for m in (msg("start_session", 0), msg("end_recording", 30), msg("end_session", 31)):
@@ -427,7 +452,8 @@ def test_signed_end_session_webhook_schedules_reconciliation(signed_client, sett
     assert r.status_code == 200, r.get_json()
     with session_scope(settings.database_url) as s:
         j = s.get(Job, job.id)
-        assert j.state == "done" and j.reconcile_after is not None
+        # A webhook moves no job (this one is streaming): it only schedules reconciliation.
+        assert j.state == "streaming" and j.reconcile_after is not None
         row = s.scalars(select(InboxItem)).one()
         assert (row.kind, row.event, row.gladia_id, row.job_id, row.status) == (
             "webhook", "live.end_session", GID, job.id, "processed")
@@ -459,19 +485,22 @@ def test_bad_webhook_signature_is_401_and_writes_nothing(signed_client, settings
             assert s.get(Job, job.id).reconcile_after is None, name
 
 
-def test_unsigned_webhook_is_accepted_without_a_secret(client, settings):
-    body = {"event": "live.end_session", "payload": {"id": "c0ffee00-0000-4000-8000-000000000000"}}
+def test_webhooks_are_off_without_a_secret(client, settings, job):
+    """Unsigned account webhooks were accepted; an unsigned live.end_session moved a streaming job to done."""
+    body = {"event": "live.end_session", "payload": {"id": GID}}
     r = post(client, "/webhooks/gladia", body)
-    assert r.status_code == 200  # a session of another application on the account: stored, no job
+    assert r.status_code == 404 and r.is_json
+    assert counts(settings)["inbox"] == 0
     with session_scope(settings.database_url) as s:
-        row = s.scalars(select(InboxItem)).one()
-        assert (row.job_id, row.status) == (None, "processed")
+        j = s.get(Job, job.id)
+        assert (j.state, j.done_at, j.reconcile_after) == ("streaming", None, None)
 
 
-def test_bad_webhook_body_is_400(client, settings):
+def test_bad_webhook_body_is_400(signed_client, settings):
     for body in [b"{", b"[]", b'{"event": "live.end_session"}', b'{"event": 1, "payload": {"id": "x"}}',
                  b'{"event": "live.end_session", "payload": {"id": ""}}']:
-        r = client.post("/webhooks/gladia", data=body, content_type="application/json")
+        r = signed_client.post("/webhooks/gladia", data=body, content_type="application/json",
+                               headers=_signed(body))
         assert r.status_code == 400 and r.is_json, body
     assert counts(settings)["inbox"] == 0
 

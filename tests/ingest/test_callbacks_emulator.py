@@ -17,6 +17,7 @@ import websockets
 from sqlalchemy import func, select
 
 from webhook_service.db import session_scope
+from webhook_service.ingest import process_inbox_item
 from webhook_service.models import AddonResult, Event, InboxItem, Job, SessionResult, Utterance
 from webhook_service.tokens import callback_token
 
@@ -42,8 +43,8 @@ def start_session(emulator, callback_url: str, **extra) -> dict:
 def stream_session(emulator, live_app, settings, wav: Path, **extra) -> tuple[str, str, dict]:
     """A job streamed as the worker does it, against the emulator with callbacks to the live receiver.
 
-    The job has no session id yet (the first callback records it); the socket URL is recorded right
-    after POST /v2/live, as the worker does. Returns (job id, session id, the session's GET result)
+    The session id and socket URL are recorded right after POST /v2/live, as the worker does; callbacks
+    that beat that record are stored raw and normalized once it exists. Returns (job id, session id, the session's GET result)
     once the session is done and every callback was delivered, dropped or given up.
     """
     with session_scope(settings.database_url) as s:
@@ -53,11 +54,21 @@ def stream_session(emulator, live_app, settings, wav: Path, **extra) -> tuple[st
     url = live_app.url + "/callbacks/gladia/" + callback_token(job.id, settings.callback_signing_key)
     created = start_session(emulator, url, **extra)
     with session_scope(settings.database_url) as s:
-        s.get(Job, job.id).ws_url = created["url"]
+        row = s.get(Job, job.id)
+        row.gladia_id, row.ws_url = created["id"], created["url"]
     asyncio.run(stream_wav(created["url"], wav))
     reference = emulator.wait_session_done(created["id"], timeout=60)
     assert emulator.wait_callbacks(timeout=60)
+    redrive_waiting_callbacks(settings)
     return job.id, created["id"], reference
+
+
+def redrive_waiting_callbacks(settings) -> None:
+    """What the sweeper does: normalize the callbacks that arrived before the session id was recorded."""
+    with session_scope(settings.database_url) as s:
+        waiting = list(s.scalars(select(InboxItem.id).where(InboxItem.status == "pending")))
+    for inbox_id in waiting:
+        assert process_inbox_item(settings, inbox_id) == "processed"
 
 
 async def stream_wav(ws_url: str, path: Path) -> None:

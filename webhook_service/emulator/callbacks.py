@@ -74,7 +74,7 @@ class Ledger:
     def summary(self, session_id: str | None = None) -> dict:
         entries = [e for e in self.entries if session_id is None or e.session_id == session_id]
         totals = {"messages": len(entries), "attempts": sum(e.attempts for e in entries)}
-        for outcome in ("delivered", "failed", "dropped", "pending"):
+        for outcome in ("delivered", "failed", "gone", "dropped", "pending"):
             totals[outcome] = sum(e.outcome == outcome for e in entries)
         totals["duplicated"] = sum(e.duplicated for e in entries)
         totals["timeouts"] = sum(e.timeouts for e in entries)
@@ -190,7 +190,7 @@ class CallbackSender:
             if entry.delay:
                 await asyncio.sleep(self.faults.faults.callback_delay_s)
             delivered = await self._post_with_retries(entry, body)
-            entry.outcome = "delivered" if delivered else "failed"
+            entry.outcome = "delivered" if delivered else ("gone" if entry.statuses[-1:] == [410] else "failed")
             if delivered and entry.duplicate:
                 entry.duplicated = await self._post_once(entry, body) is True
         finally:
@@ -203,6 +203,8 @@ class CallbackSender:
                 await asyncio.sleep(min(o.callback_backoff_s * 2 ** (attempt - 1), o.callback_backoff_max_s))
             if await self._post_once(entry, body):
                 return True
+            if entry.statuses[-1:] == [410]:  # Gone: the receiver will never take it, so it is not retried
+                return False
         log.warning("callback %s for session %s failed after %d attempts", entry.event, entry.session_id,
                     entry.attempts)
         return False

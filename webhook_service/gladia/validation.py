@@ -35,6 +35,11 @@ MAX_LANG_LEN = 16
 MAX_EVENT_LEN = 64
 MAX_JSON_DEPTH = 32
 MAX_CHANNEL = 2**15  # far above Gladia's 8, far below any integer column's limit
+# Gladia ends a live session after 3 hours of audio; with a margin, no time or duration of a session can exceed it.
+MAX_SESSION_S = 3 * 3600 + 600.0
+# Beyond a session's own audio duration (when the job knows it), times and durations may run over by this much.
+AUDIO_TOLERANCE_S = 5.0
+AUDIO_TOLERANCE_RATIO = 0.05
 
 
 class InvalidMessage(ValueError):
@@ -141,12 +146,29 @@ def _check_optional_lang(value: Any, field: str) -> None:
              f"{field} must be a language code")
 
 
+def _check_span(item: Mapping[str, Any], field: str, *, required: bool) -> None:
+    """``start``/``end`` of an utterance or a word: finite seconds within a session, start <= end."""
+    for name in ("start", "end"):
+        value = item.get(name)
+        if value is None and not required:
+            continue
+        _require(_is_number(value), f"{field}.{name} must be a number")
+        _require(math.isfinite(value) and 0 <= value <= MAX_SESSION_S,
+                 f"{field}.{name} must be between 0 and {MAX_SESSION_S:g} seconds")
+    start, end = item.get("start"), item.get("end")
+    if _is_number(start) and _is_number(end):
+        _require(start <= end, f"{field}.start must not be after its end")
+
+
+def _check_confidence(value: Any, field: str) -> None:
+    _require(value is None or (_is_number(value) and 0 <= value <= 1), f"{field} must be a number in [0, 1]")
+
+
 def _check_utterance(utt: Any, field: str) -> None:
     _require(isinstance(utt, dict), f"{field} must be an object")
-    for name in ("start", "end"):
-        _require(_is_number(utt.get(name)), f"{field}.{name} must be a number")
+    _check_span(utt, field, required=True)
     _require(isinstance(utt.get("text"), str), f"{field}.text must be a string")
-    _require(utt.get("confidence") is None or _is_number(utt.get("confidence")), f"{field}.confidence must be a number")
+    _check_confidence(utt.get("confidence"), f"{field}.confidence")
     _require(_is_count(utt.get("channel", 0)), f"{field}.channel must be a non-negative integer")
     _check_optional_lang(utt.get("language"), f"{field}.language")
     words = utt.get("words", [])
@@ -154,6 +176,9 @@ def _check_utterance(utt: Any, field: str) -> None:
     if not all(isinstance(word, dict) for word in words):
         bad = next(i for i, word in enumerate(words) if not isinstance(word, dict))
         raise InvalidMessage(f"{field}.words[{bad}] must be an object")
+    for i, word in enumerate(words):
+        _check_span(word, f"{field}.words[{i}]", required=False)
+        _check_confidence(word.get("confidence"), f"{field}.words[{i}].confidence")
 
 
 def _check_error_field(message: Mapping[str, Any]) -> None:
@@ -170,6 +195,12 @@ def _check_transcription(data: Mapping[str, Any], field: str) -> None:
     _require(full is None or isinstance(full, str), f"{field}.full_transcript must be a string")
     languages = data.get("languages")
     _require(languages is None or isinstance(languages, list), f"{field}.languages must be a list")
+    utterances = data.get("utterances")
+    _require(utterances is None or isinstance(utterances, list), f"{field}.utterances must be a list")
+    for i, utt in enumerate(utterances or []):
+        _require(isinstance(utt, dict), f"{field}.utterances[{i}] must be an object")
+        _check_span(utt, f"{field}.utterances[{i}]", required=False)
+        _check_confidence(utt.get("confidence"), f"{field}.utterances[{i}].confidence")
 
 
 # ------------------------------------------------------- the checks of each message type
@@ -238,12 +269,16 @@ def _check_post_final_transcript(message: Mapping[str, Any], data: Any) -> None:
     _require(isinstance(data, dict), "payload.data must be an object")
     meta = data.get("metadata")
     _require(meta is None or isinstance(meta, dict), "payload.data.metadata must be an object")
-    for name in ("audio_duration", "billing_time", "transcription_time"):
-        value = (meta or {}).get(name)
-        _require(value is None or _is_number(value), f"payload.data.metadata.{name} must be a number")
     channels = (meta or {}).get("number_of_distinct_channels")
     _require(channels is None or _is_count(channels),
              "payload.data.metadata.number_of_distinct_channels must be a non-negative integer")
+    for name in ("audio_duration", "billing_time", "transcription_time"):
+        value = (meta or {}).get(name)
+        _require(value is None or _is_number(value), f"payload.data.metadata.{name} must be a number")
+        # Billing counts every channel's audio.
+        cap = MAX_SESSION_S * (max(1, channels or 1) if name == "billing_time" else 1)
+        _require(value is None or (math.isfinite(value) and 0 <= value <= cap),
+                 f"payload.data.metadata.{name} must be between 0 and {cap:g} seconds")
     transcription = data.get("transcription")
     _require(transcription is None or isinstance(transcription, dict), "payload.data.transcription must be an object")
     if transcription is not None:
@@ -295,6 +330,44 @@ def validate_callback(body: Any) -> Callback:
     session_id = payload.get("session_id")
     _require(session_id is None or session_id == body["id"], "payload.session_id differs from id")
     return Callback(gladia_id=body["id"], event=event, payload=payload)
+
+
+def audio_bound(duration_s: float) -> float:
+    """The latest time a message may name in a session of ``duration_s`` seconds of audio."""
+    return duration_s + max(AUDIO_TOLERANCE_S, AUDIO_TOLERANCE_RATIO * duration_s)
+
+
+def check_within_audio(message: Mapping[str, Any], duration_s: float, channels: int = 1) -> None:
+    """Refuse a (validated) message whose times or durations go beyond the session's ``duration_s`` of audio.
+
+    Complements :func:`validate_message` for a caller that knows the session's
+    audio (the job's file): utterance and word times, and the durations of
+    ``post_final_transcript``, must fall within it, give or take a tolerance.
+    """
+    bound = audio_bound(duration_s)
+    data = message.get("data")
+    if not isinstance(data, dict):
+        return
+    spans: list[tuple[Mapping[str, Any], str]] = []
+    utterance = data.get("utterance")
+    if isinstance(utterance, dict):
+        spans.append((utterance, "payload.data.utterance"))
+        spans.extend((w, f"payload.data.utterance.words[{i}]") for i, w in enumerate(utterance.get("words") or []))
+    transcription = data.get("transcription")
+    if isinstance(transcription, dict):
+        spans.extend((u, f"payload.data.transcription.utterances[{i}]")
+                     for i, u in enumerate(transcription.get("utterances") or []))
+    for item, field in spans:
+        for name in ("start", "end"):
+            value = item.get(name) if isinstance(item, dict) else None
+            _require(not _is_number(value) or value <= bound,
+                     f"{field}.{name} is beyond the session's {duration_s:g} s of audio")
+    meta = data.get("metadata")
+    if isinstance(meta, dict):
+        for name, cap in (("audio_duration", bound), ("billing_time", bound * max(1, channels))):
+            value = meta.get(name)
+            _require(not _is_number(value) or value <= cap,
+                     f"payload.data.metadata.{name} is beyond the session's {duration_s:g} s of audio")
 
 
 @dataclass(frozen=True)

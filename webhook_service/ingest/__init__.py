@@ -37,6 +37,7 @@ from .delivery import metric_event, normalize_inbox, process_inbox_item
 from .handlers import handler_for, handles
 from .inbox import (
     Forbidden,
+    Gone,
     Stored,
     UnknownJob,
     check_job_session,
@@ -53,6 +54,7 @@ __all__ = [
     "UNKNOWN_EVENTS",
     "Callback",
     "Forbidden",
+    "Gone",
     "InvalidMessage",
     "Stored",
     "UnknownJob",

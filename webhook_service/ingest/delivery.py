@@ -32,7 +32,7 @@ from ..gladia.validation import (
 from ..logging_setup import job_context
 from ..models import InboxItem, Job, utcnow
 from .handlers import moves_job
-from .inbox import job_id_for
+from .inbox import UnknownJob, job_id_for, read_job_facts
 from .locks import ATTEMPTS, ROW_LOCK, retryable, write_lock
 from .normalize import apply_webhook, normalize
 from .statements import statements
@@ -160,10 +160,34 @@ def _normalize_stored(conn: Connection, inbox_id: int, *, kind: str, body: Any, 
     return job_id
 
 
+def _job_takes(settings: Settings, job_id: str, gladia_id: Optional[str]) -> bool:
+    """Whether a stored callback can be normalized now; raises :class:`InvalidMessage` if it never can.
+
+    The receiver stores a callback that beats the worker's record of the
+    session raw: it waits (False) until the job names a session, is normalized
+    if that session is the callback's, and is rejected if it is another one or
+    if the job settled meanwhile (a settled job changes only through
+    reconciliation).
+    """
+    with get_engine(settings.database_url).connect() as conn:
+        try:
+            facts = read_job_facts(conn, job_id)
+        except UnknownJob:
+            raise InvalidMessage("the callback's job no longer exists") from None
+    if facts.closed(utcnow(), settings.callback_grace_s):
+        raise InvalidMessage("the job no longer takes callbacks: its results change only through reconciliation")
+    if facts.gladia_id is None:
+        return False
+    if facts.gladia_id != gladia_id:
+        raise InvalidMessage("the body names another session than its job's")
+    return True
+
+
 def process_inbox_item(settings: Settings, inbox_id: int) -> str:
     """Re-run normalization of a ``pending`` or ``failed`` inbox row (the sweeper's retry).
 
-    Returns the row's status afterwards (``missing`` if there is no such row).
+    Returns the row's status afterwards (``missing`` if there is no such row;
+    ``pending`` for a callback whose job has no session recorded yet).
     A row already ``processed`` is left alone, so a redelivered task is harmless.
     """
     with session_scope(settings.database_url) as session:
@@ -173,8 +197,11 @@ def process_inbox_item(settings: Settings, inbox_id: int) -> str:
         if row.status not in ("pending", "failed"):
             return row.status
         kind, raw, job_id, event, received_at = row.kind, row.body, row.job_id, row.event, row.received_at
+        gladia_id = row.gladia_id
     try:
         body = parse_json_body(raw)
+        if kind == "callback" and job_id is not None and not _job_takes(settings, job_id, gladia_id):
+            return "pending"
     except InvalidMessage as exc:
         with session_scope(settings.database_url) as session:
             session.execute(

@@ -188,8 +188,8 @@ def apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, *
     state = LIFECYCLE_STATES[mtype]
     if job.ws_url is None and state in AFTER_AUDIO_STATES:
         # No run has recorded a socket for this session: it is an orphan whose creator died before
-        # recording it (the receiver bound it from its start_session), it never received audio, and
-        # Gladia ends it after its grace. The job is not over: its next run replaces the session.
+        # recording its socket, it never received audio, and Gladia ends it after its grace. The job
+        # is not over: its next run replaces the session.
         log.info("job %s: %s of a session no run streams to; the job's state stays %s", job_id, mtype, job.state)
         return
     if job.advance(state, when=when):

@@ -18,10 +18,10 @@ from typing import Any, Optional
 
 from sqlalchemy.orm import Session
 
-from ..gladia.messages import WEBHOOK_EVENTS, parse_timestamp
+from ..gladia.messages import parse_timestamp
 from ..gladia.validation import Webhook, validate_message
-from ..models import EVENT_SOURCES, Job, utcnow
-from .handlers import Normalizing, apply_lifecycle, handler_for
+from ..models import EVENT_SOURCES, SETTLED_STATES, Job, utcnow
+from .handlers import Normalizing, handler_for
 from .locks import ROW_LOCK
 from .statements import event_values, statements
 
@@ -88,11 +88,19 @@ def normalize(
 
 
 def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str]) -> None:
-    """An account webhook says a lifecycle step happened; it carries no message content.
+    """An account webhook says a lifecycle step happened; it carries no message content and moves nothing.
 
-    ``live.end_session`` schedules reconciliation now: GET /v2/live/:id then
-    fetches everything the callbacks did or did not deliver.
+    Its word is not the reference (a webhook secret is one more credential
+    that can leak, and a signed ``live.end_session`` for a job still streaming
+    must not end it): ``live.end_session`` only schedules reconciliation now,
+    whose ``GET /v2/live/:id`` decides. Other events are kept in the inbox only.
     """
-    if job_id is None or hook.event not in WEBHOOK_EVENTS:
+    if job_id is None or hook.event != "live.end_session":
         return
-    apply_lifecycle(session, job_id, hook.event[len("live."):], utcnow(), schedule=True)
+    job = session.get(Job, job_id, with_for_update=ROW_LOCK, populate_existing=True)
+    if job is None or job.state in SETTLED_STATES:
+        return
+    now = utcnow()
+    if job.reconcile_after is None or job.reconcile_after > now:
+        job.reconcile_after = now
+    session.flush()

@@ -24,14 +24,25 @@ from typing import Any, Mapping, Optional
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from .. import metrics
 from ..config import Settings
 from ..db import get_engine, make_engine
 from ..gladia.keys import callback_key, canonical_json, sha256_hex
 from ..gladia.messages import parse_timestamp
-from ..gladia.validation import Callback, Webhook
+from ..gladia.validation import Callback, Webhook, check_within_audio
 from ..models import utcnow
-from .delivery import guarded, normalize_inbox
-from .inbox import Forbidden, Stored, check_job_session, forget_job_session, job_id_for, store_inbox
+from .delivery import guarded, metric_event, normalize_inbox
+from .inbox import (
+    Forbidden,
+    Gone,
+    JobFacts,
+    Stored,
+    check_job_session,
+    forget_job_session,
+    job_id_for,
+    open_cutoff,
+    store_inbox,
+)
 from .locks import ATTEMPTS, retryable, write_lock
 from .handlers import handler_for
 from .statements import event_values, pg_single_statements, utterance_row
@@ -44,10 +55,14 @@ def receive_callback(settings: Settings, *, raw: bytes, body: Any, headers: Mapp
     """Store and normalize a per-session callback whose URL names ``job_id``.
 
     ``callback`` is ``validate_callback(body)``. The body's session must be the
-    job's (recorded if the job has none yet): raises :class:`UnknownJob` or
-    :class:`Forbidden`. A unique-index conflict on the session id (another job
-    claimed it meanwhile, or the job was deleted) is decided again from the
-    database once, then refused as :class:`Forbidden`.
+    job's: raises :class:`UnknownJob` or :class:`Forbidden`. A job that no
+    longer takes callbacks (settled, or past its end_session by
+    ``CALLBACK_GRACE_S``) raises :class:`Gone`, and a message beyond the job's
+    audio :class:`InvalidMessage`; nothing is written then. A job whose session
+    the worker has not recorded yet gets the row stored raw and ``pending``:
+    it is normalized once the binding exists. A conflict (the job was deleted
+    meanwhile) is decided again from the database once, then refused as
+    :class:`Forbidden`.
     """
     for attempt in (1, 2):
         try:
@@ -56,6 +71,9 @@ def receive_callback(settings: Settings, *, raw: bytes, body: Any, headers: Mapp
                                             job_id=job_id, received_at=received_at)
             return _store_and_normalize(settings, kind="callback", raw=raw, body=body, headers=headers,
                                         item=callback, job_id=job_id, received_at=received_at)
+        except Gone:
+            forget_job_session(settings.database_url, job_id)
+            raise
         except IntegrityError:
             # Forget what we knew of the job and decide again from the database.
             forget_job_session(settings.database_url, job_id)
@@ -65,10 +83,21 @@ def receive_callback(settings: Settings, *, raw: bytes, body: Any, headers: Mapp
 
 
 def receive_webhook(settings: Settings, *, raw: bytes, body: Any, headers: Mapping[str, str], webhook: Webhook,
-                    received_at: datetime) -> tuple[Stored, str]:
-    """Store and normalize an account webhook; its job is looked up by session id. ``webhook``: the validated body."""
+                    received_at: datetime) -> Optional[tuple[Stored, str]]:
+    """Store and normalize an account webhook; its job is looked up by session id. ``webhook``: the validated body.
+
+    None when no job has that session: such a webhook is counted
+    (``WEBHOOKS_UNKNOWN_SESSION``) and dropped, never stored, so that nobody
+    can fill the inbox with bodies about sessions this service never created.
+    """
+    with get_engine(settings.database_url).connect() as conn:
+        job_id = job_id_for(conn, webhook.gladia_id)
+    if job_id is None:
+        metrics.WEBHOOKS_UNKNOWN_SESSION.labels(metric_event(webhook.event)).inc()
+        log.info("account webhook %s for unknown session %s dropped", webhook.event[:64], webhook.gladia_id)
+        return None
     return _store_and_normalize(settings, kind="webhook", raw=raw, body=body, headers=headers, item=webhook,
-                                job_id=None, received_at=received_at)
+                                job_id=job_id, received_at=received_at)
 
 
 def _store_and_normalize(settings: Settings, *, kind: str, raw: bytes, body: Any, headers: Mapping[str, str],
@@ -76,17 +105,19 @@ def _store_and_normalize(settings: Settings, *, kind: str, raw: bytes, body: Any
                          received_at: datetime) -> tuple[Stored, str]:
     """The general path (SQLite, and webhooks everywhere): the raw row's transaction, then normalization's."""
     url = settings.database_url
+    bound = True
     with get_engine(url).connect() as conn:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 with write_lock(conn), conn.begin():
+                    open_after = None
                     if kind == "callback":
-                        assert job_id is not None
-                        check_job_session(conn, url, job_id, item.gladia_id)
-                    else:
-                        job_id = job_id_for(conn, item.gladia_id)
+                        assert job_id is not None and isinstance(item, Callback)
+                        bound = _admit(conn, settings, job_id, item, received_at) is not None
+                        open_after = open_cutoff(received_at, settings.callback_grace_s)
                     stored = store_inbox(conn, kind=kind, raw=raw, body=body, headers=headers, event=item.event,
-                                         gladia_id=item.gladia_id, job_id=job_id, received_at=received_at)
+                                         gladia_id=item.gladia_id, job_id=job_id, received_at=received_at,
+                                         open_after=open_after)
                 break
             except OperationalError as exc:
                 if attempt == ATTEMPTS or not retryable(exc):
@@ -94,9 +125,26 @@ def _store_and_normalize(settings: Settings, *, kind: str, raw: bytes, body: Any
                 log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
         if stored.duplicate and stored.status == "processed":
             return stored, "duplicate"
+        if kind == "callback" and not bound:
+            return stored, "pending"
         status = normalize_inbox(settings, stored.inbox_id, kind=kind, body=body, job_id=job_id,
                                  received_at=received_at, event=item.event, conn=conn, item=item)
     return stored, status
+
+
+def _admit(conn: Connection, settings: Settings, job_id: str, item: Callback,
+           received_at: datetime) -> Optional[JobFacts]:
+    """Check a callback against its job before anything is stored; None when the job has no session yet.
+
+    Raises :class:`UnknownJob`, :class:`Forbidden`, :class:`Gone`, or
+    :class:`InvalidMessage` for times or durations beyond the job's audio.
+    Reads the job only when its facts are not cached (``check_job_session``).
+    """
+    facts = check_job_session(conn, settings.database_url, job_id, item.gladia_id, now=received_at,
+                              grace_s=settings.callback_grace_s)
+    if facts.audio_duration_s is not None:
+        check_within_audio(item.payload, facts.audio_duration_s, facts.audio_channels or 1)
+    return facts if facts.gladia_id is not None else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,10 +167,10 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
     """:func:`receive_callback` on PostgreSQL: two round trips in the common case.
 
     1. The raw delivery: one ``INSERT ... ON CONFLICT DO NOTHING`` in
-       autocommit, committed (synchronously) before anything else. The job's
-       session check is cached per process; when it is not, its statements
-       run before the INSERT, each atomic on its own (the session id is only
-       ever set where it is NULL, and the unique index arbitrates races).
+       autocommit, committed (synchronously) before anything else, and only
+       if the job is still open (the INSERT itself checks it). The job's
+       facts (session, settled-ness, audio) are cached per process; when they
+       are not, one SELECT reads them before the INSERT.
     2. The normalization, in a transaction of its own: one statement for the
        common message types (:data:`~.handlers.SINGLE_STATEMENT_TYPES`), else the
        general path of :func:`normalize_inbox` (several statements and row
@@ -134,12 +182,15 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
     for attempt in (1, 2):
         try:
             with _receiver_engine(url).connect() as conn:
-                check_job_session(conn, url, job_id, item.gladia_id)
+                facts = _admit(conn, settings, job_id, item, received_at)
                 stored = store_inbox(conn, kind="callback", raw=raw, body=body, headers=headers, event=item.event,
                                      gladia_id=item.gladia_id, job_id=job_id, received_at=received_at,
-                                     dedupe_key=callback_key(body, payload_json))
+                                     dedupe_key=callback_key(body, payload_json),
+                                     open_after=open_cutoff(received_at, settings.callback_grace_s))
                 if stored.duplicate and stored.status == "processed":
                     return stored, "duplicate"
+                if facts is None:  # normalized once the worker records the job's session
+                    return stored, "pending"
                 single_statement = handler_for(item.payload["type"]).single_statement
                 if single_statement is None:
                     with get_engine(url).connect() as tx_conn:  # a transaction of several statements

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from ..gladia.keys import message_key
-from ..models import AddonResult, Event, InboxItem, Job, SessionResult, UTCDateTime, Utterance
+from ..models import SETTLED_STATES, AddonResult, Event, InboxItem, Job, SessionResult, UTCDateTime, Utterance
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -81,8 +81,42 @@ def statements(dialect: str) -> SimpleNamespace:
         inbox_failed=update(ib)
         .where(ib.c.id == bindparam("b_id"))
         .values(status="failed", error=bindparam("b_error", type_=Text()), attempts=ib.c.attempts + 1),
-        job_session=select(Job.__table__.c.gladia_id).where(Job.__table__.c.id == bindparam("b_job")),
+        job_session=select(*(Job.__table__.c[name] for name in JOB_FACT_COLUMNS))
+        .where(Job.__table__.c.id == bindparam("b_job")),
+        inbox_insert_open=_inbox_insert_open(insert(ib)),
     )
+
+
+# What the receiver reads (and caches) of a callback's job: its session, whether it is settled, its audio.
+JOB_FACT_COLUMNS = ("gladia_id", "state", "done_at", "updated_at", "audio_duration_s", "audio_channels")
+
+
+def _inbox_insert_open(insert_into_inbox):
+    """The inbox INSERT of a callback, made conditional on its job being still open.
+
+    ``INSERT ... SELECT <the row> WHERE <the job is neither settled nor past its
+    end_session by more than the grace period>``: the receiver's cached view
+    of the job can be stale (reconciliation, the sweeper or another process
+    settled it), so the database checks it again in the very statement that
+    stores the row, at no extra round trip. ``b_job`` is the job id and
+    ``b_cutoff`` the oldest end still open: the grace runs from the later of
+    Gladia's ``end_session`` time (``done_at``) and the row's last change on
+    this service's clock, so neither a skewed clock nor a forged
+    ``created_at`` closes a job early. Returns no id for a
+    duplicate and for a closed job alike (``inbox_duplicate`` tells them apart).
+    """
+    ib, jobs = InboxItem.__table__, Job.__table__
+    columns = ("dedupe_key", "kind", "received_at", "headers", "body", "event", "gladia_id", "job_id", "status",
+               "attempts", "duplicates")
+    open_job = exists().where(
+        jobs.c.id == bindparam("b_job", type_=String()),
+        jobs.c.state.not_in(SETTLED_STATES),
+        or_(jobs.c.done_at.is_(None), jobs.c.done_at > bindparam("b_cutoff", type_=UTCDateTime()),
+            jobs.c.updated_at > bindparam("b_cutoff", type_=UTCDateTime())),
+    )
+    row = select(*(bindparam(name, type_=ib.c[name].type) for name in columns)).where(open_job)
+    return (insert_into_inbox.from_select(list(columns), row)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(ib.c.id))
 
 
 def _addon_upsert(addon):

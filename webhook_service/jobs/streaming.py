@@ -269,10 +269,10 @@ def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[
     The session belongs to the job, not to the run that created it: a run
     that lost its claim while POST /v2/live was in flight still records it,
     so the job's next owner adopts it from the row instead of creating a
-    second one (and the receiver, which binds a session from its
-    ``start_session`` callback when the row has none, agrees). The UPDATE is
-    conditional: the row takes this session when it has none, when it already
-    names this one (the receiver got there first, without the socket URL), or
+    second one. Only the worker records a session on a job (the receiver
+    never binds one from a callback). The UPDATE is conditional: the row
+    takes this session when it has none, when it already names this one
+    (a row written without the socket URL), or
     when it names a session in ``replaces`` (orphans without a socket URL that
     this run found and deletes) and this run still owns the job, so nobody can
     have streamed into them. The UPDATE comes first in the transaction: on
@@ -295,15 +295,33 @@ def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[
     return row.gladia_id, row.ws_url, row.worker_id == run_id
 
 
-def _delete_quietly(client: GladiaClient, gladia_id: str, why: str, url: Optional[str] = None) -> None:
-    """End a session that holds no audio and never will (best effort).
+def _names_job(client: GladiaClient, gladia_id: str, job_id: str) -> bool:
+    """Whether Gladia says session ``gladia_id`` was created for ``job_id`` (its ``custom_metadata.job_id``)."""
+    try:
+        metadata = client.get_live(gladia_id).get("custom_metadata") or {}
+    except GladiaError as exc:
+        log.warning("not ending session %s: cannot read whose it is: %s", gladia_id, exc)
+        return False
+    if not isinstance(metadata, dict) or metadata.get("job_id") != job_id:
+        log.warning("not ending session %s: its custom_metadata does not name job %s", gladia_id, job_id)
+        return False
+    return True
 
-    Gladia refuses to DELETE a session still waiting for audio; when the
-    socket URL is known, ``stop_recording`` on it ends the session at once
-    instead of leaving it to hold a concurrent-session place until its
-    reconnect grace runs out. Its callbacks are refused by the receiver: the
-    job's row names another session.
+
+def _delete_quietly(client: GladiaClient, gladia_id: str, why: str, url: Optional[str] = None, *,
+                    job_id: str) -> None:
+    """End a session of job ``job_id`` that holds no audio and never will (best effort).
+
+    Only a session whose ``custom_metadata`` (``GET /v2/live/:id``) names the
+    job is ended: an id that reached the job's row some other way is never
+    deleted with the service's key. Gladia refuses to DELETE a session still
+    waiting for audio; when the socket URL is known, ``stop_recording`` on it
+    ends the session at once instead of leaving it to hold a concurrent-session
+    place until its reconnect grace runs out. Its callbacks are refused by the
+    receiver: the job's row names another session.
     """
+    if not _names_job(client, gladia_id, job_id):
+        return
     log.warning("ending session %s (%s)", gladia_id, why)
     try:
         client.delete_live(gladia_id)
@@ -340,10 +358,10 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
     dead.discard(gladia_id)
     recorded_id, recorded_url, owner = _record_session(settings, job.id, run_id, created, frozenset(dead))
     if recorded_id != gladia_id:
-        return _yield_to_recorded(client, created, recorded_id, recorded_url, owner)
+        return _yield_to_recorded(client, job.id, created, recorded_id, recorded_url, owner)
     set_gladia_id(gladia_id)
     for other in sorted(dead):
-        _delete_quietly(client, other, "replaced: its socket URL was never recorded")
+        _delete_quietly(client, other, "replaced: its socket URL was never recorded", job_id=job.id)
     if not owner:
         log.warning("session %s recorded for the job's new owner; this run lost its claim", gladia_id)
         raise ClaimLost("claim lost while creating the session")
@@ -390,15 +408,14 @@ def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id:
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _yield_to_recorded(client: GladiaClient, created: dict[str, Any], recorded_id: Optional[str],
+def _yield_to_recorded(client: GladiaClient, job_id: str, created: dict[str, Any], recorded_id: Optional[str],
                        recorded_url: Optional[str], owner: bool) -> tuple[str, str]:
     """Another session is the job's: end the one this run created, and adopt, stop or wait.
 
-    Another run recorded it, or the receiver bound it from its start_session
-    callback and its creator is about to record the URL: the session this run
-    created must hold no audio.
+    Another run recorded it: the session this run created must hold no audio.
     """
-    _delete_quietly(client, created["id"], f"the job already has session {recorded_id}", created["url"])
+    _delete_quietly(client, created["id"], f"the job already has session {recorded_id}", created["url"],
+                    job_id=job_id)
     if owner and recorded_id and recorded_url:
         log.warning("adopting session %s recorded by another run", recorded_id)
         set_gladia_id(recorded_id)

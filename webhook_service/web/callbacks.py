@@ -7,7 +7,9 @@ makes every refusal cheap and write-free:
 
 1. token -> job, else 404 (only a counter and a log line, never the token);
 2. body size (413), content type and JSON (400), envelope and message shape (400);
-3. the body's session id must be the job's (403);
+3. the body's session id must be the job's (403); a job that is settled, or
+   past its end_session by ``CALLBACK_GRACE_S``, takes no callback (410);
+   times and durations beyond the job's audio are refused (400);
 4. the raw body is committed to the inbox (deduplicated) before we answer;
 5. normalization runs in its own transaction; its failure leaves the row
    ``failed`` for the sweeper and the answer is still 200.
@@ -15,8 +17,10 @@ makes every refusal cheap and write-free:
 Nothing here talks to Celery or Redis: the answer depends on the database only.
 
 ``POST /webhooks/gladia``: account-level webhooks ``{event, payload: {id}}``,
-verified with Standard Webhooks (the scheme Svix implements) when
-``GLADIA_WEBHOOK_SECRET`` is set.
+verified with Standard Webhooks (the scheme Svix implements); without
+``GLADIA_WEBHOOK_SECRET`` the route is off (404). A webhook only schedules
+reconciliation; one about a session this service does not know is counted
+and dropped.
 """
 
 from __future__ import annotations
@@ -120,6 +124,11 @@ def gladia_callback(token: str):
             return _reject(404, "unknown_job", "unknown callback URL")
         except ingest.Forbidden as exc:
             return _reject(403, "wrong_session", str(exc), job=job_id, gladia_id=callback.gladia_id)
+        except ingest.Gone:
+            return _reject(410, "job_settled", "this job no longer takes callbacks: its results change only "
+                           "through reconciliation", job=job_id)
+        except InvalidMessage as exc:  # beyond the job's audio
+            return _reject(400, "out_of_range", str(exc), job=job_id)
         except DBAPIError as exc:
             return _unavailable(exc)
     return _answer(label, stored, status)
@@ -136,16 +145,16 @@ def _answer(label: str, stored: ingest.Stored, status: str):
     metrics.CALLBACKS_RECEIVED.labels(label).inc()
     if stored.duplicate:
         metrics.CALLBACKS_DUPLICATE.labels(label).inc()
-    return jsonify({"status": "duplicate" if stored.duplicate else "stored",
-                    "normalized": "processed" if status == "duplicate" else status,
-                    "inbox_id": stored.inbox_id})
+    answer = jsonify({"status": "duplicate" if stored.duplicate else "stored",
+                      "normalized": "processed" if status == "duplicate" else status,
+                      "inbox_id": stored.inbox_id})
+    # 202: stored, normalized later (the job's session is not recorded yet, or the database said no for now).
+    return answer, (202 if status == "pending" else 200)
 
 
 def _verify_webhook(raw: bytes) -> str | None:
-    """None when the signature is good (or no secret is set), else why it is refused."""
+    """None when the signature is good, else why it is refused."""
     secret = settings().gladia_webhook_secret
-    if not secret:
-        return None
     # Svix sends svix-id/svix-timestamp/svix-signature; Standard Webhooks names
     # them webhook-*. The signature scheme is the same, so accept either.
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -163,6 +172,9 @@ def _verify_webhook(raw: bytes) -> str | None:
 def gladia_webhook():
     cfg = settings()
     received_at = utcnow()
+    if not cfg.gladia_webhook_secret:
+        # Unsigned webhooks would let anyone schedule work and fill the inbox: without a secret the route is off.
+        return json_error(404, "not found")
     if request.content_length is not None and request.content_length > cfg.max_callback_bytes:
         return _reject(413, "too_large", f"body larger than {cfg.max_callback_bytes} bytes", kind="webhook")
     try:
@@ -182,10 +194,12 @@ def gladia_webhook():
     label = ingest.metric_event(hook.event)
     with job_context(None, hook.gladia_id):
         try:
-            stored, status = ingest.receive_webhook(
+            received = ingest.receive_webhook(
                 cfg, raw=raw, body=body, headers=ingest.safe_headers(request.headers.items()), webhook=hook,
                 received_at=received_at,
             )
         except DBAPIError as exc:
             return _unavailable(exc)
-    return _answer(label, stored, status)
+    if received is None:  # a session this service does not know: counted, not stored; 2xx so it is not retried
+        return jsonify({"status": "dropped", "reason": "unknown session"})
+    return _answer(label, *received)
