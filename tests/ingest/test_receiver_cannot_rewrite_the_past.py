@@ -249,14 +249,16 @@ def test_a_signed_end_session_webhook_only_schedules_reconciliation(signed_app, 
         assert job.reconcile_after is not None
 
 
-def _metric(server: LiveServer, prefix: str) -> float:
-    for line in requests.get(server.url + "/metrics", timeout=10).text.splitlines():
+def _metric(server: LiveServer, prefix: str, headers: dict[str, str]) -> float:
+    response = requests.get(server.url + "/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.status_code
+    for line in response.text.splitlines():
         if line.startswith(prefix + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
-def test_webhooks_for_unknown_sessions_are_counted_and_dropped(live_app, signed_app, settings):
+def test_webhooks_for_unknown_sessions_are_counted_and_dropped(live_app, signed_app, settings, operator_headers):
     """20 unsigned 900 KB bodies for unknown sessions were all stored (18 MB); now nothing is."""
     filler = "x" * 900_000
     bodies = [json.dumps({"event": "live.end_session", "payload": {"id": f"unknown-{i}"}, "pad": filler}).encode()
@@ -266,9 +268,9 @@ def test_webhooks_for_unknown_sessions_are_counted_and_dropped(live_app, signed_
                           headers={"Content-Type": "application/json"}, timeout=10)
         assert r.status_code == 404
     counter = 'webhook_account_webhooks_unknown_session_total{event="live.end_session"}'
-    before = _metric(signed_app, counter)
+    before = _metric(signed_app, counter, operator_headers)
     for body in bodies:
         r = requests.post(signed_app.url + "/webhooks/gladia", data=body, headers=_signed(body), timeout=10)
         assert r.status_code == 200 and r.json()["status"] == "dropped"
     assert rows(settings)["inbox"] == 0
-    assert _metric(signed_app, counter) == before + 20
+    assert _metric(signed_app, counter, operator_headers) == before + 20
