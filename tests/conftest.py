@@ -211,3 +211,28 @@ def emulator_factory() -> Iterator:
 def emulator(emulator_factory):
     """An emulator with the fast ``vad`` engine and no faults."""
     return emulator_factory()
+
+
+@pytest.fixture(scope="module")
+def module_server(database_url: str, tmp_path_factory) -> Iterator["LiveServer"]:
+    """The app on a real port, shared by one module's read-only requests (emptied before and after)."""
+    from webhook_service.web import create_app
+
+    truncate_all(database_url)
+    settings = Settings.from_env(environ={}, data_dir=str(tmp_path_factory.mktemp("data")),
+                                 database_url=database_url, celery_broker_url="memory://",
+                                 callback_signing_key=TEST_SIGNING_KEY)
+    server = LiveServer(create_app(settings, TESTING=True)).start()
+    yield server
+    server.stop()
+    truncate_all(database_url)
+
+
+@pytest.fixture
+def report_site(module_server: "LiveServer", database_url: str, operator_headers: dict[str, str]) -> str:
+    """The shared server's URL over the report fixtures (loaded after the operator's token, whose
+    fixture empties the database first)."""
+    import report_fixtures
+
+    report_fixtures.load_once(database_url)
+    return module_server.url

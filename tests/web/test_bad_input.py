@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Iterator
 
 import pytest
 import requests
 
-import report_fixtures
-from conftest import LiveServer, truncate_all
 from webhook_service import reports
-from webhook_service.config import Settings
 
 HUGE = str(2**63)  # one past PostgreSQL's bigint
 HUGER = "9" * 26
@@ -69,26 +65,9 @@ GOOD_EXTREMES = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory) -> Iterator[LiveServer]:
-    """The app on a real port, shared by this module's read-only requests."""
-    from webhook_service.web import create_app
-
-    truncate_all(database_url)
-    settings = Settings.from_env(environ={}, data_dir=str(tmp_path_factory.mktemp("data")),
-                                 database_url=database_url, celery_broker_url="memory://")
-    server = LiveServer(create_app(settings, TESTING=True)).start()
-    yield server
-    server.stop()
-    truncate_all(database_url)
-
-
 @pytest.fixture
-def site(server: LiveServer, database_url: str, operator_headers: dict[str, str]) -> str:
-    """The server's URL over the report fixtures (loaded after the operator's credentials, which may
-    have emptied the database)."""
-    report_fixtures.load_once(database_url)
-    return server.url
+def site(report_site: str) -> str:
+    return report_site
 
 
 

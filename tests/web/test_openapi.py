@@ -10,7 +10,6 @@ so the run stays within seconds per database.
 from __future__ import annotations
 
 import copy
-from typing import Iterator
 
 import pytest
 import requests
@@ -19,9 +18,6 @@ from hypothesis import HealthCheck, settings as hypothesis_settings
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi import checks as openapi_checks
 
-import report_fixtures
-from conftest import LiveServer, truncate_all
-from webhook_service.config import Settings
 from webhook_service.models import JOB_STATES
 from webhook_service.web.openapi import openapi_document
 
@@ -50,26 +46,9 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory) -> Iterator[LiveServer]:
-    """The app on a real port, shared by this module's read-only requests."""
-    from webhook_service.web import create_app
-
-    truncate_all(database_url)
-    settings = Settings.from_env(environ={}, data_dir=str(tmp_path_factory.mktemp("data")),
-                                 database_url=database_url, celery_broker_url="memory://")
-    server = LiveServer(create_app(settings, TESTING=True)).start()
-    yield server
-    server.stop()
-    truncate_all(database_url)
-
-
 @pytest.fixture
-def site(server: LiveServer, database_url: str, operator_headers: dict[str, str]) -> str:
-    """The server's URL over the report fixtures (loaded after the operator's credentials, which may
-    have emptied the database)."""
-    report_fixtures.load_once(database_url)
-    return server.url
+def site(report_site: str) -> str:
+    return report_site
 
 
 
