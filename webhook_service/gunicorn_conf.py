@@ -45,3 +45,7 @@ keepalive = 5
 accesslog = "-"
 logger_class = RedactingLogger
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
+# gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl): the receiver
+# and the operator surface on one machine would take it from each other. The process manager drives
+# gunicorn with signals instead.
+control_socket_disable = True

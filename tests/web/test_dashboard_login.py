@@ -193,3 +193,20 @@ def test_the_proxy_header_from_an_untrusted_peer_is_ignored(serve):
         page = requests.get(server.url + "/dashboard", headers={PROXY_HEADER: "mallory"}, allow_redirects=False)
         assert page.status_code == 302, overrides
         assert "Set-Cookie" not in page.headers, overrides
+
+
+def test_a_login_survives_a_rotation_of_the_signing_key_while_the_old_key_is_listed(serve, settings, read_token):
+    old = settings.callback_signing_key
+    new = "rotated-" + old
+    browser = requests.Session()
+    before = serve()
+    assert login(browser, before.url, read_token).status_code == 303
+    signed_with_old = browser.cookies.copy()
+
+    def page_with_the_old_cookie(server: LiveServer) -> int:
+        return requests.get(server.url + "/dashboard/sessions", cookies=signed_with_old.copy(),
+                            allow_redirects=False).status_code
+
+    assert page_with_the_old_cookie(before) == 200
+    assert page_with_the_old_cookie(serve(callback_signing_key=new, callback_signing_keys_previous=(old,))) == 200
+    assert page_with_the_old_cookie(serve(callback_signing_key=new, callback_signing_keys_previous=())) == 302

@@ -73,18 +73,18 @@ class OperatorSessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
 
 
-def session_secret(settings: Settings) -> str:
-    """The cookie's signing key, derived from CALLBACK_SIGNING_KEY under a label of its own.
+def session_secret(signing_key: str) -> str:
+    """The cookie's signing key, derived from a callback signing key under a label of its own.
 
     One secret to generate, guard and rotate; the label separates the two uses,
     so a cookie key can never sign a callback URL nor the reverse.
     """
-    return hmac.new(settings.callback_signing_key.encode(), SESSION_SECRET_LABEL, hashlib.sha256).hexdigest()
+    return hmac.new(signing_key.encode(), SESSION_SECRET_LABEL, hashlib.sha256).hexdigest()
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Session cookie, CSRF protection and the gate, before any blueprint's own hooks."""
-    app.secret_key = session_secret(settings)
+    app.secret_key = session_secret(settings.callback_signing_key)
     app.session_interface = OperatorSessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME="webhook_service_session",
@@ -92,6 +92,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.operator_session_hours),
+        # Logins signed before a rotation of CALLBACK_SIGNING_KEY stay valid while the old key is listed.
+        SECRET_KEY_FALLBACKS=[session_secret(key) for key in settings.callback_signing_keys_previous],
         WTF_CSRF_CHECK_DEFAULT=False,  # the gate decides which requests need the token
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the login session
         PUBLIC_ENDPOINTS=PUBLIC_ENDPOINTS,
