@@ -40,7 +40,7 @@ MAX_LIMIT = 500
 MAX_OFFSET = 2**31 - 1
 MAX_ID_LENGTH = 64  # job ids are UUIDs (36 characters), Gladia ids too
 MAX_BATCH_LENGTH = 200  # a batch's name column
-_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,100}")  # longer is not a number anyone means; shorter gets its range
 LIST_PARAMS = frozenset({"state", "batch", "since", "until", "limit", "offset", "cursor"})
 
 
