@@ -89,6 +89,9 @@ def job_summaries(settings: Settings, job_or_batch: str | None = None, limit: in
     with session_scope(settings.database_url) as session:
         query = select(Job, Batch).outerjoin(Batch, Job.batch_id == Batch.id)
         if job_or_batch:
+            if find_batch_id(session, job_or_batch) is None:
+                job = find_job(session, job_or_batch)
+                job_or_batch = job.id if job is not None else job_or_batch
             batch_ids = select(Batch.id).where(or_(Batch.id == job_or_batch, Batch.name == job_or_batch))
             query = query.where(or_(Job.id == job_or_batch, Job.gladia_id == job_or_batch,
                                     Job.batch_id.in_(batch_ids))).order_by(Job.created_at)
@@ -100,10 +103,33 @@ def job_summaries(settings: Settings, job_or_batch: str | None = None, limit: in
     return rows
 
 
-def find_job(session: Session, job_or_gladia_id: str) -> Optional[Job]:
-    """A job by its id, else by its Gladia session id."""
-    return session.get(Job, job_or_gladia_id) or session.execute(
-        select(Job).where(Job.gladia_id == job_or_gladia_id)).scalar_one_or_none()
+MIN_PREFIX = 8  # `status` shows the first 8 characters of a job id
+
+
+class AmbiguousReference(LookupError):
+    """A prefix that starts more than one job id or Gladia session id."""
+
+
+def find_job(session: Session, ref: str) -> Optional[Job]:
+    """A job by its id or its Gladia session id, whole or by a unique prefix of at least 8 characters.
+
+    `status` prints 8-character job ids, so every command that takes a job accepts what it shows.
+    Raises :class:`AmbiguousReference` when a prefix starts several ids; returns None when nothing
+    matches.
+    """
+    ref = ref.strip()
+    if not ref or len(ref) > 64 or "\x00" in ref:
+        return None
+    job = session.get(Job, ref) or session.execute(select(Job).where(Job.gladia_id == ref)).scalar_one_or_none()
+    if job is not None or len(ref) < MIN_PREFIX:
+        return job
+    matches = session.execute(
+        select(Job).where(or_(Job.id.startswith(ref, autoescape=True),
+                              Job.gladia_id.startswith(ref, autoescape=True))).limit(6)).scalars().all()
+    if len(matches) > 1:
+        shown = ", ".join(sorted(j.id[:13] for j in matches[:5]))
+        raise AmbiguousReference(f"{ref!r} starts several jobs ({shown}); give more characters")
+    return matches[0] if matches else None
 
 
 def find_batch_id(session: Session, batch_id_or_name: str) -> Optional[str]:

@@ -28,7 +28,7 @@ from ..models import (
     SessionResult,
     Utterance,
 )
-from .queries import API_FORMAT, iso_z, job_summary
+from .queries import API_FORMAT, find_job, iso_z, job_summary
 from .redaction import public_copy
 
 MAX_TIMELINE_EVENTS = 500
@@ -73,12 +73,12 @@ def session_detail(session: Session, gladia_id: str) -> Optional[dict[str, Any]]
     })
 
 
-def _job_and_batch(session: Session, gladia_id: str) -> Optional[tuple[Job, Optional[Batch]]]:
-    query = select(Job, Batch).outerjoin(Batch, Batch.id == Job.batch_id)
-    found = session.execute(query.where(Job.gladia_id == gladia_id)).first()
-    if found is None:  # also reachable by job id, for jobs whose session is not created yet
-        found = session.execute(query.where(Job.id == gladia_id)).first()
-    return None if found is None else (found[0], found[1])
+def _job_and_batch(session: Session, ref: str) -> Optional[tuple[Job, Optional[Batch]]]:
+    """The job (by Gladia id, job id or a unique prefix of either) and its batch."""
+    job = find_job(session, ref)
+    if job is None:
+        return None
+    return job, (session.get(Batch, job.batch_id) if job.batch_id else None)
 
 
 def _load_stored(session: Session, gid: str) -> _Stored:

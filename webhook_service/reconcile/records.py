@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import session_scope
+from ..jobs.queries import AmbiguousReference, find_job
 from ..models import ENDED_STATES, InboxItem, Job, ReconciliationRun, utcnow
 
 
@@ -68,14 +69,15 @@ class JobView:
 
 
 def find_job_id(settings: Settings, job_or_session_id: str) -> str:
-    """The job id for a job id or a Gladia session id; raises :class:`JobNotFound`."""
+    """The job id for a job id or a Gladia session id (or a unique prefix); raises :class:`JobNotFound`."""
     with session_scope(settings.database_url) as session:
-        job_id = session.scalar(
-            select(Job.id).where((Job.id == job_or_session_id) | (Job.gladia_id == job_or_session_id))
-        )
-    if job_id is None:
+        try:
+            job = find_job(session, job_or_session_id)
+        except AmbiguousReference as exc:
+            raise JobNotFound(str(exc)) from None
+    if job is None:
         raise JobNotFound(f"no job or session with id {job_or_session_id!r}")
-    return job_id
+    return job.id
 
 
 def load_job_view(settings: Settings, job_id: str) -> JobView:

@@ -140,7 +140,10 @@ def list_sessions():
 def session_detail(gladia_id: str):
     if not _is_id(gladia_id):
         return json_error(404, "no session or job with this id")
-    body = detail.session_detail(db(), gladia_id)
+    try:
+        body = detail.session_detail(db(), gladia_id)
+    except LookupError as exc:  # a prefix of several ids
+        return json_error(404, str(exc))
     if body is None:
         return json_error(404, "no session or job with this id")
     return jsonify(body)

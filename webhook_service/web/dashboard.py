@@ -150,7 +150,10 @@ def session_page(session_id: str):
     reports.refresh_session_stats(settings().database_url)
     if not _storable(session_id, MAX_ID_LENGTH):
         return _error_page(404, f"No session with job id or Gladia id {session_id[:MAX_ID_LENGTH]!r}.")
-    job = job_queries.find_job(db(), session_id)
+    try:
+        job = job_queries.find_job(db(), session_id)
+    except job_queries.AmbiguousReference as exc:
+        return _error_page(404, str(exc))
     if job is None:
         return _error_page(404, f"No session with job id or Gladia id {session_id!r}.")
     summary = reports.session_summary_row(db(), job.id)
