@@ -175,6 +175,9 @@ class Job(Base):
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     # When the reconciler should look at this job next (None: not scheduled).
     reconcile_after: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, index=True)
+    # Runs after the first (each with a fresh Gladia session; see JobSession) and when an operator cancelled it.
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancelled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     def advance(self, state: str, when: Optional[datetime] = None) -> bool:
         """Record that the job reached ``state``; move forward only.
@@ -201,6 +204,34 @@ class Job(Base):
         if changed:
             self.state = state
         return changed
+
+
+RERUN_TRIGGERS = ("operator", "auto")
+
+
+class JobSession(Base):
+    """A Gladia session a job had before it was run again with a fresh one.
+
+    The job keeps its id across runs; ``jobs.gladia_id`` is the current session.
+    The rows of a replaced session (utterances, events, results, inbox) stay,
+    detached from the job (``job_id`` NULL), until the new session is
+    reconciled: then they are deleted (``results_deleted_at``).
+    """
+
+    __tablename__ = "job_sessions"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    gladia_id: Mapped[str] = mapped_column(String(64), unique=True)
+    run: Mapped[int] = mapped_column(Integer)  # 1 = the job's first run
+    state: Mapped[str] = mapped_column(String(20))  # the job's state when it was re-run (failed)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    bytes_acked: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[Optional[int]] = mapped_column(BigInteger)
+    created_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # Gladia's
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    replaced_by: Mapped[str] = mapped_column(String(16))  # operator | auto
+    results_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 class ConcurrencySlot(Base):

@@ -28,7 +28,7 @@ from ..models import (
     SessionResult,
     Utterance,
 )
-from .queries import API_FORMAT, find_job, iso_z, job_summary
+from .queries import API_FORMAT, find_job, iso_z, job_summary, previous_sessions
 from .redaction import public_copy
 
 MAX_TIMELINE_EVENTS = 500
@@ -70,6 +70,8 @@ def session_detail(session: Session, gladia_id: str) -> Optional[dict[str, Any]]
         "events": stored.events,
         "callbacks": stored.inbox,
         "reconciliation": _reconciliation_json(stored.latest_run, stored.runs),
+        # Sessions of earlier runs (the job was run again): their results stay until the new one is reconciled.
+        "previous_sessions": previous_sessions(session, [job.id]).get(job.id, []),
     })
 
 

@@ -57,6 +57,7 @@ from ..metrics import JOBS_STATE_CHANGES
 from ..models import CLAIMABLE_STATES, Job, utcnow
 from ..tokens import callback_token
 from . import slots
+from .redrive import previous_session_ids
 from .runtime import runtime, shutting_down
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,8 @@ def run_job(settings: Settings, job_id: str) -> str:
             log.warning("this run stops: %s", exc)
             return "skipped: claim lost"
         except Deferred as exc:
-            _release(settings, job_id, run_id, retry_in=exc.countdown)
+            # The reason is kept: should the job give up later, its last error says why.
+            _release(settings, job_id, run_id, str(exc), retry_in=exc.countdown)
             if not exc.keep_slot:
                 slots.release_slot(settings.database_url, job_id)
             raise
@@ -247,14 +249,19 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
         delay = min(delay * 1.6, 2.0)
 
 
-def _find_orphan(client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
+def _find_orphan(settings: Settings, client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
     """A session created for this job whose id never reached the database (crash after POST)."""
     try:
         page = client.list_live(custom_metadata={"job_id": job.id}, limit=10)
+    except GladiaAuthError:
+        raise
     except GladiaError as exc:
         log.warning("cannot look for an orphaned session: %s", exc)
         raise Deferred(f"orphan lookup failed: {exc}", random.uniform(5, 15)) from None
-    items = [i for i in page.get("items") or [] if (i.get("custom_metadata") or {}).get("job_id") == job.id]
+    with session_scope(settings.database_url) as session:
+        replaced = previous_session_ids(session, job.id)  # sessions of the job's earlier runs are not orphans
+    items = [i for i in page.get("items") or []
+             if (i.get("custom_metadata") or {}).get("job_id") == job.id and i.get("id") not in replaced]
     return items[0] if items else None
 
 
@@ -380,8 +387,18 @@ def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id:
                     + callback_token(job.id, settings.callback_signing_key))
     body = session_config.post_body(job.session_config or {}, callback_url=callback_url, job_id=job.id,
                                     batch_id=job.batch_id)
+    try:
+        return _create_attempts(settings, client, job, run_id, dead, body)
+    except GladiaAuthError as exc:
+        # A wrong key stays wrong: fail now, with the setting to fix (no retry).
+        _fail(settings, job.id, run_id, exc.key_refused())
+        return None
+
+
+def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id: str, dead: set[str],
+                     body: dict[str, Any]) -> Optional[dict[str, Any]]:
     for attempt in range(1, CREATE_ATTEMPTS + 1):
-        orphan = _find_orphan(client, job)
+        orphan = _find_orphan(settings, client, job)
         if orphan is not None:
             if isinstance(orphan.get("url"), str):
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
@@ -396,7 +413,7 @@ def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id:
             # Back-pressure (Gladia's own concurrency limit), not a failure.
             slots.release_slot(settings.database_url, job.id)
             raise Deferred(f"Gladia answered 429: {exc}", exc.retry_after or random.uniform(5, 20)) from None
-        except (GladiaBadRequest, GladiaAuthError) as exc:
+        except GladiaBadRequest as exc:
             _fail(settings, job.id, run_id, f"Gladia refused the session: {exc}")
             return None
         except GladiaError as exc:
@@ -431,7 +448,8 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
         return "failed"
     _acquire_slot(settings, job, run_id)
     if _start_attempt(settings, job.id, run_id) > max_attempts:
-        _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: {job.last_error}",
+        _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: "
+              f"{job.last_error or 'none recorded (each run was interrupted: its worker stopped or was killed)'}",
               reconcile=True)
         return "failed"
     client = GladiaClient.from_settings(settings)
