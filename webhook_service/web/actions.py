@@ -12,7 +12,7 @@ broker connection.
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from ..jobs import redrive
 from ..jobs import queries as job_queries
@@ -79,12 +79,20 @@ def api_cancel_batch(ref: str):
     return _api("cancel", batch=ref)
 
 
-@bp.route("/dashboard/sessions/<ref>/<any(retry, cancel):action>", methods=["GET", "POST"])
+@bp.route("/dashboard/sessions/<session_id>/retry", methods=["GET", "POST"])
 @admin_required
-def confirm(ref: str, action: str):
-    """GET: the confirmation page; POST (CSRF-checked by the gate): the action, then back to the session."""
-    from flask import request
+def confirm_retry(session_id: str):
+    return _confirm(session_id, "retry")
 
+
+@bp.route("/dashboard/sessions/<session_id>/cancel", methods=["GET", "POST"])
+@admin_required
+def confirm_cancel(session_id: str):
+    return _confirm(session_id, "cancel")
+
+
+def _confirm(ref: str, action: str):
+    """GET: the confirmation page; POST (CSRF-checked by the gate): the action, then back to the session."""
     if not _checked(ref):
         return render_template("dashboard/error.html", status=404, message="No such job."), 404
     try:
