@@ -57,6 +57,10 @@ def _parse_number(name: str, raw: str, kind: type, minimum: float | None) -> Any
     return value
 
 
+# Seconds a worker needs, after the sweeper re-sends a stream, to take the task and reconnect (with margin).
+RESUME_START_S = 5.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """All runtime settings. Field names are the environment variable names, lower-cased."""
@@ -81,14 +85,17 @@ class Settings:
     chunk_ms: int = 100
     stream_speed: float = 1.0  # 1.0 = real time; 0 = as fast as acknowledgements allow
     close_mode: str = "close"  # "close": close 1000 after the last ack; "stop": stop_recording and wait
-    heartbeat_interval_s: float = 5.0
-    stale_heartbeat_s: float = 60.0
+    heartbeat_interval_s: float = 2.0
+    # A stream silent this long is resumed by the sweeper: with SWEEP_INTERVAL_S, inside Gladia's reconnect window.
+    stale_heartbeat_s: float = 10.0
+    # How long Gladia keeps a disconnected session waiting for its socket (not documented; the emulator's 30 s).
+    gladia_reconnect_window_s: float = 30.0
     # Celery threads per worker process: each live stream occupies one (they share one event loop).
     worker_concurrency: int = 100
     # Reconciliation and sweeping
     reconcile_delay_s: float = 10.0
     reconcile_deadline_s: float = 3600.0
-    sweep_interval_s: float = 30.0
+    sweep_interval_s: float = 5.0
     stale_queued_s: float = 300.0  # a job queued this long that no worker touched is re-sent
     inbox_retry_after_s: float = 10.0  # an inbox row still pending after this is normalized again
     inbox_max_attempts: int = 5  # normalization attempts of a failed inbox row by the sweeper
@@ -118,6 +125,7 @@ class Settings:
         "reconcile_delay_s": 0.0,
         "reconcile_deadline_s": 1.0,
         "sweep_interval_s": 0.5,
+        "gladia_reconnect_window_s": 1.0,
         "stale_queued_s": 1.0,
         "inbox_retry_after_s": 0.0,
         "operator_session_hours": 0.01,
@@ -239,6 +247,21 @@ class Settings:
     def callback_verification_keys(self) -> tuple[str, ...]:
         """The keys a callback URL may be signed with: the current one, then those of before a rotation."""
         return (self.callback_signing_key, *self.callback_signing_keys_previous)
+
+    def resume_window_problem(self) -> str | None:
+        """Why a stream whose worker dies could not be resumed inside Gladia's reconnect window, or None.
+
+        After a SIGKILL the job's heartbeat goes stale after STALE_HEARTBEAT_S, the
+        sweeper sees it within SWEEP_INTERVAL_S, and a worker needs a few seconds
+        (RESUME_START_S) to take the task and reconnect.
+        """
+        worst = self.stale_heartbeat_s + self.sweep_interval_s + RESUME_START_S
+        if worst <= self.gladia_reconnect_window_s:
+            return None
+        return (f"STALE_HEARTBEAT_S ({self.stale_heartbeat_s:g}) + SWEEP_INTERVAL_S ({self.sweep_interval_s:g}) "
+                f"+ ~{RESUME_START_S:g} s to restart = {worst:g} s, beyond GLADIA_RECONNECT_WINDOW_S "
+                f"({self.gladia_reconnect_window_s:g} s): a stream whose worker dies would find its Gladia session "
+                "ended (job failed incomplete); lower them (defaults 10 and 5)")
 
     def __repr__(self) -> str:
         """Every setting, with credentials masked: safe for logs, tracebacks and debuggers."""

@@ -13,6 +13,13 @@ import click
 
 from .common import load_settings
 
+
+def warn_resume_window(settings) -> None:
+    """At start: say so when a killed worker's streams could not be resumed in time."""
+    problem = settings.resume_window_problem()
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
+
 CELERY_APP = "webhook_service.worker.celery_app"
 # gunicorn's options (workers class, logs with callback tokens redacted, trusted proxies).
 GUNICORN_CONFIG = "python:webhook_service.gunicorn_conf"
@@ -58,6 +65,7 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     shared asyncio loop, and a thread per task only waits for its stream.
     """
     settings = load_settings()
+    warn_resume_window(settings)
     args = [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
             "--loglevel", settings.log_level.upper(), "-Q", "webhook_service,streams", "--pool", "threads",
             "--concurrency", str(concurrency or settings.worker_concurrency)]
@@ -67,7 +75,7 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
 @click.command()
 def beat() -> None:
     """Run Celery beat (the periodic sweeper)."""
-    load_settings()
+    warn_resume_window(load_settings())
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", CELERY_APP, "beat", "--loglevel", "INFO"])
 
 
