@@ -14,7 +14,7 @@ from webhook_service.cli import COMMAND_MODULES, cli
 pytestmark = pytest.mark.dbless
 
 # The commands the README documents.
-COMMANDS = {"beat", "cancel", "db", "emulator", "proxy", "reconcile", "report", "retry", "status", "submit",
+COMMANDS = {"beat", "cancel", "db", "doctor", "emulator", "proxy", "reconcile", "report", "retry", "status", "submit",
             "token", "web", "worker"}
 
 

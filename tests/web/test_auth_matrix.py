@@ -25,6 +25,7 @@ PUBLIC = {
     ("POST", "/callbacks/gladia/<token>"),
     ("POST", "/webhooks/gladia"),
     ("GET", "/healthz"),
+    ("GET", "/healthz/probe"),  # answers only a challenge signed with the signing key (tests/cli/test_doctor.py)
     ("GET", "/login"),
     ("POST", "/login"),
     ("GET", "/dashboard/static/<path:filename>"),

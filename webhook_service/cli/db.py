@@ -23,7 +23,12 @@ def db_upgrade(revision: str) -> None:
     try:
         upgrade(settings.database_url, revision)
     except Exception as exc:  # connection refused, unknown revision...
-        raise CLIError(f"migration failed: {type(exc).__name__}: {exc}") from None
+        from ..db import database_problem
+
+        problem = database_problem(exc, settings.database_url)
+        if problem and "no schema" not in problem:
+            raise CLIError(f"migration failed: {problem}") from None
+        raise CLIError(f"migration failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}") from None
     click.echo(f"database at {redact_url(settings.database_url)} is at revision {revision}")
 
 

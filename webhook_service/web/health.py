@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import time
+
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import text
 
 from .. import metrics
-from .context import db
+from ..tokens import check_probe
+from .context import db, json_error, settings
 
 bp = Blueprint("health", __name__)
 # Its own blueprint: the operator surface serves it, the public receiver does not.
@@ -26,3 +29,19 @@ def healthz():
 def prometheus_metrics():
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
+
+
+@bp.get("/healthz/probe")
+def probe():
+    """`webhook-service doctor`'s check that PUBLIC_BASE_URL reaches this receiver (see ``tokens.check_probe``).
+
+    Public, like ``/healthz``; it answers only a fresh challenge signed with
+    CALLBACK_SIGNING_KEY, and anything else gets the 404 of an unknown URL.
+    """
+    args = request.args
+    answer = check_probe(settings().callback_signing_key, args.get("nonce", ""), args.get("ts", ""),
+                         args.get("sig", ""), time.time())
+    if answer is None:
+        return json_error(404, "The requested URL was not found on the server. If you entered the URL manually "
+                               "please check your spelling and try again.")
+    return jsonify({"answer": answer})
