@@ -220,3 +220,21 @@ def test_cancel_deletes_a_session_that_received_no_audio(stream_settings, emulat
     with pytest.raises(GladiaNotFound):
         client.get_live(created["id"])
     assert load(stream_settings, job_id).reconcile_after is None
+
+
+def test_gladia_out_of_reach_is_the_last_error_and_what_the_job_gives_up_with(stream_settings, audio_dir):
+    from webhook_service.jobs.streaming import MAX_JOB_ATTEMPTS
+
+    down = replace(stream_settings, gladia_api_url="http://127.0.0.1:9")
+    job_id = make_job(down, audio_dir / "short.wav")
+    with pytest.raises(Deferred):
+        run_job(down, job_id)
+    job = load(down, job_id)
+    assert job.state == "starting" and job.worker_id is None
+    assert "cannot reach http://127.0.0.1:9 (connection refused); check GLADIA_API_URL" in job.last_error
+    with session_scope(down.database_url) as session:
+        session.get(Job, job_id).attempts = MAX_JOB_ATTEMPTS  # as after that many redeliveries
+    assert run_job(down, job_id) == "failed"
+    job = load(down, job_id)
+    assert job.last_error.startswith(f"gave up after {MAX_JOB_ATTEMPTS} attempts; last error: ")
+    assert "cannot reach http://127.0.0.1:9 (connection refused)" in job.last_error and "None" not in job.last_error
