@@ -117,6 +117,8 @@ def test_dashboard_actions_confirm_first_and_need_the_csrf_token(live_app, setti
     # A read operator cannot even see the confirmation.
     reader = requests.Session()
     login(reader, live_app.url, read_token)
+    assert 'id="action-cancel"' not in reader.get(f"{live_app.url}/dashboard/sessions/{ids['queued']}").text
+    assert 'id="action-cancel"' in admin.get(f"{live_app.url}/dashboard/sessions/{ids['queued']}").text
     assert reader.get(f"{live_app.url}/dashboard/sessions/{ids['queued']}/cancel").status_code == 403
     cancel_page = admin.get(f"{live_app.url}/dashboard/sessions/{ids['queued']}/cancel")
     assert "Cancel this job?" in cancel_page.text

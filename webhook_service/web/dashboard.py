@@ -20,6 +20,7 @@ from ..jobs import queries as job_queries
 from ..jobs.session_detail import session_rows
 from ..models import JOB_STATES, Event, Job, ReconciliationRun
 from . import display
+from .auth import current_operator
 from .context import db, settings
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
@@ -162,6 +163,7 @@ def session_page(session_id: str):
         "dashboard/session.html", job=job, batch=stored.batch, result=stored.result, summary=summary,
         timeline=_timeline(job, stored.events, stored.runs), truncated=stored.events_truncated,
         utterances=stored.utterances, runs=stored.runs, inbox=stored.inbox,
+        can_act=getattr(current_operator(), "scope", None) == "admin",  # retry/cancel buttons
     )
 
 
