@@ -10,7 +10,7 @@ import logging
 import os
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import beat_init, worker_process_init, worker_ready, worker_shutting_down
 from flask import Flask, current_app
 
 from ..config import Settings
@@ -103,3 +103,12 @@ def _hand_back_streams(**_kwargs) -> None:
     count = runtime.interrupt_all()
     if count:
         log.warning("worker shutting down: %d stream(s) handed back", count)
+
+
+@worker_ready.connect
+@beat_init.connect
+def _serve_metrics(**_kwargs) -> None:
+    # METRICS_PORT (`--metrics-port`): this process's /metrics, for a machine without an operator side.
+    from .metrics_server import start_metrics_server
+
+    start_metrics_server(Settings.from_env())
