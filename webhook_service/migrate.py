@@ -9,6 +9,7 @@ for it and then find nothing to do.
 from __future__ import annotations
 
 import fcntl
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -93,10 +94,14 @@ def current(database_url: str) -> tuple[str, ...]:
     from .db import make_engine
 
     engine = make_engine(database_url, poolclass=pool.NullPool)
+    quiet = logging.getLogger("alembic.runtime.migration")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # a read: no "Context impl" lines
     try:
         with engine.connect() as connection:
             return tuple(MigrationContext.configure(connection).get_current_heads())
     finally:
+        quiet.setLevel(level)
         engine.dispose()
 
 
