@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
@@ -30,6 +31,10 @@ def _capture(log_format: str) -> tuple[logging.Logger, io.StringIO]:
 
 
 def test_json_lines_carry_the_job_the_session_and_the_worker():
+    contextvars.Context().run(_json_lines)  # a fresh context: no job of an earlier test in this thread
+
+
+def _json_lines():
     logger, stream = _capture("json")
     with job_context("job-1"):
         logger.info("claimed %s", "it")

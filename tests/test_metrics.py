@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ READ = ("import sys\nfrom webhook_service import metrics\n"
 @pytest.mark.dbless
 def test_every_process_kind_of_a_machine_is_added_up(tmp_path, monkeypatch):
     base = tmp_path / "metrics"
-    monkeypatch.delenv(metrics.ENV, raising=False)
+    monkeypatch.setenv(metrics.ENV, str(tmp_path))  # use_process_dir sets it: restored (unset) after the test
     _run_with_folder(metrics.use_process_dir(str(base), "worker", wipe=True), WRITE, "1000")
     _run_with_folder(metrics.use_process_dir(str(base), "beat", wipe=True), WRITE, "24")
     operator = metrics.use_process_dir(str(base), "web-operator", wipe=False)
@@ -97,3 +98,38 @@ def test_a_workers_metrics_port_wants_an_operator_token(settings, read_token):
     response = client.get("/metrics", headers={"Authorization": f"Bearer {read_token}"})
     assert response.status_code == 200 and b"webhook_stream_bytes_sent_total" in response.data
     assert client.get("/other", headers={"Authorization": f"Bearer {read_token}"}).status_code == 404
+
+
+@pytest.mark.dbless
+def test_beat_serves_its_metrics_port_behind_a_token(tmp_path):
+    import requests
+
+    from conftest import free_port, make_operator_token
+    from webhook_service.demo import stop_process_groups
+    from webhook_service.migrate import upgrade
+
+    database_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    upgrade(database_url)
+    token = make_operator_token(database_url, "scraper", "read")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in (metrics.ENV, "TEST_DATABASE_URL")}
+    env.update(DATA_DIR=str(tmp_path), DATABASE_URL=database_url, CELERY_BROKER_URL="filesystem://")
+    beat = subprocess.Popen([sys.executable, "-m", "webhook_service.cli", "beat", "--metrics-port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        for _ in range(300):
+            try:
+                refused = requests.get(url, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert beat.poll() is None, "beat exited"
+                time.sleep(0.1)
+        else:
+            pytest.fail("beat's metrics port never opened")
+        assert refused.status_code == 401 and refused.json()["error"]["status"] == 401
+        answer = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert answer.status_code == 200 and "webhook_sweeps_total" in answer.text
+        assert (tmp_path / "metrics" / "beat").is_dir()  # its own folder of METRICS_DIR
+    finally:
+        stop_process_groups([beat], 5)

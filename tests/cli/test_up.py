@@ -122,3 +122,14 @@ def test_up_runs_the_procfile_takes_a_file_and_stops_cleanly(tmp_path):
     finally:
         if up.poll() is None:
             stop_process_groups([up], 5)
+
+
+@pytest.mark.dbless
+def test_honcho_reads_the_procfile():
+    """`honcho start` runs the same lines `up` ran above: honcho parses the file and finds every process."""
+    done = subprocess.run([sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "check"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "proxy, web, operator, worker, beat, emulator" in done.stdout + done.stderr
+    procfile = (ROOT / "Procfile").read_text()
+    assert "0.0.0.0" not in procfile.replace("BIND_HOST=0.0.0.0", "")  # loopback unless told otherwise

@@ -10,6 +10,7 @@ points the process at its own folder of ``METRICS_DIR`` (``web-<surface>``,
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
@@ -56,15 +57,20 @@ def web(host: str, port: int, workers: int, dev: bool, surface: str | None) -> N
 def _metrics_folder(settings, kind: str, *, wipe: bool) -> None:
     from ..metrics import use_process_dir
 
-    if settings.metrics_dir != "off":
-        use_process_dir(settings.metrics_dir, kind, wipe=wipe)
+    use_process_dir(settings.metrics_dir, kind, wipe=wipe)
 
 
 _METRICS_PORT = click.option(
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
     help="Serve this process's /metrics on 127.0.0.1:PORT (bearer token; default METRICS_PORT, 0: off).")
+def _folder_name(_ctx, _param, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", value):
+        raise click.BadParameter("letters, digits, '.', '_' and '-' only (a folder name)")
+    return value
+
+
 _METRICS_NAME = click.option(
-    "--metrics-name", default=None,
+    "--metrics-name", default=None, callback=_folder_name,
     help="Its folder of METRICS_DIR (default: the command's name); give each process of one machine its own.")
 
 

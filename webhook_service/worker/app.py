@@ -111,4 +111,8 @@ def _serve_metrics(**_kwargs) -> None:
     # METRICS_PORT (`--metrics-port`): this process's /metrics, for a machine without an operator side.
     from .metrics_server import start_metrics_server
 
-    start_metrics_server(Settings.from_env())
+    settings = Settings.from_env()
+    try:
+        start_metrics_server(settings)
+    except OSError as exc:  # the port is taken: the process runs on, its samples still reach METRICS_DIR
+        log.error("cannot serve metrics on 127.0.0.1:%d: %s", settings.metrics_port, exc)
