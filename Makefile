@@ -41,11 +41,12 @@ bench: install
 	@echo "see bench/README.md for each benchmark's command"
 
 # Regenerate the locks after editing requirements*.txt (versions already locked are kept; see README).
+# The dev lock (runtime + emulator + tests) is resolved first; the runtime lock is its subset, same versions.
 LOCK_FLAGS := --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 lock:
 	test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install --quiet uv==$$(sed -n 's/^uv==//p' requirements-dev.txt); }
-	$(BIN)/uv pip compile $(LOCK_FLAGS) -o requirements.lock requirements.txt
-	$(BIN)/uv pip compile $(LOCK_FLAGS) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
+	$(BIN)/uv pip compile $(LOCK_FLAGS) -o requirements-dev.lock requirements-dev.txt
+	$(BIN)/uv pip compile $(LOCK_FLAGS) -c requirements-dev.lock -o requirements.lock requirements.txt
 
 # What CI runs first: the locks pin what requirements*.txt pin.
 check-lock:
