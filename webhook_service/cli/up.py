@@ -79,7 +79,7 @@ def _admin_token(settings) -> str:
     return secret
 
 
-def _announce(urls: dict[str, str], token: str, manager, stop: threading.Event) -> None:
+def _announce(urls: dict[str, str], token: str, stop: threading.Event) -> None:
     """Print the addresses once the receiver and the operator side answer."""
     checks = [urls["receiver"] + "/healthz", urls["operator"] + "/healthz", urls["emulator"] + "/_emulator/health"]
     while not stop.is_set():
@@ -152,7 +152,7 @@ def up(port: int, operator_port: int, emulator_port: int, engine: str, procfile:
     urls = {"receiver": f"http://127.0.0.1:{port}", "operator": f"http://127.0.0.1:{operator_port}",
             "emulator": f"http://127.0.0.1:{emulator_port}"}
     stop = threading.Event()
-    threading.Thread(target=_announce, args=(urls, token, manager, stop), daemon=True).start()
+    threading.Thread(target=_announce, args=(urls, token, stop), daemon=True).start()
     try:
         manager.loop()
     finally:
