@@ -104,6 +104,12 @@ class Settings:
     # A callback for a job past its end_session by more than this is refused (410): reconciliation has the last word.
     callback_grace_s: float = 900.0
     log_level: str = "INFO"
+    log_format: str = "text"  # text (for a terminal) | json (one object per line, for a log pipeline)
+    # Where every process of this machine keeps its Prometheus counters (one subfolder per process
+    # kind, wiped when that kind starts); the operator's /metrics adds them all up. Default $DATA_DIR/metrics.
+    metrics_dir: str = ""
+    # `webhook-service worker`/`beat`: serve this process's metrics on 127.0.0.1:PORT (0: off), bearer token.
+    metrics_port: int = 0
     # Operator authentication (web/auth.py). An authenticating proxy's identity header is trusted only
     # when both are set and the request's peer address is one of TRUSTED_PROXIES (IPs or CIDRs).
     trusted_proxy_auth_header: str = ""
@@ -157,11 +163,15 @@ class Settings:
         return settings.with_defaults().validated()
 
     def with_defaults(self) -> "Settings":
-        """Fill the settings whose default depends on ``data_dir``."""
+        """Fill the settings whose default depends on ``data_dir``; normalize a Heroku-style database URL."""
         data = Path(self.data_dir)
         updates: dict[str, Any] = {}
         if not self.database_url:
             updates["database_url"] = f"sqlite:///{data / 'webhook_service.sqlite3'}"
+        elif normalize_database_url(self.database_url) != self.database_url:
+            updates["database_url"] = normalize_database_url(self.database_url)
+        if not self.metrics_dir:
+            updates["metrics_dir"] = str(data / "metrics")
         if not self.celery_broker_url:
             updates["celery_broker_url"] = "filesystem://"
         return replace(self, **updates) if updates else self
@@ -194,6 +204,10 @@ class Settings:
             raise ConfigError(f"CLOSE_MODE must be 'close' or 'stop', got {self.close_mode!r}")
         if self.gladia_region not in {"", "eu-west", "us-west"}:
             raise ConfigError(f"GLADIA_REGION must be eu-west or us-west, got {self.gladia_region!r}")
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"METRICS_PORT must be between 0 and 65535, got {self.metrics_port!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
         self._validate_operator_auth()
@@ -285,6 +299,14 @@ class Settings:
             path = self.database_url[len("sqlite:///"):]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (what Heroku, Render or Fly hand out) -> the psycopg 3 driver's URL."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
 
 
 def is_loopback_host(host: str | None) -> bool:

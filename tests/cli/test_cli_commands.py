@@ -15,7 +15,7 @@ pytestmark = pytest.mark.dbless
 
 # The commands the README documents.
 COMMANDS = {"beat", "cancel", "db", "doctor", "emulator", "proxy", "reconcile", "report", "retry", "status", "submit",
-            "token", "web", "worker"}
+            "token", "up", "web", "worker"}
 
 
 def test_every_command_module_is_registered():

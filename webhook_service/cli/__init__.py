@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import click
 
-from . import actions, db, doctor, emulator, proxy, reconcile, report, serve, status, submit, token
+from . import actions, db, doctor, emulator, proxy, reconcile, report, serve, status, submit, token, up
 from .common import CLIError, load_settings
 
 # One entry per command group (`--help` lists the commands by name, whatever this order).
-COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token, actions, doctor)
+COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token, actions, doctor, up)
 
 
 class _Root(click.Group):
@@ -45,8 +45,13 @@ def _database_url() -> str:
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="webhook-service", prog_name="webhook-service")
 def cli() -> None:
-    """Stream audio files into Gladia live sessions and keep every result in SQL."""
+    """Stream audio files into Gladia live sessions and keep every result in SQL.
+
+    Shell completion: eval "$(_WEBHOOK_SERVICE_COMPLETE=bash_source webhook-service)"
+    (zsh_source, fish_source for those shells).
+    """
 
 
 for _module in COMMAND_MODULES:

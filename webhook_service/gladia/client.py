@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..config import is_loopback_host
+from ..metrics import GLADIA_ERRORS
 
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class GladiaClient:
                 response = self._http.request(method, url, json=json_body, params=params, headers=headers,
                                               timeout=self.timeout_s, allow_redirects=False)
             except requests.RequestException as exc:
+                GLADIA_ERRORS.labels(method, "0").inc()
                 error: GladiaError = GladiaUnavailable(
                     f"{method} {path}: cannot reach {self.api_url} ({_connection_reason(exc, self.timeout_s)}); "
                     "check GLADIA_API_URL and that Gladia (or the emulator) is up")
@@ -218,6 +220,7 @@ class GladiaClient:
                         return response.json()
                     except ValueError:
                         raise GladiaError(f"{method} {path}: answer is not JSON", status=response.status_code) from None
+                GLADIA_ERRORS.labels(method, str(response.status_code)).inc()
                 error = _error_from(method, path, response)
                 if response.status_code not in RETRY_STATUSES:
                     raise error

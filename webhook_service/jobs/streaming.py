@@ -53,6 +53,7 @@ from ..gladia.client import (
 from ..gladia.messages import parse_timestamp
 from ..gladia.stream import LiveStream, StreamResult, redact_ws_url
 from ..logging_setup import job_context, set_gladia_id
+from .. import metrics
 from ..metrics import JOBS_STATE_CHANGES
 from ..models import CLAIMABLE_STATES, Job, utcnow
 from ..tokens import callback_token
@@ -236,11 +237,15 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
                                         slots.lease_s(settings), new_session=not resuming)
         if slot is not None:
             log.debug("holding concurrency slot %d", slot)
+            if not job.attempts and job.created_at is not None:  # the job's first slot: its wait since submission
+                metrics.SLOT_WAIT_SECONDS.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
             return
         busy = f"all {settings.max_concurrent_sessions} session slots are busy"
         if not resuming:
+            metrics.SLOT_WAITS.labels("new").inc()
             raise Deferred(busy, random.uniform(*NEW_SESSION_BACKOFF_S))
         if time.monotonic() >= deadline:
+            metrics.SLOT_WAITS.labels("resume").inc()
             raise Deferred(busy, random.uniform(0.2, 1.0))
         # Keep the claim fresh while waiting, so nobody presumes this run dead.
         if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
@@ -355,6 +360,7 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
     when another run's session is about to be recorded.
     """
     if job.gladia_id and job.ws_url:
+        metrics.STREAM_SESSIONS.labels("resumed").inc()
         return job.gladia_id, job.ws_url
     # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
     dead: set[str] = {job.gladia_id} if job.gladia_id else set()
@@ -402,13 +408,16 @@ def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id:
         if orphan is not None:
             if isinstance(orphan.get("url"), str):
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
+                metrics.STREAM_SESSIONS.labels("adopted").inc()
                 return orphan
             # Gladia's list does not return the socket URL: unless its creator records it meanwhile (read
             # from the row afterwards), that session cannot be fed. It has received no audio: it is replaced
             # and deleted, so the job still ends up with exactly one session holding audio.
             dead.add(orphan["id"])
         try:
-            return client.create_live(body)
+            created = client.create_live(body)
+            metrics.STREAM_SESSIONS.labels("created").inc()
+            return created
         except GladiaRateLimited as exc:
             # Back-pressure (Gladia's own concurrency limit), not a failure.
             slots.release_slot(settings.database_url, job.id)
@@ -512,6 +521,7 @@ def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
 def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, stream: LiveStream) -> str:
     now = utcnow()
     reconnects = (job.reconnects or 0) + result.reconnects
+    metrics.STREAM_RUNS.labels(result.outcome).inc()
 
     def progress(row: Job) -> None:
         row.bytes_sent, row.bytes_acked, row.reconnects, row.heartbeat_at = (

@@ -33,6 +33,7 @@ from typing import Optional
 
 from sqlalchemy import and_, func, or_, select, update
 
+from .. import metrics
 from ..config import Settings
 from ..db import session_scope
 from ..ingest import process_inbox_item
@@ -86,12 +87,16 @@ def sweep(settings: Settings, *, dispatcher: Dispatcher,
     """Run one sweep; see the module docstring. Safe to run concurrently with itself."""
     now = now or utcnow()
     report = SweepReport()
-    _schedule_unscheduled(settings, now, report)
-    _enqueue_due_reconciliations(settings, now, dispatcher, report)
-    _restart_stale_streams(settings, now, dispatcher, report)
-    _restart_lost_queued(settings, now, dispatcher, report)
-    _retry_inbox(settings, now, report)
+    with metrics.SWEEP_SECONDS.time():
+        _schedule_unscheduled(settings, now, report)
+        _enqueue_due_reconciliations(settings, now, dispatcher, report)
+        _restart_stale_streams(settings, now, dispatcher, report)
+        _restart_lost_queued(settings, now, dispatcher, report)
+        _retry_inbox(settings, now, report)
+    metrics.SWEEPS.inc()
     summary = {k: v for k, v in report.summary().items() if v}
+    for action, count in summary.items():
+        metrics.SWEEP_ACTIONS.labels(action).inc(count)
     if summary:
         log.info("sweep: %s", ", ".join(f"{k}={v}" for k, v in summary.items()))
     return report

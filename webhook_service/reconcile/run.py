@@ -17,7 +17,7 @@ from ..config import Settings
 from ..db import session_scope
 from ..gladia.messages import parse_timestamp
 from ..logging_setup import job_context
-from ..metrics import RECONCILE_REPAIRED, RECONCILIATIONS
+from ..metrics import RECONCILE_MISSING, RECONCILE_REPAIRED, RECONCILIATIONS
 from ..models import Job, utcnow
 from .compare import compare_and_repair, store_session_result
 from .fetch import SessionFetcher, default_fetcher
@@ -78,6 +78,8 @@ def reconcile_job(
         RECONCILIATIONS.labels(result.outcome).inc()
         if result.repaired:
             RECONCILE_REPAIRED.inc(result.repaired)
+        if result.missing:
+            RECONCILE_MISSING.inc(result.missing)
         log.info(
             "reconciliation %s: expected=%d received=%d missing=%d duplicates=%d mismatched=%d repaired=%d%s",
             result.outcome, result.expected, result.received, result.missing, result.duplicates,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import text
 
 from .. import metrics
+from ..jobs.gauges import read_gauges
 from ..tokens import check_probe
 from .context import db, json_error, settings
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 # Its own blueprint: the operator surface serves it, the public receiver does not.
@@ -27,7 +31,16 @@ def healthz():
 
 @metrics_bp.get("/metrics")
 def prometheus_metrics():
-    body, content_type = metrics.render()
+    current = settings()
+
+    def gauges() -> dict:
+        try:
+            return {**read_gauges(current), "webhook_database_up": [({}, 1.0)]}
+        except Exception as exc:  # the process metrics are still worth a scrape
+            log.warning("metrics: cannot read the gauges from the database: %s", type(exc).__name__)
+            return {"webhook_database_up": [({}, 0.0)]}
+
+    body, content_type = metrics.render(gauges, machine_dir=current.metrics_dir)
     return Response(body, content_type=content_type)
 
 
