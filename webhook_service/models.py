@@ -175,6 +175,10 @@ class Job(Base):
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     # When the reconciler should look at this job next (None: not scheduled).
     reconcile_after: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, index=True)
+    # The transcript and results were erased (operator delete or retention); the row stays for reports.
+    content_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Gladia's copy of the session was deleted (DELETE /v2/live/:id).
+    gladia_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     def advance(self, state: str, when: Optional[datetime] = None) -> bool:
         """Record that the job reached ``state``; move forward only.
@@ -396,6 +400,32 @@ class ReconciliationRun(Base):
     mismatched: Mapped[int] = mapped_column(Integer, default=0)
     repaired: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[Optional[Any]] = mapped_column(JSONType)
+
+
+# ------------------------------------------------------------------ deletion and retention
+
+DELETION_ACTIONS = ("delete", "retention", "inbox_retention", "gladia_after_reconcile")
+
+
+class DeletionAudit(Base):
+    """One erasure: who (a token's name, a dashboard user, ``cli`` or ``retention``), when, and what:
+    ids and row counts per table, never content."""
+
+    __tablename__ = "deletion_audit"
+    __table_args__ = (
+        CheckConstraint("action IN ('delete','retention','inbox_retention','gladia_after_reconcile')",
+                        name="action_valid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)
+    gladia_id: Mapped[Optional[str]] = mapped_column(String(64))
+    rows: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # What Gladia answered: "deleted", "already gone", "not asked" ...
+    gladia: Mapped[Optional[str]] = mapped_column(String(200))
 
 
 # ------------------------------------------------------------------ reporting cache

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import click
 
-from . import db, emulator, proxy, reconcile, report, serve, status, submit, token
+from . import db, emulator, proxy, reconcile, report, retention, serve, status, submit, token, transcripts
 from .common import CLIError, load_settings
 
 # One entry per command group (`--help` lists the commands by name, whatever this order).
-COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token)
+COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token, transcripts, retention)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
