@@ -34,10 +34,8 @@ def transcript(session_or_job: str, fmt: str, channel: int | None) -> None:
             chunks = render(session, job, fmt, channel)
         except TranscriptUnavailable as exc:
             raise CLIError(str(exc)) from None
-        out = click.get_text_stream("stdout")
         for chunk in chunks:
-            out.write(chunk)
-        out.flush()
+            click.echo(chunk, nl=False)
 
 
 @click.command()
