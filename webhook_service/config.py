@@ -92,7 +92,7 @@ class Settings:
     stale_queued_s: float = 300.0  # a job queued this long that no worker touched is re-sent
     inbox_retry_after_s: float = 10.0  # an inbox row still pending after this is normalized again
     inbox_max_attempts: int = 5  # normalization attempts of a failed inbox row by the sweeper
-    # Retention (retention/purge.py, applied by the sweeper): 0 keeps forever
+    # Retention (retention/policy.py, applied by the sweeper): 0 keeps forever
     retention_days: int = 365  # a settled session's transcript and results are erased this long after it ended
     inbox_retention_days: int = 30  # the raw body of a callback request is erased this long after receipt
     gladia_delete_after_reconcile: bool = False  # delete Gladia's copy once a session is reconciled

@@ -18,7 +18,7 @@ again. One sweep:
    died between commit and normalization) or ``failed`` (bounded attempts);
 5. applies retention (``RETENTION_DAYS``, ``INBOX_RETENTION_DAYS``,
    ``GLADIA_DELETE_AFTER_RECONCILE``): one bounded batch of each per sweep
-   (:mod:`webhook_service.retention.purge`).
+   (:mod:`webhook_service.retention.policy`).
 
 Every task is idempotent, so a double enqueue is harmless; to avoid
 flooding, each re-drive is claimed with a compare-and-set UPDATE that pushes
