@@ -99,6 +99,10 @@ def test_delete_erases_the_session_keeps_the_job_and_audits(site, settings, admi
         audit = s.scalars(select(DeletionAudit)).one()
         assert (audit.actor, audit.action, audit.job_id, audit.gladia_id) == ("token:test-admin", "delete", A, "g-aaa")
         assert audit.rows["utterances"] == 4
+    detail = requests.get(f"{site}/api/sessions/{A}", headers=bearer(admin_token), timeout=10).json()
+    assert detail["job"]["content_deleted_at"] and detail["job"]["gladia_deleted_at"]
+    assert detail["utterances"] == [] and detail["result"]["full_transcript"] is None
+    assert detail["result"]["billing_time_s"] == 40.0
     gone = requests.get(f"{site}/api/sessions/{A}/transcript.srt", headers=bearer(admin_token), timeout=10)
     assert gone.status_code == 410 and "was deleted" in gone.json()["error"]["message"]
 
