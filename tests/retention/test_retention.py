@@ -96,6 +96,19 @@ def test_zero_days_keeps_forever(stored):
     assert run(cli_env(stored, RETENTION_DAYS="-1"), "purge").exit_code == 2
 
 
+def test_deleting_a_job_before_it_settled_fails_it(stored):
+    with session_scope(stored.database_url) as s:
+        s.add(Job(id="ffffffff-0000-4000-8000-00000000000f", source_path="/audio/waiting.wav", state="queued"))
+    done = run(cli_env(stored), "delete", "ffffffff", "--yes")
+    assert done.exit_code == 0, done.output
+    assert "(Gladia session -: no Gladia session)" in done.output
+    with session_scope(stored.database_url) as s:
+        job = s.get(Job, "ffffffff-0000-4000-8000-00000000000f")
+        assert (job.state, job.last_error, job.source_path) == ("failed", "deleted by cli before it settled",
+                                                                "(deleted)")
+        assert s.scalars(select(DeletionAudit.gladia)).one() == "no Gladia session"
+
+
 class NoTasks:
     def reconcile(self, job_id: str, trigger: str) -> None:
         raise AssertionError("no task expected")

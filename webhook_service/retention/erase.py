@@ -8,6 +8,9 @@ the job row with its ids, states, timestamps, durations and byte counts, the bil
 the session's ``session_stats`` row frozen at its last value (``jobs.content_deleted_at`` tells the
 statistics cache to leave it). Usage and billing reports therefore count the session as before.
 
+A job deleted before it settled (``queued``, or its stream ended but it is not reconciled) is also
+failed, with a ``last_error`` that says it was deleted, so nothing streams or reconciles it again.
+
 The audit row says who, when, which job and Gladia session, how many rows of each table, and what Gladia
 answered; never any content.
 """
@@ -22,6 +25,7 @@ from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
 from ..models import (
+    SETTLED_STATES,
     AddonResult,
     DeletionAudit,
     Event,
@@ -73,6 +77,13 @@ def erase_content(session: Session, job: Job, *, actor: str, action: str, gladia
     erased.rows["reconciliation_runs_blanked"] = session.execute(
         update(ReconciliationRun).where(_of(ReconciliationRun, job)).values(details=None)
     ).rowcount or 0
+    if job.state not in SETTLED_STATES:
+        # Nothing may re-drive it now: no stream of a file it no longer names, no reconciliation of a
+        # session Gladia no longer has.
+        job.advance("failed", now)
+        job.last_error = f"deleted by {actor[:100]} before it settled"
+        job.reconcile_after = None
+        job.retry_at = None
     job.source_path = DELETED_SOURCE
     job.audio_sha256 = None
     job.custom_metadata = {}

@@ -35,7 +35,7 @@ from ..models import JOB_STATES
 from ..transcripts import TRANSCRIPT_FORMATS, TranscriptDeleted, TranscriptUnavailable
 from .auth import admin_required
 from .context import db, json_error, settings
-from .transcript_response import TranscriptNotFound, transcript_response
+from .transcript_response import transcript_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -15,7 +15,7 @@ from flask import Response, stream_with_context
 from ..db import session_scope
 from ..jobs.queries import find_job
 from ..models import Job
-from ..transcripts import MEDIA_TYPES, TranscriptUnavailable, render
+from ..transcripts import MEDIA_TYPES, render
 from ..transcripts.export import file_stem
 from ..transcripts.source import transcript_header
 from .context import db, settings
