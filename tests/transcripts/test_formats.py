@@ -122,3 +122,20 @@ def test_unusable_word_timings_fall_back_to_the_text():
     assert timed_words([{"word": "a", "start": "x", "end": 1}]) == ()
     assert timed_words("nope") == ()
     assert timed_words([{"word": " a", "start": 1, "end": 0.5}]) == (("a", 1.0, 1.0),)
+
+
+def test_cues_of_overlapping_channels_come_in_start_time_order():
+    long_words = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+    lines = [Line(start=0.0, end=12.0, channel=0, text=long_words, words=words_of(long_words, 0.0, 0.8)),
+             Line(start=3.0, end=4.0, channel=1, text="overlap"),
+             Line(start=9.0, end=9.5, channel=1, text="again")]
+    header = Header("j", "g", "x", channels=(0, 1))
+    for writer in (write_srt, write_vtt):
+        text = "".join(writer(header, iter(lines)))
+        starts = [c.start for c in srt.parse(text)] if writer is write_srt else \
+            [c.start for c in webvtt.from_buffer(io.StringIO(text)).captions]
+        assert starts == sorted(starts) and len(starts) >= 4
+    contents = [c.content for c in srt.parse("".join(write_srt(header, iter(lines))))]
+    # Channel 0's second cue (from 7.2 s) comes between channel 1's two utterances (3 s and 9 s).
+    assert [c.split(":")[0] for c in contents] == ["Channel 0", "Channel 1", "Channel 0", "Channel 1"]
+    assert contents[1] == "Channel 1: overlap" and contents[3] == "Channel 1: again"

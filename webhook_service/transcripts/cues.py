@@ -8,6 +8,7 @@ the utterance's span is shared among its words in proportion to their length.
 
 from __future__ import annotations
 
+import heapq
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
@@ -107,9 +108,22 @@ def _cue(group: list[tuple[str, float, float]], channel: int, label: str) -> Cue
 
 
 def all_cues(lines: Iterable[Line], labelled: bool) -> Iterator[Cue]:
-    """Every cue of a session's utterances, in the utterances' order (by start time)."""
+    """Every cue of a session's utterances in start-time order, given the utterances by start time.
+
+    Two channels speak at once: an utterance's later cues may start after the next utterance does, so
+    cues wait in a heap until no utterance still to come can start before them (only the cues of
+    overlapping utterances are ever held).
+    """
+    pending: list[tuple[float, int, Cue]] = []
+    order = 0
     for line in lines:
-        yield from cues(line, f"{speaker_label(line.channel)}: " if labelled else "")
+        while pending and pending[0][0] <= line.start:
+            yield heapq.heappop(pending)[2]
+        for cue in cues(line, f"{speaker_label(line.channel)}: " if labelled else ""):
+            heapq.heappush(pending, (cue.start, order, cue))
+            order += 1
+    while pending:
+        yield heapq.heappop(pending)[2]
 
 
 def speaker_label(channel: int) -> str:

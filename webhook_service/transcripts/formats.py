@@ -6,7 +6,8 @@ an HTTP response.
 
 SRT: numbered cues from 1, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, a blank line after each cue. WebVTT: the
 ``WEBVTT`` header, ``HH:MM:SS.mmm --> HH:MM:SS.mmm``, channels as voice spans (``<v Channel 1>``). In
-both, a session with more than one channel names the channel of each cue.
+both, a session with more than one channel names the channel of each cue, and cues are in start-time
+order even when channels overlap.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .cues import Line, all_cues, cues, speaker_label
+from .cues import Line, all_cues, speaker_label
 
 FORMATS = ("txt", "srt", "vtt", "json", "csv")
 MEDIA_TYPES = {
@@ -67,12 +68,11 @@ def write_srt(header: Header, lines: Iterable[Line]) -> Iterator[str]:
 
 def write_vtt(header: Header, lines: Iterable[Line]) -> Iterator[str]:
     yield "WEBVTT\n\n"
-    for line in lines:
-        for cue in cues(line):
-            text = "\n".join(_escape_vtt(part) for part in cue.lines)
-            if header.labelled:
-                text = f"<v {speaker_label(cue.channel)}>{text}"
-            yield f"{clock(cue.start, '.')} --> {clock(cue.end, '.')}\n{text}\n\n"
+    for cue in all_cues(lines, labelled=False):  # the channel goes in a voice span, not in the text
+        text = "\n".join(_escape_vtt(part) for part in cue.lines)
+        if header.labelled:
+            text = f"<v {speaker_label(cue.channel)}>{text}"
+        yield f"{clock(cue.start, '.')} --> {clock(cue.end, '.')}\n{text}\n\n"
 
 
 def _escape_vtt(text: str) -> str:
