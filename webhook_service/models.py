@@ -236,6 +236,9 @@ class InboxItem(Base):
         CheckConstraint("status IN ('pending','processed','failed','rejected')", name="status_valid"),
         Index("ix_callback_inbox_status_received_at", "status", "received_at"),
         Index("ix_callback_inbox_gladia_id_event", "gladia_id", "event"),
+        # Requests that still hold their raw body (INBOX_RETENTION_DAYS blanks it): migration 0005.
+        Index("ix_callback_inbox_body_kept", "received_at", sqlite_where=text("length(body) > 0"),
+              postgresql_where=text("length(body) > 0")),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)

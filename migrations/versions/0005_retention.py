@@ -26,6 +26,10 @@ JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("content_deleted_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("jobs", sa.Column("gladia_deleted_at", sa.DateTime(timezone=True), nullable=True))
+    # INBOX_RETENTION_DAYS looks for old requests that still hold a body: without this index each sweep
+    # would read every request ever blanked again.
+    op.create_index("ix_callback_inbox_body_kept", "callback_inbox", ["received_at"],
+                    sqlite_where=sa.text("length(body) > 0"), postgresql_where=sa.text("length(body) > 0"))
     op.create_table(
         "deletion_audit",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
@@ -48,6 +52,7 @@ def downgrade() -> None:
     op.drop_index("ix_deletion_audit_job_id", table_name="deletion_audit")
     op.drop_index("ix_deletion_audit_at", table_name="deletion_audit")
     op.drop_table("deletion_audit")
+    op.drop_index("ix_callback_inbox_body_kept", table_name="callback_inbox")
     # Plain ALTER TABLE: a batch copy of the table would break the reporting views that read it.
     op.execute("ALTER TABLE jobs DROP COLUMN gladia_deleted_at")
     op.execute("ALTER TABLE jobs DROP COLUMN content_deleted_at")

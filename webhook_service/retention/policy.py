@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Optional
 
-from sqlalchemy import and_, func, not_, or_, select, update
+from sqlalchemy import and_, func, not_, or_, select, text, update
 
 from ..config import Settings
 from ..db import session_scope
@@ -67,7 +67,8 @@ def _settled_before(cutoff: datetime):
 def _expired_bodies(settings: Settings, cutoff: datetime):
     retryable = or_(InboxItem.status == "pending",
                     and_(InboxItem.status == "failed", InboxItem.attempts < settings.inbox_max_attempts))
-    return and_(InboxItem.received_at < cutoff, func.length(InboxItem.body) > 0, not_(retryable))
+    # The literal predicate is the one of the partial index ix_callback_inbox_body_kept (migration 0005).
+    return and_(InboxItem.received_at < cutoff, text("length(callback_inbox.body) > 0"), not_(retryable))
 
 
 def _gladia_due():
@@ -148,15 +149,14 @@ def _purge_inbox(settings: Settings, cutoff: datetime, now: datetime, max_batche
     for _ in _batches(max_batches):
         with session_scope(settings.database_url) as session:
             ids = session.scalars(select(InboxItem.id).where(_expired_bodies(settings, cutoff))
-                                  .order_by(InboxItem.id).limit(INBOX_BATCH)).all()
+                                  .order_by(InboxItem.received_at).limit(INBOX_BATCH)).all()
             if not ids:
                 return
             blanked = session.execute(update(InboxItem).where(InboxItem.id.in_(ids),
                                                               _expired_bodies(settings, cutoff))
                                       .values(body=b"")).rowcount or 0
             session.add(DeletionAudit(at=now, actor=ACTOR, action="inbox_retention",
-                                      rows={"callback_inbox_bodies": blanked, "first_id": ids[0],
-                                            "last_id": ids[-1]}))
+                                      rows={"callback_inbox_bodies": blanked}))
             report.inbox_bodies += blanked
         if len(ids) < INBOX_BATCH:
             return
