@@ -86,6 +86,9 @@ def test_purge_dry_run_says_what_would_go_then_purge_keeps_the_reports(stored):
     assert usage(stored) == before
     assert reports.run_report(stored.database_url, "daily_usage").rows[0]["utterances"] == 4  # A: 3 finals, B: 1
     assert "0 settled sessions" in run(env, "purge", "--dry-run").output
+    # Reconciling an erased session never fetches it back from Gladia.
+    skipped = reconcile_job(stored, A, trigger="cli", fetch=lambda gladia_id: pytest.fail("fetched"))
+    assert (skipped.outcome, skipped.reason) == ("skipped", "content deleted") and rows(stored, Event) == 0
     gone = run(env, "transcript", A)
     assert gone.exit_code == 2 and "was deleted" in gone.output
 
