@@ -99,6 +99,10 @@ class Settings:
     stale_queued_s: float = 300.0  # a job queued this long that no worker touched is re-sent
     inbox_retry_after_s: float = 10.0  # an inbox row still pending after this is normalized again
     inbox_max_attempts: int = 5  # normalization attempts of a failed inbox row by the sweeper
+    # Retention (retention/policy.py, applied by the sweeper): 0 keeps forever
+    retention_days: int = 365  # a settled session's transcript and results are erased this long after it ended
+    inbox_retention_days: int = 30  # the raw body of a callback request is erased this long after receipt
+    gladia_delete_after_reconcile: bool = False  # delete Gladia's copy once a session is reconciled
     # Receiver
     max_callback_bytes: int = 1_048_576
     # A callback for a job past its end_session by more than this is refused (410): reconciliation has the last word.
@@ -123,7 +127,8 @@ class Settings:
     proxy_max_conn_per_ip: int = 200  # nginx: concurrent connections from one client address
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
-                "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0}
+                "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0,
+                "retention_days": 0, "inbox_retention_days": 0}
     _FLOAT_MIN = {
         "stream_speed": 0.0,
         "heartbeat_interval_s": 0.1,

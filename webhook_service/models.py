@@ -178,6 +178,10 @@ class Job(Base):
     # Runs after the first (each with a fresh Gladia session; see JobSession) and when an operator cancelled it.
     retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancelled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The transcript and results were erased (operator delete or retention); the row stays for reports.
+    content_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Gladia's copy of the session was deleted (DELETE /v2/live/:id).
+    gladia_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     def advance(self, state: str, when: Optional[datetime] = None) -> bool:
         """Record that the job reached ``state``; move forward only.
@@ -263,6 +267,9 @@ class InboxItem(Base):
         CheckConstraint("status IN ('pending','processed','failed','rejected')", name="status_valid"),
         Index("ix_callback_inbox_status_received_at", "status", "received_at"),
         Index("ix_callback_inbox_gladia_id_event", "gladia_id", "event"),
+        # Requests that still hold their raw body (INBOX_RETENTION_DAYS blanks it): migration 0006.
+        Index("ix_callback_inbox_body_kept", "received_at", sqlite_where=text("length(body) > 0"),
+              postgresql_where=text("length(body) > 0")),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
@@ -427,6 +434,32 @@ class ReconciliationRun(Base):
     mismatched: Mapped[int] = mapped_column(Integer, default=0)
     repaired: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[Optional[Any]] = mapped_column(JSONType)
+
+
+# ------------------------------------------------------------------ deletion and retention
+
+DELETION_ACTIONS = ("delete", "retention", "inbox_retention", "gladia_after_reconcile")
+
+
+class DeletionAudit(Base):
+    """One erasure: who (a token's name, a dashboard user, ``cli`` or ``retention``), when, and what:
+    ids and row counts per table, never content."""
+
+    __tablename__ = "deletion_audit"
+    __table_args__ = (
+        CheckConstraint("action IN ('delete','retention','inbox_retention','gladia_after_reconcile')",
+                        name="action_valid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)
+    gladia_id: Mapped[Optional[str]] = mapped_column(String(64))
+    rows: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # What Gladia answered: "deleted", "already gone", "not asked" ...
+    gladia: Mapped[Optional[str]] = mapped_column(String(200))
 
 
 # ------------------------------------------------------------------ reporting cache

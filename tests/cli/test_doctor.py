@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from conftest import TEST_SIGNING_KEY
 from webhook_service.cli import cli
 from webhook_service.tokens import probe_answer, probe_signature
+from webhook_service.migrate import heads
 
 
 def run(env: dict[str, str], *args: str):
@@ -35,7 +36,7 @@ def test_doctor_passes_on_a_working_setup_and_names_the_fix_of_each_failure(env,
     assert good.exit_code == 0, good.output
     checks = {c["name"]: c for c in json.loads(good.stdout)}
     assert all(c["ok"] for c in checks.values()), checks
-    assert "at revision 0005 (latest)" in checks["database"]["detail"]
+    assert f"at revision {heads()[0]} (latest)" in checks["database"]["detail"]
 
     bad = run(dict(env, GLADIA_API_KEY="wrong-key", PUBLIC_BASE_URL=emulator.url, STALE_HEARTBEAT_S="60",
                    SWEEP_INTERVAL_S="30"), "doctor")

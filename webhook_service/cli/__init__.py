@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import click
 
-from . import actions, db, doctor, emulator, proxy, reconcile, report, serve, status, submit, token, up
+from . import (actions, db, doctor, emulator, proxy, reconcile, report, retention, serve, status, submit, token,
+               transcripts, up)
 from .common import CLIError, load_settings
 
 # One entry per command group (`--help` lists the commands by name, whatever this order).
-COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token, actions, doctor, up)
+COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token, transcripts, retention,
+                   actions, doctor, up)
 
 
 class _Root(click.Group):

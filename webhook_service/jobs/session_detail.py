@@ -124,6 +124,9 @@ def _job_json(job: Job, batch: Optional[Batch]) -> dict[str, Any]:
         "session_config": job.session_config,
         "gladia_created_at": iso_z(job.gladia_created_at),
         "reconcile_after": iso_z(job.reconcile_after),
+        # Set once the transcript and results were erased (delete or retention), and Gladia's copy deleted.
+        "content_deleted_at": iso_z(job.content_deleted_at),
+        "gladia_deleted_at": iso_z(job.gladia_deleted_at),
     }
 
 

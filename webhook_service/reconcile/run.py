@@ -60,6 +60,10 @@ def reconcile_job(
     """
     view = load_job_view(settings, job_id)
     with job_context(view.id, view.gladia_id):
+        if _content_deleted(settings, view.id):
+            # Erased on purpose (delete, retention): fetching the session again would bring it all back.
+            _settle_without_session(settings, view.id)
+            return ReconcileResult(view.id, view.gladia_id, "skipped", reason="content deleted")
         if not view.gladia_id:
             # No session was ever created: nothing at Gladia to compare with.
             # The sweeper re-drives such jobs through the worker instead.
@@ -86,6 +90,12 @@ def reconcile_job(
             result.mismatched, result.repaired, f" ({result.reason})" if result.reason else "",
         )
         return result
+
+
+def _content_deleted(settings: Settings, job_id: str) -> bool:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        return job is not None and job.content_deleted_at is not None
 
 
 def _settle_without_session(settings: Settings, job_id: str) -> None:

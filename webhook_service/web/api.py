@@ -6,7 +6,10 @@ first, filtered by state, batch and creation date, paginated either by
 while new jobs arrive, and as fast on page 1,000 as on page 1).
 
 ``GET /api/sessions/<gladia_id>`` is one session in full (see
-:mod:`webhook_service.jobs.session_detail`). Secrets never leave: the WebSocket
+:mod:`webhook_service.jobs.session_detail`); ``GET
+/api/sessions/<gladia_id>/transcript.<fmt>`` its transcript as a file (TXT, SRT,
+WebVTT, JSON); ``DELETE /api/sessions/<gladia_id>`` (admin) erases it here and at
+Gladia (:mod:`webhook_service.retention`). Secrets never leave: the WebSocket
 URL (its token is Gladia's credential) and the callback token are not in any
 answer.
 
@@ -24,13 +27,17 @@ import json
 from datetime import datetime, timezone
 from typing import Optional
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from werkzeug.datastructures import MultiDict
 
 from ..jobs import session_detail as detail, sessions
 from ..jobs.queries import iso_z
-from .context import db, json_error
+from ..models import JOB_STATES
+from ..transcripts import TRANSCRIPT_FORMATS, TranscriptDeleted, TranscriptUnavailable
+from .auth import admin_required
+from .context import db, json_error, settings
 from .params import InvalidParameter, parse_query
+from .transcript_response import transcript_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -118,3 +125,42 @@ def session_detail(gladia_id: str):
     if body is None:
         return json_error(404, "no session or job with this id")
     return jsonify(body)
+
+
+@bp.get("/sessions/<gladia_id>/transcript.<fmt>")
+def session_transcript(gladia_id: str, fmt: str):
+    if fmt not in TRANSCRIPT_FORMATS:
+        return json_error(400, f"format must be one of {', '.join(TRANSCRIPT_FORMATS)}, got {fmt[:20]!r}")
+    unknown = sorted(set(request.args) - {"channel"})
+    if unknown:
+        raise InvalidQuery(f"unknown parameter(s) {', '.join(unknown)}; allowed: channel")
+    channel = _parse_int("channel", request.args["channel"], 0, 1023) if "channel" in request.args else None
+    if not _is_id(gladia_id):
+        return json_error(404, "no session or job with this id")
+    try:
+        return transcript_response(gladia_id, fmt, channel)
+    except TranscriptDeleted as exc:
+        return json_error(410, str(exc))
+    except TranscriptUnavailable as exc:  # no speech on that channel
+        return json_error(404, str(exc))
+    except LookupError as exc:  # unknown, or a prefix of several ids
+        return json_error(404, str(exc))
+
+
+@bp.delete("/sessions/<gladia_id>")
+@admin_required
+def delete_session(gladia_id: str):
+    from ..retention import DeleteRefused, GladiaRefused, delete_session as erase
+
+    if not _is_id(gladia_id):
+        return json_error(404, "no session or job with this id")
+    db().close()  # the erasure runs in transactions of its own (SQLite: one writer at a time)
+    try:
+        erased = erase(settings(), gladia_id, actor=f"token:{g.operator.name}")
+    except GladiaRefused as exc:
+        return json_error(502, str(exc))
+    except DeleteRefused as exc:
+        return json_error(409, str(exc))
+    except LookupError as exc:
+        return json_error(404, str(exc))
+    return jsonify({"deleted": erased.as_dict()})
