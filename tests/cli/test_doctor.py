@@ -105,6 +105,9 @@ def test_a_database_without_the_schema_or_out_of_reach_gets_one_line_and_exit_2(
 def test_worker_and_beat_warn_at_start_when_a_killed_stream_could_not_be_resumed(monkeypatch, tmp_path):
     started = []
     monkeypatch.setattr(os, "execvp", lambda *args: started.append(args))
+    # The commands point this process's metrics at their folder; the test's process keeps its own.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     env = {"DATA_DIR": str(tmp_path), "STALE_HEARTBEAT_S": "60", "SWEEP_INTERVAL_S": "30"}
     for command in ("worker", "beat"):
         result = CliRunner().invoke(cli, [command], env=env, catch_exceptions=False)
