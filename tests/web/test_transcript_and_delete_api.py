@@ -54,7 +54,7 @@ def test_transcript_downloads_in_each_format(site, read_token):
 BAD_TRANSCRIPT_REQUESTS = [
     (f"/api/sessions/{A}/transcript.docx", 400, "format must be one of txt, srt, vtt, json"),
     ("/api/sessions/no-such-job/transcript.srt", 404, "no session or job"),
-    (f"/api/sessions/{A}/transcript.srt?channel=x", 400, "channel must be an integer"),
+    (f"/api/sessions/{A}/transcript.srt?channel=x", 400, "invalid channel 'x': must be an integer"),
     (f"/api/sessions/{A}/transcript.srt?channel=7", 404, "no utterance on channel 7"),
     (f"/api/sessions/{A}/transcript.srt?speaker=1", 400, "unknown parameter"),
 ]

@@ -131,10 +131,7 @@ def session_detail(gladia_id: str):
 def session_transcript(gladia_id: str, fmt: str):
     if fmt not in TRANSCRIPT_FORMATS:
         return json_error(400, f"format must be one of {', '.join(TRANSCRIPT_FORMATS)}, got {fmt[:20]!r}")
-    unknown = sorted(set(request.args) - {"channel"})
-    if unknown:
-        raise InvalidQuery(f"unknown parameter(s) {', '.join(unknown)}; allowed: channel")
-    channel = _parse_int("channel", request.args["channel"], 0, 1023) if "channel" in request.args else None
+    channel = parse_query("getSessionTranscript", request.args)["channel"]
     if not _is_id(gladia_id):
         return json_error(404, "no session or job with this id")
     try:
