@@ -28,6 +28,10 @@ class CeleryDispatcher:
     def __init__(self, *, patient: bool = False):
         self._send_options = _PATIENT if patient else {}
 
+    def wake(self, job_id: str) -> None:
+        # Through the default queue too: a freed slot must not wait behind a backlog of new streams.
+        current_app.send_task(STREAM_TASK, args=[job_id], queue=current_app.conf.task_default_queue)
+
     def reconcile(self, job_id: str, trigger: str) -> None:
         current_app.send_task(RECONCILE_TASK, args=[job_id], kwargs={"trigger": trigger})
 
