@@ -103,7 +103,7 @@ def create_jobs(url: str, count: int) -> list[tuple[str, str]]:
 
 
 def transcript_body(gladia_id: str, n: int) -> bytes:
-    start = n * 4.0
+    start = (n % 2500) * 4.0  # within Gladia's 3-hour session cap (the receiver refuses times beyond it)
     words = [{"word": f" {w}", "start": round(start + i * 0.25, 3), "end": round(start + i * 0.25 + 0.2, 3),
               "confidence": 0.93} for i, w in enumerate(WORDS)]
     payload = {
@@ -251,6 +251,45 @@ def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
     }
 
 
+# ------------------------------------------------------------------------ profile
+
+
+def start_profiler(server: subprocess.Popen, out: Path) -> subprocess.Popen:
+    """py-spy on every gunicorn process (``--idle`` off: CPU samples only), until :func:`stop_profiler`."""
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
+                            "--subprocesses", "--rate", "250", "--format", "raw", "--output", str(out),
+                            "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it attach
+    return spy
+
+
+def stop_profiler(spy: subprocess.Popen) -> None:
+    spy.send_signal(signal.SIGINT)
+    spy.wait(60)
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Share of the CPU samples in which each function is on the stack (inclusive), highest first."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (", 1)[0] + " (" + f.split(" (", 1)[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")[1:]]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+    print(f"profile: {total} samples; inclusive %, own %, function (file)")
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / total:5.1f} {100 * own.get(frame, 0) / total:5.1f}  {frame}")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -264,6 +303,9 @@ def main() -> int:
     parser.add_argument("--without-stale-triggers", action="store_true",
                         help="PostgreSQL: disable the reporting triggers of migration 0002 (to measure their cost)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="sample the gunicorn processes with py-spy during the callback phase; "
+                             "write the collapsed stacks to FILE and print the top functions (CPU time inclusive)")
     args = parser.parse_args()
     workers, threads = procfile_web_options()
     threads = args.threads or threads
@@ -288,7 +330,11 @@ def main() -> int:
         run_phase(port, warm, args.connections)  # warm-up: pools, imports, caches (stored, and counted below)
         run_phase(port, bare[:500], args.connections)
         bare_result = run_phase(port, bare, args.connections, proc, url)
+        spy = start_profiler(proc, args.profile) if args.profile else None
         cb_result = run_phase(port, measured, args.connections, proc, url)
+        if spy is not None:
+            stop_profiler(spy)
+            print_profile(args.profile)
 
         with session_scope(url) as s:
             stored = {
