@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from celery import current_app
+from celery import Celery, current_app
 
 from ..config import Settings
-from ..web import create_app
-from .app import RECONCILE_TASK, STREAM_TASK, celery_init_app
+from .app import RECONCILE_TASK, STREAM_TASK, celery_config
 
 # Sends from a command-line process: retried briefly, so that a broker starting up is waited for.
 _PATIENT = {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}}
@@ -46,9 +45,15 @@ class CeleryDispatcher:
 
 
 def dispatcher_for(settings: Settings) -> CeleryDispatcher:
-    """A dispatcher for a process that is not a worker (the CLI): binds a Celery app to ``settings`` first."""
+    """A dispatcher for a process that is not a worker (the CLI): makes a Celery app of ``settings`` current first.
+
+    Only sends tasks, so it needs no Flask app (whose imports would double `submit`'s start-up time).
+    """
     if settings.celery_broker_url.startswith("filesystem"):
         # kombu warns that a folder broker has no host name, on every connection: noise for a CLI user.
         logging.getLogger("kombu.connection").setLevel(logging.ERROR)
-    celery_init_app(create_app(settings))
+    settings.ensure_dirs()
+    sender = Celery("webhook_service")
+    sender.config_from_object(celery_config(settings))
+    sender.set_default()
     return CeleryDispatcher(patient=True)
