@@ -5,7 +5,7 @@ through the real processes: the emulator (vad engine, its own process), the
 receiver (`webhook-service web`), worker processes and Celery beat, all with
 the service's default timings (sweep every 30 s, slot retry 30 s) unless told.
 The files are submitted with `webhook-service submit` (a process, as a user
-would); the clock starts when that command starts.
+would) once every worker is ready; the clock starts when that command starts.
 
 Reports, as one JSON line:
 
@@ -107,7 +107,14 @@ def main() -> int:
         run.env[name] = value
     try:
         run.start()
-        time.sleep(2.0)  # let the workers connect to the broker
+        # Submit to a running service: every worker connected to the broker and ready.
+        deadline = time.monotonic() + 120
+        while not all(" ready." in run.tail(f"worker{i}", 400) for i in range(args.workers)):
+            if time.monotonic() > deadline:
+                print("the workers did not get ready", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        time.sleep(1.0)
         started_wall = time.time()
         done = subprocess.run(
             [sys.executable, "-m", "webhook_service.cli", "submit", str(audio), "--batch", f"makespan-{os.getpid()}",
