@@ -103,7 +103,7 @@ def create_jobs(url: str, count: int) -> list[tuple[str, str]]:
 
 
 def transcript_body(gladia_id: str, n: int) -> bytes:
-    start = n * 4.0
+    start = (n % 2500) * 4.0  # within Gladia's 3-hour session cap (the receiver refuses times beyond it)
     words = [{"word": f" {w}", "start": round(start + i * 0.25, 3), "end": round(start + i * 0.25 + 0.2, 3),
               "confidence": 0.93} for i, w in enumerate(WORDS)]
     payload = {
@@ -115,6 +115,62 @@ def transcript_body(gladia_id: str, n: int) -> bytes:
             "text": "".join(w["word"] for w in words), "language": "en"}},
     }
     return json.dumps({"id": gladia_id, "event": "live.transcript", "payload": payload}).encode()
+
+
+def prefill(url: str, rows: int) -> float:
+    """Put ``rows`` processed callbacks in the inbox and their events, as months of traffic would leave them.
+
+    Sessions of 100 messages each, received over the last 180 days, each row
+    with its own keys and the payload of a real transcript. The rows are made
+    by PostgreSQL itself (``INSERT ... SELECT generate_series``: a client-side
+    COPY of 10 million rows takes most of an hour on two cores), with the two
+    tables' unique constraints and indexes dropped during the load and built
+    again after it, as a bulk load does; the end state is the same tables and
+    indexes a grown store has. Triggers and foreign-key checks are off while
+    loading (``session_replication_role = replica``): the rows reference no
+    job, and their own inbox rows. Returns the seconds it took.
+    """
+    import psycopg
+
+    if not url.startswith("postgresql"):
+        raise SystemExit("--prefill needs PostgreSQL")
+    started = time.monotonic()
+    body = json.loads(transcript_body("00000000-0000-4000-8000-000000000000", 1))
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    tables = ("callback_inbox", "events")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        uniques = conn.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE contype = 'u' AND conrelid::regclass::text = ANY(%s)", [list(tables)]).fetchall()
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s) AND indexname NOT IN "
+            "(SELECT conname FROM pg_constraint WHERE contype IN ('p', 'u'))", [list(tables)]).fetchall()
+        for table, name, _ in uniques:
+            conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        at = f"now() - interval '180 days' + (i * interval '180 days' / {rows})"
+        session = "lpad(to_hex(i / 100), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(i / 100), 12, '0')"
+        conn.execute(
+            "INSERT INTO callback_inbox (id, dedupe_key, kind, received_at, headers, body, event, gladia_id, status, "
+            f"attempts, duplicates, processed_at) SELECT i + 1, encode(sha256(('inbox' || i)::bytea), 'hex'), "
+            f"'callback', {at}, '{{}}', %s, 'live.transcript', {session}, 'processed', 1, 0, {at} "
+            f"FROM generate_series(0, {rows - 1}) AS i", [json.dumps(body).encode()])
+        conn.execute(
+            "INSERT INTO events (id, gladia_id, message_key, type, source, created_at, received_at, inbox_id, payload) "
+            f"SELECT i + 1, {session}, encode(sha256(('event' || i)::bytea), 'hex'), 'transcript', 'callback', "
+            f"{at}, {at}, i + 1, %s::jsonb FROM generate_series(0, {rows - 1}) AS i", [json.dumps(body["payload"])])
+        for table, name, definition in uniques:
+            conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        for _, definition in indexes:
+            conn.execute(definition)
+        for table in tables:
+            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {rows + 1000})")
+            conn.execute(f"VACUUM ANALYZE {table}")
+    return time.monotonic() - started
 
 
 # ------------------------------------------------------------------------- server
@@ -251,6 +307,45 @@ def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
     }
 
 
+# ------------------------------------------------------------------------ profile
+
+
+def start_profiler(server: subprocess.Popen, out: Path) -> subprocess.Popen:
+    """py-spy on every gunicorn process (``--idle`` off: CPU samples only), until :func:`stop_profiler`."""
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
+                            "--subprocesses", "--rate", "250", "--format", "raw", "--output", str(out),
+                            "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it attach
+    return spy
+
+
+def stop_profiler(spy: subprocess.Popen) -> None:
+    spy.send_signal(signal.SIGINT)
+    spy.wait(60)
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Share of the CPU samples in which each function is on the stack (inclusive), highest first."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (", 1)[0] + " (" + f.split(" (", 1)[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")[1:]]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+    print(f"profile: {total} samples; inclusive %, own %, function (file)")
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / total:5.1f} {100 * own.get(frame, 0) / total:5.1f}  {frame}")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -264,6 +359,11 @@ def main() -> int:
     parser.add_argument("--without-stale-triggers", action="store_true",
                         help="PostgreSQL: disable the reporting triggers of migration 0002 (to measure their cost)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--prefill", type=int, default=0, metavar="N",
+                        help="PostgreSQL: N rows already in the inbox and N in events before the run")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="sample the gunicorn processes with py-spy during the callback phase; "
+                             "write the collapsed stacks to FILE and print the top functions (CPU time inclusive)")
     args = parser.parse_args()
     workers, threads = procfile_web_options()
     threads = args.threads or threads
@@ -276,6 +376,7 @@ def main() -> int:
         if args.without_stale_triggers:
             disable_stale_triggers(url)
         jobs = create_jobs(url, args.sessions)
+        prefill_s = prefill(url, args.prefill) if args.prefill else 0.0
         port = free_port()
         proc = start_gunicorn(url, port, workdir, workers, threads)
 
@@ -288,7 +389,11 @@ def main() -> int:
         run_phase(port, warm, args.connections)  # warm-up: pools, imports, caches (stored, and counted below)
         run_phase(port, bare[:500], args.connections)
         bare_result = run_phase(port, bare, args.connections, proc, url)
+        spy = start_profiler(proc, args.profile) if args.profile else None
         cb_result = run_phase(port, measured, args.connections, proc, url)
+        if spy is not None:
+            stop_profiler(spy)
+            print_profile(args.profile)
 
         with session_scope(url) as s:
             stored = {
@@ -298,6 +403,8 @@ def main() -> int:
                 "utterances": s.scalar(select(func.count()).select_from(Utterance)),
             }
         sent = len(callbacks)
+        stored = {name: count - (args.prefill if name in ("inbox", "processed", "events") else 0)
+                  for name, count in stored.items()}  # what this run sent, beside the prefilled rows
         ok = cb_result["statuses"] == {200: len(measured)} and all(v == sent for v in stored.values())
         result = {
             "load_average_1m": round(os.getloadavg()[0], 2),
@@ -311,6 +418,8 @@ def main() -> int:
             "sent": sent,
             "stored": stored,
             "ledger_ok": ok,
+            "prefilled_rows": args.prefill,
+            "prefill_s": round(prefill_s, 1),
         }
         if args.json:
             print(json.dumps(result, indent=2))
@@ -323,6 +432,8 @@ def main() -> int:
                       f"database {r['database_cpu_ms_per_request']:.2f} ms, client {r['client_cpu_ms_per_request']:.2f} ms   "
                       f"statuses {r['statuses']}")
             print(f"ratio         {result['ratio']:.2f}   (load average at the end {result['load_average_1m']})")
+            if args.prefill:
+                print(f"prefilled     {args.prefill} inbox rows and {args.prefill} events ({prefill_s:.0f} s)")
             print(f"ledger        sent {sent}  stored {stored}  -> {'OK' if ok else 'VOID: sent != stored'}")
         return 0 if ok else 1
     finally:

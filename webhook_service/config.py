@@ -82,6 +82,7 @@ class Settings:
     callback_signing_keys_previous: tuple[str, ...] = ()
     # Worker and streaming
     max_concurrent_sessions: int = 30
+    slot_retry_s: float = 30.0  # a new stream with no free slot retries after about this, unless a freed slot wakes it
     chunk_ms: int = 100
     stream_speed: float = 1.0  # 1.0 = real time; 0 = as fast as acknowledgements allow
     close_mode: str = "close"  # "close": close 1000 after the last ack; "stop": stop_recording and wait
@@ -137,6 +138,7 @@ class Settings:
         "reconcile_deadline_s": 1.0,
         "sweep_interval_s": 0.5,
         "gladia_reconnect_window_s": 1.0,
+        "slot_retry_s": 0.5,
         "stale_queued_s": 1.0,
         "inbox_retry_after_s": 0.0,
         "operator_session_hours": 0.01,

@@ -288,6 +288,43 @@ def test_normalization_failure_keeps_the_raw_row_and_answers_2xx(client, setting
     assert counts(settings) == {"inbox": 1, "events": 1, "utterances": 1}
 
 
+def _stored_rows(settings) -> tuple[list[tuple], list[tuple]]:
+    """Events and utterances as the two receiver paths must both write them (ids and clocks aside)."""
+    with session_scope(settings.database_url) as s:
+        events = [(e.gladia_id, e.job_id, e.message_key, e.type, e.source, e.created_at, e.payload)
+                  for e in s.scalars(select(Event).order_by(Event.message_key))]
+        utterances = [(u.gladia_id, u.job_id, u.utterance_id, u.is_final, u.channel, u.start_s, u.end_s, u.text,
+                       u.language, u.confidence, u.words, u.word_count, u.source, u.created_at)
+                      for u in s.scalars(select(Utterance).order_by(Utterance.utterance_id))]
+    return events, utterances
+
+
+def test_the_one_statement_path_stores_what_the_general_path_stores(client, settings, job):
+    """On PostgreSQL a callback is stored and normalized by one statement; normalizing the same raw rows
+    again through the general path (the sweeper's) must give the very same rows."""
+    from webhook_service.ingest import process_inbox_item
+
+    bare = transcript("00_00000009")
+    bare["data"]["utterance"].pop("words")
+    bare["data"]["utterance"]["language"] = None
+    bodies = [callback_body(transcript("00_00000001")), callback_body(bare), callback_body(msg("speech_start"))]
+    for body in bodies:
+        r = post(client, url_for(job.id, settings), body)
+        assert r.status_code == 200 and r.get_json()["normalized"] == "processed"
+    fast = _stored_rows(settings)
+    assert len(fast[0]) == 3 and len(fast[1]) == 2 and {u[10] == [] for u in fast[1]} == {True, False}
+
+    with session_scope(settings.database_url) as s:
+        s.execute(Utterance.__table__.delete())
+        s.execute(Event.__table__.delete())
+        s.execute(InboxItem.__table__.update().values(status="pending"))
+        ids = s.scalars(select(InboxItem.id)).all()
+    assert [process_inbox_item(settings, inbox_id) for inbox_id in ids] == ["processed"] * 3
+    assert _stored_rows(settings) == fast
+    with session_scope(settings.database_url) as s:
+        assert {row.status for row in s.scalars(select(InboxItem))} == {"processed"}
+
+
 # ----------------------------------------------------------------------- bad input
 
 HUGE = b'{"id": "' + b"x" * 2_000_000 + b'"}'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from webhook_service.gladia.client import GladiaClient
 from webhook_service.gladia.stream import LatencyRecorder, LiveStream
 from webhook_service.jobs.runtime import runtime
 from webhook_service.jobs.streaming import Deferred, run_job
-from webhook_service.models import ConcurrencySlot, Job
+from webhook_service.models import ConcurrencySlot, Job, utcnow
 from webhook_service.tokens import callback_token
 
 AUDIO_CACHE: dict[tuple, Path] = {}
@@ -247,7 +248,8 @@ def test_a_new_stream_without_a_slot_gives_its_thread_back(stream_settings, emul
         run_job(settings, waiting)
 
     assert time.monotonic() - started < streamer.SLOT_WAIT_S
-    assert streamer.NEW_SESSION_BACKOFF_S[0] <= deferred.value.countdown <= streamer.NEW_SESSION_BACKOFF_S[1]
+    low, high = streamer.new_session_backoff(settings)
+    assert low <= deferred.value.countdown <= high
     job = load_job(settings, waiting)
     assert job.worker_id is None and job.gladia_id is None
     assert job.retry_at is not None  # when the deferred task is due back (the sweeper's cue if lost)
@@ -255,6 +257,55 @@ def test_a_new_stream_without_a_slot_gives_its_thread_back(stream_settings, emul
     concurrency.release_slot(settings.database_url, busy)
     assert run_job(settings, waiting) == "stream_closed"
     assert load_job(settings, waiting).retry_at is None
+
+
+class WakeRecorder:
+    """A dispatcher that records the wake-ups a run sends when it frees its slot."""
+
+    def __init__(self) -> None:
+        self.woken: list[str] = []
+
+    def wake(self, job_id: str) -> None:
+        self.woken.append(job_id)
+
+
+def test_a_run_that_frees_its_slot_wakes_the_oldest_waiting_job(stream_settings, emulator, audio_dir):
+    settings = replace(stream_settings, max_concurrent_sessions=1, slot_retry_s=3600)
+    first, second, third = make_jobs(settings, *(audio_file(audio_dir, f"wake{i}.wav", 0.5) for i in range(3)))
+    with session_scope(settings.database_url) as session:  # submitted in this order
+        for i, job_id in enumerate((first, second, third)):
+            session.execute(update(Job).where(Job.id == job_id).values(created_at=utcnow() - timedelta(minutes=9 - i)))
+    assert concurrency.acquire_slot(settings.database_url, first, 1, 60) == 0
+    for waiting in (second, third):  # both find the slot busy; their tasks come back only in about an hour
+        with pytest.raises(Deferred) as deferred:
+            run_job(settings, waiting)
+        assert deferred.value.countdown >= 1800
+    concurrency.release_slot(settings.database_url, first)
+
+    recorder = WakeRecorder()
+    assert run_job(settings, first, dispatcher=recorder) == "stream_closed"
+
+    assert recorder.woken == [second]  # the oldest waiting job, once
+    woken = load_job(settings, second)
+    assert woken.retry_at <= load_job(settings, first).stream_closed_at + timedelta(seconds=5)  # due now
+    assert run_job(settings, second, dispatcher=recorder) == "stream_closed"
+    assert recorder.woken == [second, third]
+    assert run_job(settings, third, dispatcher=recorder) == "stream_closed"
+    assert recorder.woken == [second, third]  # nobody left waiting: no wake-up
+
+
+def test_two_slots_freed_at_once_wake_two_different_jobs(settings):
+    ids = make_jobs_raw(settings, 3)
+    far = utcnow() + timedelta(hours=1)
+    with session_scope(settings.database_url) as session:
+        for i, job_id in enumerate(ids):
+            session.execute(update(Job).where(Job.id == job_id).values(retry_at=far, created_at=far - timedelta(minutes=9 - i)))
+        session.execute(update(Job).where(Job.id == ids[2]).values(ws_url="wss://resumption"))
+
+    picked = [concurrency.next_waiting(settings.database_url) for _ in range(3)]
+
+    assert picked == [ids[0], ids[1], None]  # a resumption is never woken here: it waits on its own thread
+    assert load_job(settings, ids[0]).retry_at < far
 
 
 def test_slot_leases_expire_and_are_taken_over(settings):

@@ -18,7 +18,7 @@ def test_a_stream_task_is_deferred_as_often_as_back_pressure_lasts(app, monkeypa
     celery.conf.task_always_eager = True
     calls = []
 
-    def run_job(_settings, job_id):
+    def run_job(_settings, job_id, dispatcher=None):
         calls.append(job_id)
         if len(calls) <= 10:
             raise Deferred("all 1 session slots are busy", 0.01)

@@ -168,3 +168,40 @@ def test_sigterm_hands_streams_back_and_another_worker_resumes(settings, emulato
     assert after.gladia_id == handed.gladia_id and after.attempts == 2
     with PcmReader(audio, PcmFormat()) as reader:
         assert emulator.received_audio(after.gladia_id) == b"".join(reader.chunks(65536))
+
+
+def test_a_freed_slot_wakes_a_waiting_job_without_the_sweeper(settings, emulator, tmp_path):
+    """One slot, two files: the second job's deferred task is due only in an hour and no sweeper runs,
+    so it can only start because the first job's run woke it when its slot was freed."""
+    broker = os.environ.get("TEST_REDIS_URL") or "filesystem://"
+    settings = replace(settings, celery_broker_url=broker, gladia_api_url=emulator.url,
+                       gladia_api_key=emulator.api_key, stream_speed=4.0, max_concurrent_sessions=1,
+                       slot_retry_s=3600.0)
+    settings.ensure_dirs()
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "DATA_DIR": settings.data_dir,
+           "CELERY_BROKER_URL": broker, "GLADIA_API_URL": emulator.url, "GLADIA_API_KEY": emulator.api_key,
+           "STREAM_SPEED": "4", "MAX_CONCURRENT_SESSIONS": "1", "SLOT_RETRY_S": "3600", "LOG_LEVEL": "INFO"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    files = [str(synth_speechlike(tmp_path / f"clip{i}.wav", 2.0)) for i in range(2)]
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    try:
+        jobs = [job["id"] for job in submit.record(settings, submit.plan(settings, files, {}), "handoff", {}).jobs]
+        assert submit.enqueue(jobs, dispatcher_for(settings)) == []
+
+        def deferred_one():
+            rows = [job_row(settings.database_url, job_id) for job_id in jobs]
+            return [r for r in rows if r.state == "queued" and r.retry_at is not None and r.worker_id is None]
+
+        [waiting] = wait_for(deferred_one, 40, "one job to wait for the slot", log)
+        assert (waiting.retry_at - waiting.queued_at).total_seconds() > 600  # its own retry is far away
+        done = wait_for(
+            lambda: all(job_row(settings.database_url, j).state == "stream_closed" for j in jobs),
+            60, "both jobs to stream", log)
+    finally:
+        stop(worker)
+    assert done
+    first, second = sorted((job_row(settings.database_url, j) for j in jobs), key=lambda j: j.starting_at)
+    assert second.id == waiting.id
+    assert second.starting_at >= first.stream_closed_at  # one session at a time
+    assert "slot handed to job " + waiting.id in log.read_text()

@@ -164,6 +164,31 @@ def _check_confidence(value: Any, field: str) -> None:
     _require(value is None or (_is_number(value) and 0 <= value <= 1), f"{field} must be a number in [0, 1]")
 
 
+_NUMBER_TYPES = (int, float)  # exactly: a bool is not a number here
+
+
+def _words_valid(words: list[Any]) -> bool:
+    """Whether every word passes the checks of :func:`_check_utterance`, in one tight loop.
+
+    The receiver's hot path: a transcript carries a word list, and the detailed
+    checks (which name the faulty field) run only when this says no.
+    """
+    for word in words:
+        if type(word) is not dict:
+            return False
+        start, end, confidence = word.get("start"), word.get("end"), word.get("confidence")
+        # Chained comparisons are False for NaN, and infinity exceeds the maximum.
+        if start is not None and not (type(start) in _NUMBER_TYPES and 0 <= start <= MAX_SESSION_S):
+            return False
+        if end is not None and not (type(end) in _NUMBER_TYPES and 0 <= end <= MAX_SESSION_S):
+            return False
+        if start is not None and end is not None and start > end:
+            return False
+        if confidence is not None and not (type(confidence) in _NUMBER_TYPES and 0 <= confidence <= 1):
+            return False
+    return True
+
+
 def _check_utterance(utt: Any, field: str) -> None:
     _require(isinstance(utt, dict), f"{field} must be an object")
     _check_span(utt, field, required=True)
@@ -173,6 +198,9 @@ def _check_utterance(utt: Any, field: str) -> None:
     _check_optional_lang(utt.get("language"), f"{field}.language")
     words = utt.get("words", [])
     _require(isinstance(words, list), f"{field}.words must be a list")
+    if _words_valid(words):
+        return
+    # Something is wrong: the checks below say which word and why.
     if not all(isinstance(word, dict) for word in words):
         bad = next(i for i, word in enumerate(words) if not isinstance(word, dict))
         raise InvalidMessage(f"{field}.words[{bad}] must be an object")

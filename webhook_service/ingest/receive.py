@@ -17,10 +17,12 @@ PostgreSQL a callback takes two round trips in the common case (see
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
+import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -45,7 +47,7 @@ from .inbox import (
 )
 from .locks import ATTEMPTS, retryable, write_lock
 from .handlers import handler_for
-from .statements import event_values, pg_single_statements, utterance_row
+from .statements import event_values, pg_receive_statements, pg_single_statements, utterance_row, utterance_values
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,13 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
         try:
             with _receiver_engine(url).connect() as conn:
                 facts = _admit(conn, settings, job_id, item, received_at)
+                single_statement = handler_for(item.payload["type"]).single_statement
+                if facts is not None and single_statement is not None:
+                    stored = _store_normalized(conn, item, raw, headers, payload_json, single_statement,
+                                               dedupe_key=callback_key(body, payload_json), job_id=job_id,
+                                               received_at=received_at, grace_s=settings.callback_grace_s)
+                    if stored is not None:
+                        return stored, "processed"
                 stored = store_inbox(conn, kind="callback", raw=raw, body=body, headers=headers, event=item.event,
                                      gladia_id=item.gladia_id, job_id=job_id, received_at=received_at,
                                      dedupe_key=callback_key(body, payload_json),
@@ -191,7 +200,6 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
                     return stored, "duplicate"
                 if facts is None:  # normalized once the worker records the job's session
                     return stored, "pending"
-                single_statement = handler_for(item.payload["type"]).single_statement
                 if single_statement is None:
                     with get_engine(url).connect() as tx_conn:  # a transaction of several statements
                         return stored, normalize_inbox(settings, stored.inbox_id, kind="callback", body=body,
@@ -207,6 +215,54 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
                 raise
             log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
     raise AssertionError("unreachable")
+
+
+def _store_normalized(conn: Connection, item: Callback, raw: bytes, headers: Mapping[str, str], payload_json: str,
+                      single_statement: str, *, dedupe_key: str, job_id: str, received_at: datetime,
+                      grace_s: float) -> Optional[Stored]:
+    """The common callback in ONE statement and one commit: its raw row, already processed, and its rows.
+
+    See :func:`~.statements.pg_receive_statements`. None when the statement
+    wrote nothing (a duplicate delivery, or the job closed meanwhile) or failed
+    on something other than the connection: the caller then takes the
+    two-step path, which stores the raw row first and tells those cases apart
+    (a normalization failure leaves the row ``failed``, never lost). A lost
+    connection is raised, for the caller's retry on a fresh one.
+    """
+    message = item.payload
+    now = utcnow()
+    params: dict[str, Any] = {
+        "i_key": dedupe_key, "i_at": received_at, "i_event": item.event, "i_body": raw,
+        "i_headers": json.dumps(headers, separators=(",", ":")), "gladia": item.gladia_id, "job": job_id,
+        "now": now, "cutoff": open_cutoff(received_at, grace_s), "e_key": sha256_hex(payload_json),
+        "e_type": message["type"], "created": parse_timestamp(message.get("created_at")), "e_payload": payload_json,
+    }
+    if single_statement == "transcript":
+        utt = utterance_values(message["data"])
+        params.update(u_id=utt["utterance_id"], u_final=utt["is_final"], u_channel=utt["channel"],
+                      u_start=utt["start_s"], u_end=utt["end_s"], u_text=utt["text"], u_language=utt["language"],
+                      u_confidence=utt["confidence"], u_count=utt["word_count"])
+    statement = getattr(pg_receive_statements(), single_statement)
+    try:
+        # On psycopg's connection itself: SQLAlchemy's execution context would cost as much as the
+        # statement (the pool still hands the connection out and takes it back).
+        row = conn.connection.driver_connection.execute(statement, params).fetchone()
+    except psycopg.Error as exc:
+        if conn.connection.driver_connection.broken:
+            # The connection is gone (the server dropped it): through SQLAlchemy this time, which sees the
+            # disconnect, invalidates the pool's older connections and raises for the caller's retry on a
+            # fresh one.
+            row = conn.exec_driver_sql(statement, params).fetchone()
+            return None if row is None else _processed(row[0], now, received_at)
+        log.warning("storing and normalizing a callback in one statement failed (%s); storing it first",
+                    type(exc).__name__)
+        return None
+    return None if row is None else _processed(row[0], now, received_at)
+
+
+def _processed(inbox_id: int, now: datetime, received_at: datetime) -> Stored:
+    metrics.CALLBACK_PROCESSING_SECONDS.observe(max(0.0, (now - received_at).total_seconds()))
+    return Stored(inbox_id=inbox_id, duplicate=False, status="processed")
 
 
 def _normalize_single(conn: Connection, inbox_id: int, item: Callback, payload_json: str, single_statement: str,

@@ -205,6 +205,63 @@ def pg_single_statements() -> SimpleNamespace:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def pg_receive_statements() -> SimpleNamespace:
+    """PostgreSQL: a callback stored AND normalized by ONE statement (one round trip, one commit).
+
+    The inbox row is inserted already ``processed`` (only if its job is still
+    open, as :func:`_inbox_insert_open` checks it; nothing on a duplicate
+    delivery), the event row takes its id, and for a transcript the utterance
+    is upserted when the event is new, with the ranking of
+    :func:`utterance_upsert`, as :func:`pg_single_statements` does after a
+    separate inbox INSERT. One statement is atomic: if any part fails, nothing
+    is written and the receiver stores the raw row on its own first (the
+    two-step path), so a normalization failure never loses the delivery. The
+    statement returns the inbox row's id, or no row (a duplicate, or a closed
+    job: nothing written; the two-step path tells which).
+
+    Plain SQL for the driver (``exec_driver_sql``), kept under psycopg's
+    4096-byte limit for caching a statement's parsing; the payload arrives
+    once, as its canonical JSON text (``e_payload``), and the utterance's
+    words are read from it in the database rather than serialized twice.
+    ``tests/ingest`` checks that both paths store the same rows.
+    """
+    settled = ", ".join(f"'{state}'" for state in SETTLED_STATES)
+    inbox = (
+        "WITH inbox AS (INSERT INTO callback_inbox (dedupe_key, kind, received_at, headers, body, event, "
+        "gladia_id, job_id, status, attempts, duplicates, processed_at) "
+        "SELECT %(i_key)s::text, 'callback', %(i_at)s::timestamptz, %(i_headers)s::jsonb, %(i_body)s::bytea, "
+        "%(i_event)s::text, %(gladia)s::text, %(job)s::text, 'processed', 1, 0, %(now)s::timestamptz "
+        f"WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = %(job)s::text AND jobs.state NOT IN ({settled}) "
+        "AND (jobs.done_at IS NULL OR jobs.done_at > %(cutoff)s OR jobs.updated_at > %(cutoff)s)) "
+        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id), "
+        "new_event AS (INSERT INTO events (gladia_id, job_id, message_key, type, source, created_at, received_at, "
+        "inbox_id, payload) SELECT %(gladia)s::text, %(job)s::text, %(e_key)s::text, %(e_type)s::text, 'callback', "
+        "%(created)s::timestamptz, %(i_at)s::timestamptz, inbox.id, %(e_payload)s::jsonb FROM inbox "
+        "ON CONFLICT (gladia_id, message_key) DO NOTHING RETURNING id)"
+    )
+    words = "(%(e_payload)s::jsonb #> '{data,utterance,words}')"
+    ranked = ("excluded.is_final > utterances.is_final OR (excluded.is_final = utterances.is_final AND "
+              "(coalesce(excluded.created_at, 'epoch') > coalesce(utterances.created_at, 'epoch') OR "
+              "(coalesce(excluded.created_at, 'epoch') = coalesce(utterances.created_at, 'epoch') "
+              "AND excluded.text >= utterances.text)))")
+    replaced = ", ".join(f"{c} = excluded.{c}" for c in (
+        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
+        "source", "created_at", "updated_at"))
+    utterance = (
+        ", utterance AS (INSERT INTO utterances (gladia_id, job_id, utterance_id, is_final, channel, start_s, end_s, "
+        "text, language, confidence, words, word_count, source, created_at, received_at, updated_at) "
+        "SELECT %(gladia)s::text, %(job)s::text, %(u_id)s::text, %(u_final)s::boolean, %(u_channel)s::int, "
+        "%(u_start)s::float8, %(u_end)s::float8, %(u_text)s::text, %(u_language)s::text, %(u_confidence)s::float8, "
+        f"CASE WHEN jsonb_typeof({words}) = 'array' THEN {words} ELSE '[]'::jsonb END, %(u_count)s::int, "
+        "'callback', %(created)s::timestamptz, %(i_at)s::timestamptz, %(now)s::timestamptz "
+        "WHERE EXISTS (SELECT 1 FROM new_event) ON CONFLICT (gladia_id, utterance_id) DO UPDATE SET "
+        f"job_id = coalesce(excluded.job_id, utterances.job_id), {replaced} WHERE {ranked})"
+    )
+    return SimpleNamespace(event_only=inbox + " SELECT id FROM inbox",
+                           transcript=inbox + utterance + " SELECT id FROM inbox")
+
+
 # ------------------------------------------------------------------------- rows
 
 

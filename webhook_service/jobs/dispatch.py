@@ -17,5 +17,8 @@ class Dispatcher(Protocol):
     def stream(self, job_id: str, resume: bool) -> None:
         """Stream (or resume streaming) the job; ``resume``: its session waits for it at Gladia."""
 
+    def wake(self, job_id: str) -> None:
+        """Start a job waiting for a session slot now (one was just freed), ahead of any backlog."""
+
     def reconcile(self, job_id: str, trigger: str) -> None:
         """Check the job's session against Gladia's record and repair what is missing."""

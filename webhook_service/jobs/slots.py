@@ -114,9 +114,43 @@ def renew_slots(session: Session, job_ids: list[str], lease_s: float, now: Optio
     )
 
 
-def release_slot(database_url: str, job_id: str) -> None:
+def release_slot(database_url: str, job_id: str) -> bool:
+    """Give back the slot ``job_id`` holds; whether it held one."""
     with session_scope(database_url) as session:
-        session.execute(delete(ConcurrencySlot).where(ConcurrencySlot.job_id == job_id))
+        return session.execute(delete(ConcurrencySlot).where(ConcurrencySlot.job_id == job_id)).rowcount == 1
+
+
+# Candidates read per hand-off: a few, in case concurrent hand-offs take the first ones.
+_HANDOFF_CANDIDATES = 8
+
+
+def next_waiting(database_url: str, now: Optional[datetime] = None) -> Optional[str]:
+    """Pick the oldest new job waiting for a slot and mark its task due now; its id, or None.
+
+    Called by a run that has just freed a slot, before it sends the job's task
+    again (a wake-up): the job's deferred task would otherwise come back only
+    after ``SLOT_RETRY_S``. Waiting means ``queued``, unclaimed, without a
+    recorded session (resumptions wait on their own thread and are not woken
+    here; :func:`acquire_slot` keeps them first anyway), and not already due
+    (``retry_at`` in the future, or never deferred: a task still in the
+    broker's backlog). The pick is a compare-and-set on ``retry_at``, so two
+    slots freed at once wake two different jobs. ``retry_at = now`` is the
+    sweeper's cue if the wake-up is lost: the task is then overdue after a
+    lease and sent again, so the job is never lost, only delayed.
+    """
+    now = now or utcnow()
+    # Due within a second counts as due: a concurrent hand-off whose clock is a little behind must not
+    # take the job this one just marked.
+    waiting = ((Job.state == "queued") & Job.worker_id.is_(None) & Job.ws_url.is_(None)
+               & (Job.retry_at.is_(None) | (Job.retry_at > now + timedelta(seconds=1))))
+    with session_scope(database_url) as session:
+        candidates = session.scalars(
+            select(Job.id).where(waiting).order_by(Job.created_at, Job.id).limit(_HANDOFF_CANDIDATES)
+        ).all()
+        for job_id in candidates:
+            if session.execute(update(Job).where(Job.id == job_id, waiting).values(retry_at=now)).rowcount == 1:
+                return job_id
+    return None
 
 
 def slots_in_use(database_url: str, now: Optional[datetime] = None) -> int:

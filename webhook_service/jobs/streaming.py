@@ -58,6 +58,7 @@ from ..metrics import JOBS_STATE_CHANGES
 from ..models import CLAIMABLE_STATES, Job, utcnow
 from ..tokens import callback_token
 from . import slots
+from .dispatch import Dispatcher
 from .redrive import previous_session_ids
 from .runtime import runtime, shutting_down
 
@@ -65,8 +66,8 @@ log = logging.getLogger(__name__)
 
 # A resumption waits this long for a free concurrency slot before its task is re-queued.
 SLOT_WAIT_S = 30.0
-# A new session that finds no free slot is re-queued after a random delay in this range (seconds).
-NEW_SESSION_BACKOFF_S = (2.0, 10.0)
+# A resumption waiting for a slot checks again at most this often (seconds).
+SLOT_POLL_MAX_S = 0.25
 # POST /v2/live attempts within one run when Gladia is unreachable or answers 5xx.
 CREATE_ATTEMPTS = 4
 # Bound on how many times one job is (re)started by redelivery or the sweeper.
@@ -156,12 +157,47 @@ def _release(settings: Settings, job_id: str, run_id: str, error: Optional[str] 
     _update_owned(settings, job_id, run_id, **values)
 
 
-def run_job(settings: Settings, job_id: str) -> str:
+def new_session_backoff(settings: Settings) -> tuple[float, float]:
+    """The range of delays (seconds) after which a new stream that found no free slot is retried.
+
+    Only a fallback: a run that frees a slot wakes the oldest waiting job at
+    once (:func:`hand_off_slot`), so this bounds what a lost wake-up costs.
+    """
+    return 0.5 * settings.slot_retry_s, 1.5 * settings.slot_retry_s
+
+
+def hand_off_slot(settings: Settings, dispatcher: Dispatcher) -> Optional[str]:
+    """A slot was just freed: wake the new job that has waited longest for one; its id, or None.
+
+    Best effort: the job's row (``retry_at``) keeps it due, so a wake-up lost
+    with the broker costs the sweeper's delay, never the job.
+    """
+    try:
+        job_id = slots.next_waiting(settings.database_url)
+        if job_id is not None:
+            dispatcher.wake(job_id)
+            log.info("slot handed to job %s", job_id)
+        return job_id
+    except Exception as exc:  # noqa: BLE001 - the waiting job's own retry or the sweeper takes over
+        log.warning("could not hand the freed slot over: %s", exc)
+        return None
+
+
+def run_job(settings: Settings, job_id: str, dispatcher: Optional[Dispatcher] = None) -> str:
     """Stream one job to its end; safe to call again, and safe against concurrent calls.
 
     Returns a short outcome (``stream_closed``, ``failed``, ``skipped: ...``);
-    raises :class:`Deferred` when the task should be retried later.
+    raises :class:`Deferred` when the task should be retried later. With a
+    ``dispatcher``, a run that ends (and so frees its slot) wakes the next job
+    waiting for one.
     """
+    outcome = _run_job(settings, job_id)
+    if dispatcher is not None and outcome in ("stream_closed", "failed"):
+        hand_off_slot(settings, dispatcher)
+    return outcome
+
+
+def _run_job(settings: Settings, job_id: str) -> str:
     if shutting_down():
         raise Deferred("worker shutting down", 5.0)
     run_id = _new_run_id()
@@ -231,7 +267,7 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
     """
     resuming = bool(job.gladia_id and job.ws_url)
     deadline = time.monotonic() + SLOT_WAIT_S
-    delay = 0.2
+    delay = 0.1
     while True:
         slot = slots.acquire_slot(settings.database_url, job.id, settings.max_concurrent_sessions,
                                         slots.lease_s(settings), new_session=not resuming)
@@ -243,7 +279,7 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
         busy = f"all {settings.max_concurrent_sessions} session slots are busy"
         if not resuming:
             metrics.SLOT_WAITS.labels("new").inc()
-            raise Deferred(busy, random.uniform(*NEW_SESSION_BACKOFF_S))
+            raise Deferred(busy, random.uniform(*new_session_backoff(settings)))
         if time.monotonic() >= deadline:
             metrics.SLOT_WAITS.labels("resume").inc()
             raise Deferred(busy, random.uniform(0.2, 1.0))
@@ -251,7 +287,7 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
         if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
             raise Deferred("claim lost while waiting for a slot", 1, keep_slot=True)
         time.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 1.6, 2.0)
+        delay = min(delay * 1.6, SLOT_POLL_MAX_S)
 
 
 def _find_orphan(settings: Settings, client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:

@@ -67,11 +67,21 @@ def current_operator() -> Optional[Operator]:
     return g.get("operator")
 
 
+# The public receivers' paths (Gladia's callbacks and account webhooks).
+RECEIVER_PREFIXES = ("/callbacks/", "/webhooks/")
+
+
 class OperatorSessionInterface(SecureCookieSessionInterface):
     """Flask's signed cookie, marked ``Secure`` on https requests as well as when configured so."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
+
+    def open_session(self, app: Flask, request):  # noqa: ANN001 - Flask's signature
+        # Gladia's receivers have no login: no cookie is read (nor can one be set) on their hot path.
+        if request.path.startswith(RECEIVER_PREFIXES):
+            return None  # Flask then uses a null session, which refuses writes
+        return super().open_session(app, request)
 
 
 def session_secret(signing_key: str) -> str:

@@ -64,6 +64,8 @@ def celery_config(settings: Settings) -> dict:
             processed_folder=str(settings.broker_dir / "processed"),
             store_processed=False,
             control_folder=str(settings.broker_dir / "control"),
+            # kombu polls the folder (1 s by default): a slot's wake-up must reach a worker in well under 250 ms.
+            polling_interval=0.05,
         )
     config["broker_transport_options"] = transport
     return config

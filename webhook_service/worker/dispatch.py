@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from celery import current_app
+from celery import Celery, current_app
 
 from ..config import Settings
-from ..web import create_app
-from .app import RECONCILE_TASK, STREAM_TASK, celery_init_app
+from .app import RECONCILE_TASK, STREAM_TASK, celery_config
 
 # Sends from a command-line process: retried briefly, so that a broker starting up is waited for.
 _PATIENT = {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}}
@@ -28,6 +27,10 @@ class CeleryDispatcher:
     def __init__(self, *, patient: bool = False):
         self._send_options = _PATIENT if patient else {}
 
+    def wake(self, job_id: str) -> None:
+        # Through the default queue too: a freed slot must not wait behind a backlog of new streams.
+        current_app.send_task(STREAM_TASK, args=[job_id], queue=current_app.conf.task_default_queue)
+
     def reconcile(self, job_id: str, trigger: str) -> None:
         current_app.send_task(RECONCILE_TASK, args=[job_id], kwargs={"trigger": trigger})
 
@@ -42,9 +45,15 @@ class CeleryDispatcher:
 
 
 def dispatcher_for(settings: Settings) -> CeleryDispatcher:
-    """A dispatcher for a process that is not a worker (the CLI): binds a Celery app to ``settings`` first."""
+    """A dispatcher for a process that is not a worker (the CLI): makes a Celery app of ``settings`` current first.
+
+    Only sends tasks, so it needs no Flask app (whose imports would double `submit`'s start-up time).
+    """
     if settings.celery_broker_url.startswith("filesystem"):
         # kombu warns that a folder broker has no host name, on every connection: noise for a CLI user.
         logging.getLogger("kombu.connection").setLevel(logging.ERROR)
-    celery_init_app(create_app(settings))
+    settings.ensure_dirs()
+    sender = Celery("webhook_service")
+    sender.config_from_object(celery_config(settings))
+    sender.set_default()
     return CeleryDispatcher(patient=True)

@@ -31,10 +31,11 @@ def stream_job(self, job_id: str) -> str:
     delivery finds it owned and returns. Back-pressure (no free concurrency
     slot, Gladia's 429) and transient outages re-queue the task with a delay,
     as often as needed; the job's own ``attempts`` counter, not Celery's,
-    bounds real retries.
+    bounds real retries. A run that ends frees its slot and wakes the next
+    job waiting for one.
     """
     try:
-        return run_job(current_settings(), job_id)
+        return run_job(current_settings(), job_id, dispatcher=CeleryDispatcher())
     except Deferred as exc:
         log.info("job %s deferred %.0fs: %s", job_id, exc.countdown, exc)
         raise self.retry(countdown=exc.countdown) from None
