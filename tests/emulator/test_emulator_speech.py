@@ -1,8 +1,6 @@
 """Real speech through the emulator's sphinx engine, and the official Gladia SDK as a client.
 
-The WAVs under tests/data were synthesized once (espeak-ng, voice en-us+klatt,
-150 words/min, resampled to 16 kHz mono) and are committed with their text;
-running the tests needs neither espeak nor the network.
+The recordings and the engine's own reading of them: ``speech_fixtures``.
 """
 
 from __future__ import annotations
@@ -10,18 +8,16 @@ from __future__ import annotations
 import functools
 import json
 import threading
-import wave
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from speech_fixtures import DATA, samples, sphinx_finals
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.dbless
 
-DATA = Path(__file__).parent.parent / "data"
 # Measured again once the engine kept the utterance open at the end of the audio: 4 errors in 31 words
 # (0.129, all in "london") on these four files with pocketsphinx 5.1.1 and its en-us model. The bound is
 # the measurement: the engine is deterministic, so any loss of a word fails the test.
@@ -37,12 +33,6 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1], len(ref)
-
-
-def samples(name: str) -> np.ndarray:
-    with wave.open(str(DATA / f"{name}.wav")) as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
-        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
 
 def stream(emu, body: dict, data: bytes, chunk: int = 3200) -> tuple[str, list[dict]]:
@@ -155,19 +145,10 @@ def test_official_sdk_streams_a_file_and_reads_the_result(emulator_factory):
     assert client.get_file(session.session_id)[44:] == pcm
 
 
-def offline(pcm: np.ndarray) -> list:
-    """The sphinx engine's own events for ``pcm`` (16 kHz), fed at once and flushed."""
-    from webhook_service.emulator.engines import RecognizerParams, SphinxRecognizer
-
-    recognizer = SphinxRecognizer(RecognizerParams(sample_rate=16000))
-    return recognizer.feed(pcm) + recognizer.flush()
-
-
 @functools.lru_cache(maxsize=None)
 def offline_text(seconds: float) -> str:
     """The sphinx engine's own final transcript of :func:`clip_ending_in_speech` (once per length)."""
-    return " ".join(" ".join(w.word for w in e.words) for e in offline(clip_ending_in_speech(seconds))
-                    if e.kind == "final")
+    return " ".join(sphinx_finals(clip_ending_in_speech(seconds)))
 
 
 def clip_ending_in_speech(seconds: float) -> np.ndarray:
