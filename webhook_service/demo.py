@@ -193,7 +193,7 @@ def print_results(database_url: str, batch: str) -> None:
             ).first()
             if run is not None:
                 print(f"  reconciliation: {run.outcome}; {run.expected} messages expected, "
-                      f"{run.received} received (callbacks, socket), {run.missing} missing -> {run.repaired} "
+                      f"{run.received} received by callback or socket, {run.missing} missing -> {run.repaired} "
                       f"repaired, {run.duplicates} duplicate deliveries ignored")
         print()
 
