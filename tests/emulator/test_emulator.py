@@ -436,8 +436,12 @@ def test_oversized_frame_is_closed_with_1009_and_session_stays_resumable(emulato
     api = Api(emulator)
     session = api.start()
     with ws_connect(session["url"]) as ws:
-        ws.send(b"\0" * (1024 * 1024 + 2))
-        messages, code = drain(ws)
+        try:
+            ws.send(b"\0" * (1024 * 1024 + 2))
+        except ConnectionClosed as exc:  # the server may close before the client has written the whole frame
+            messages, code = [], exc.rcvd.code if exc.rcvd else None
+        else:
+            messages, code = drain(ws)
     assert code == 1009 and messages == []
     with ws_connect(session["url"]) as ws:
         ws.send(b"\0\0" * 100)

@@ -88,6 +88,7 @@ def is_expected(message: dict[str, Any], flags: dict[str, bool]) -> bool:
     flag = flag_for(message)
     return True if flag is None else flags[flag]
 
+
 # Gladia's schema as the service uses it: the worker sends PCM only, an empty
 # vocabulary is a mistake, the callback URL is added when the request is sent,
 # and the streaming options travel beside the body.
