@@ -148,7 +148,7 @@ def test_livekit_gladia_plugin_stream_receives_the_engines_finals(emulator_facto
 
 OPTIONS = {"encoding": "wav/pcm", "bit_depth": 16, "sample_rate": RATE, "channels": 1,
            "messages_config": {"receive_final_transcripts": True}}
-CUT_AFTER_CHUNKS = 20  # every connection is cut when its 21st chunk arrives (dropped unacknowledged)
+CUT_AFTER_CHUNKS = 10  # every connection is cut when its 11th chunk arrives (dropped unacknowledged)
 # Chunks are sent as a live source would, 100 ms of audio every PACE_S (5x real time): the SDK resends
 # what is unacknowledged in one frame when it reconnects, and goes on with new chunks, cut again.
 PACE_S = 0.02
