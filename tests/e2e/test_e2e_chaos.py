@@ -530,10 +530,10 @@ def _broker_url(tmp_path: Path) -> str:
     return isolated_redis_url(base) if base else "filesystem://"
 
 
-@pytest.mark.slow
-def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
+def run_scenario(config: ChaosConfig, db_url: str, tmp_path: Path) -> dict[str, Any]:
+    """One chaos run with its own emulator process and broker; its verified report (printed)."""
     emulator = EmulatorProcess(tmp_path)
-    run = ChaosRun(ChaosConfig(), database_url=db_url, broker_url=_broker_url(tmp_path), emulator=emulator,
+    run = ChaosRun(config, database_url=db_url, broker_url=_broker_url(tmp_path), emulator=emulator,
                    workdir=tmp_path)
     try:
         report = run.run()
@@ -542,6 +542,12 @@ def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
         emulator.stop()
         release_redis(run.broker_url)
     print(json.dumps(report, indent=2))
+    return report
+
+
+@pytest.mark.slow
+def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
+    report = run_scenario(ChaosConfig(), db_url, tmp_path)
     # The faults really happened, and reconciliation repaired what was dropped.
     assert report["dropped"] >= 1 and report["duplicated"] >= 1
     assert report["repaired_events"] >= 1 and report["lost"] == 0
@@ -554,16 +560,7 @@ def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
 def test_every_session_reconciles_when_every_callback_is_dropped(db_url, tmp_path):
     """No callback ever arrives: the socket (STORE_SOCKET_MESSAGES) and reconciliation still lose nothing."""
     config = ChaosConfig(files=10, restart_receiver=0, faults={**ChaosConfig().faults, "callback_drop_rate": 1.0})
-    emulator = EmulatorProcess(tmp_path)
-    run = ChaosRun(config, database_url=db_url, broker_url=_broker_url(tmp_path), emulator=emulator,
-                   workdir=tmp_path)
-    try:
-        report = run.run()
-    finally:
-        run.stop()
-        emulator.stop()
-        release_redis(run.broker_url)
-    print(json.dumps(report, indent=2))
+    report = run_scenario(config, db_url, tmp_path)
     assert report["callbacks"] == report["dropped"] > 0  # not one callback reached the receiver
     assert report["sessions"] == config.files and report["lost"] == 0  # every session reconciled, 0 missing
     assert report["socket_events"] >= report["sessions"]  # the socket was a real-time source for each one
