@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-sqlite test-postgres demo bench clean
+.PHONY: install system-deps test test-sqlite test-postgres demo bench clean lock check-lock
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# Installs exactly the locked versions (hashes checked): the service, the emulator extra and the test tools.
+$(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[emulator]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,6 +39,18 @@ demo: install
 
 bench: install
 	@echo "see bench/README.md for each benchmark's command"
+
+# Regenerate the locks after editing requirements*.txt (versions already locked are kept; see README).
+# The dev lock (runtime + emulator + tests) is resolved first; the runtime lock is its subset, same versions.
+LOCK_FLAGS := --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+lock:
+	test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install --quiet uv==$$(sed -n 's/^uv==//p' requirements-dev.txt); }
+	$(BIN)/uv pip compile $(LOCK_FLAGS) -o requirements-dev.lock requirements-dev.txt
+	$(BIN)/uv pip compile $(LOCK_FLAGS) -c requirements-dev.lock -o requirements.lock requirements.txt
+
+# What CI runs first: the locks pin what requirements*.txt pin.
+check-lock:
+	$(PYTHON) scripts/check_lock.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis

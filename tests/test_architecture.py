@@ -5,7 +5,7 @@ Layers, from the bottom (see the README's Architecture section):
 * foundation: ``config``, ``db``, ``models``, ``migrate``, ``logging_setup``, ``metrics``, ``tokens``,
   ``log_redaction``
 * protocol: ``gladia`` (Gladia's wire protocol only) and ``audio``
-* domain: ``jobs``, ``ingest``, ``reconcile``, ``reports``, ``auth``
+* domain: ``jobs``, ``ingest``, ``reconcile``, ``reports``, ``auth``, ``transcripts``, ``retention``
 * surfaces: ``web``, ``worker``, ``cli``, and the entry points ``demo`` ``wsgi`` and ``gunicorn_conf``
 * ``emulator``: a separate Gladia-compatible server that only the CLI and the demo start
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 FOUNDATION = {"config", "db", "models", "migrate", "logging_setup", "metrics", "tokens",
               "log_redaction"}
 PROTOCOL = {"gladia", "audio"}
-DOMAIN = {"jobs", "ingest", "reconcile", "reports", "auth"}
+DOMAIN = {"jobs", "ingest", "reconcile", "reports", "auth", "transcripts", "retention"}
 SURFACES = {"web", "worker", "cli", "demo", "wsgi", "gunicorn_conf"}
 LAYERS = [FOUNDATION, PROTOCOL, DOMAIN, SURFACES]
 # What the protocol layer's Gladia package may never reach: the store, the tasks, the web.

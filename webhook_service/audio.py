@@ -26,6 +26,7 @@ import array
 import hashlib
 import math
 import os
+import re
 import sys
 import wave
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ def _open(path: str | os.PathLike) -> tuple["av.container.InputContainer", "av.a
     try:
         container = av.open(path, mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        if type(exc).__name__ in _DAMAGED:
+            raise AudioError(f"{path}: not a readable audio file: corrupt, truncated or not audio "
+                             f"({_reason(exc)})") from None
         raise AudioError(f"{path}: not a readable audio file ({_reason(exc)})") from None
     audio = [s for s in container.streams if s.type == "audio"]
     if not audio:
@@ -125,8 +129,15 @@ def _open(path: str | os.PathLike) -> tuple["av.container.InputContainer", "av.a
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+    """FFmpeg's own words: without PyAV's ``[Errno N]`` prefix and the path it repeats."""
+    text = (getattr(exc, "strerror", None) or str(exc)).strip() or type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text.splitlines()[0])
+    text = re.sub(r":\s*'[^']*'$", "", text)
+    return text[:200]
+
+
+# FFmpeg errors that mean the bytes are not (or no longer) a whole audio file.
+_DAMAGED = ("InvalidDataError", "EOFError", "PatchWelcomeError")
 
 
 def _channels(stream) -> int:

@@ -57,6 +57,10 @@ def _parse_number(name: str, raw: str, kind: type, minimum: float | None) -> Any
     return value
 
 
+# Seconds a worker needs, after the sweeper re-sends a stream, to take the task and reconnect (with margin).
+RESUME_START_S = 5.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """All runtime settings. Field names are the environment variable names, lower-cased."""
@@ -85,22 +89,35 @@ class Settings:
     callbacks: bool = True
     # Store every result the session's socket carries (the same normalization as callbacks, source websocket).
     store_socket_messages: bool = True
-    heartbeat_interval_s: float = 5.0
-    stale_heartbeat_s: float = 60.0
+    heartbeat_interval_s: float = 2.0
+    # A stream silent this long is resumed by the sweeper: with SWEEP_INTERVAL_S, inside Gladia's reconnect window.
+    stale_heartbeat_s: float = 10.0
+    # How long Gladia keeps a disconnected session waiting for its socket (not documented; the emulator's 30 s).
+    gladia_reconnect_window_s: float = 30.0
     # Celery threads per worker process: each live stream occupies one (they share one event loop).
     worker_concurrency: int = 100
     # Reconciliation and sweeping
     reconcile_delay_s: float = 10.0
     reconcile_deadline_s: float = 3600.0
-    sweep_interval_s: float = 30.0
+    sweep_interval_s: float = 5.0
     stale_queued_s: float = 300.0  # a job queued this long that no worker touched is re-sent
     inbox_retry_after_s: float = 10.0  # an inbox row still pending after this is normalized again
     inbox_max_attempts: int = 5  # normalization attempts of a failed inbox row by the sweeper
+    # Retention (retention/policy.py, applied by the sweeper): 0 keeps forever
+    retention_days: int = 365  # a settled session's transcript and results are erased this long after it ended
+    inbox_retention_days: int = 30  # the raw body of a callback request is erased this long after receipt
+    gladia_delete_after_reconcile: bool = False  # delete Gladia's copy once a session is reconciled
     # Receiver
     max_callback_bytes: int = 1_048_576
     # A callback for a job past its end_session by more than this is refused (410): reconciliation has the last word.
     callback_grace_s: float = 900.0
     log_level: str = "INFO"
+    log_format: str = "text"  # text (for a terminal) | json (one object per line, for a log pipeline)
+    # Where every process of this machine keeps its Prometheus counters (one subfolder per process
+    # kind, wiped when that kind starts); the operator's /metrics adds them all up. Default $DATA_DIR/metrics.
+    metrics_dir: str = ""
+    # `webhook-service worker`/`beat`: serve this process's metrics on 127.0.0.1:PORT (0: off), bearer token.
+    metrics_port: int = 0
     # Operator authentication (web/auth.py). An authenticating proxy's identity header is trusted only
     # when both are set and the request's peer address is one of TRUSTED_PROXIES (IPs or CIDRs).
     trusted_proxy_auth_header: str = ""
@@ -114,7 +131,8 @@ class Settings:
     proxy_max_conn_per_ip: int = 200  # nginx: concurrent connections from one client address
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
-                "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0}
+                "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0,
+                "retention_days": 0, "inbox_retention_days": 0}
     _FLOAT_MIN = {
         "stream_speed": 0.0,
         "heartbeat_interval_s": 0.1,
@@ -122,6 +140,7 @@ class Settings:
         "reconcile_delay_s": 0.0,
         "reconcile_deadline_s": 1.0,
         "sweep_interval_s": 0.5,
+        "gladia_reconnect_window_s": 1.0,
         "stale_queued_s": 1.0,
         "inbox_retry_after_s": 0.0,
         "operator_session_hours": 0.01,
@@ -153,11 +172,15 @@ class Settings:
         return settings.with_defaults().validated()
 
     def with_defaults(self) -> "Settings":
-        """Fill the settings whose default depends on ``data_dir``."""
+        """Fill the settings whose default depends on ``data_dir``; normalize a Heroku-style database URL."""
         data = Path(self.data_dir)
         updates: dict[str, Any] = {}
         if not self.database_url:
             updates["database_url"] = f"sqlite:///{data / 'webhook_service.sqlite3'}"
+        elif normalize_database_url(self.database_url) != self.database_url:
+            updates["database_url"] = normalize_database_url(self.database_url)
+        if not self.metrics_dir:
+            updates["metrics_dir"] = str(data / "metrics")
         if not self.celery_broker_url:
             updates["celery_broker_url"] = "filesystem://"
         return replace(self, **updates) if updates else self
@@ -190,6 +213,10 @@ class Settings:
             raise ConfigError(f"CLOSE_MODE must be 'close' or 'stop', got {self.close_mode!r}")
         if self.gladia_region not in {"", "eu-west", "us-west"}:
             raise ConfigError(f"GLADIA_REGION must be eu-west or us-west, got {self.gladia_region!r}")
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"METRICS_PORT must be between 0 and 65535, got {self.metrics_port!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
         self._validate_operator_auth()
@@ -244,6 +271,21 @@ class Settings:
         """The keys a callback URL may be signed with: the current one, then those of before a rotation."""
         return (self.callback_signing_key, *self.callback_signing_keys_previous)
 
+    def resume_window_problem(self) -> str | None:
+        """Why a stream whose worker dies could not be resumed inside Gladia's reconnect window, or None.
+
+        After a SIGKILL the job's heartbeat goes stale after STALE_HEARTBEAT_S, the
+        sweeper sees it within SWEEP_INTERVAL_S, and a worker needs a few seconds
+        (RESUME_START_S) to take the task and reconnect.
+        """
+        worst = self.stale_heartbeat_s + self.sweep_interval_s + RESUME_START_S
+        if worst <= self.gladia_reconnect_window_s:
+            return None
+        return (f"STALE_HEARTBEAT_S ({self.stale_heartbeat_s:g}) + SWEEP_INTERVAL_S ({self.sweep_interval_s:g}) "
+                f"+ ~{RESUME_START_S:g} s to restart = {worst:g} s, beyond GLADIA_RECONNECT_WINDOW_S "
+                f"({self.gladia_reconnect_window_s:g} s): a stream whose worker dies would find its Gladia session "
+                "ended (job failed incomplete); lower them (defaults 10 and 5)")
+
     def __repr__(self) -> str:
         """Every setting, with credentials masked: safe for logs, tracebacks and debuggers."""
         shown = ", ".join(f"{f.name}={_shown_value(f.name, getattr(self, f.name))}"
@@ -266,6 +308,14 @@ class Settings:
             path = self.database_url[len("sqlite:///"):]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (what Heroku, Render or Fly hand out) -> the psycopg 3 driver's URL."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
 
 
 def is_loopback_host(host: str | None) -> bool:

@@ -113,3 +113,32 @@ def session_scope(url: str) -> Iterator[Session]:
 def is_postgres(engine_or_session) -> bool:
     bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
     return bind.dialect.name == "postgresql"
+
+
+# What a database error means to the person who runs a command (a missing schema, a server not reachable).
+_NO_SCHEMA = ("no such table", "no such column", "undefinedtable", "undefinedcolumn")
+_UNREACHABLE = ("connection refused", "could not connect", "unable to open database file", "timeout expired",
+                "password authentication failed", "could not translate host name", "name or service not known",
+                "server closed the connection", "connection timed out", "no route to host")
+
+
+def database_problem(exc: BaseException, url: str) -> str | None:
+    """One line that says what to fix, when ``exc`` is a missing schema or an unreachable database; else None."""
+    from sqlalchemy.exc import DBAPIError
+
+    from .config import redact_url
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    text = f"{type(exc.orig).__name__} {exc.orig}".lower()
+    where = redact_url(url)
+    if any(marker in text for marker in _NO_SCHEMA) or ("relation" in text and "does not exist" in text):
+        return (f"the database at {where} has no schema, or an older one: run `webhook-service db upgrade` "
+                "(with the same DATABASE_URL)")
+    if "database" in text and "does not exist" in text:
+        return f"cannot use the database at {where}: it does not exist; create it, then run `webhook-service db upgrade`"
+    for marker in _UNREACHABLE:
+        if marker in text:
+            return (f"cannot reach the database at {where} ({marker}): check DATABASE_URL and that the "
+                    "database server is running")
+    return None

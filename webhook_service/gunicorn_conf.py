@@ -9,6 +9,9 @@ Options given on the command line win over these. What matters for safety:
 * ``X-Forwarded-Proto`` is trusted only from ``FORWARDED_ALLOW_IPS`` (default: from no one,
   where gunicorn's own default trusts loopback); the app applies the same list to
   ``X-Forwarded-For`` (``web/forwarded.py``);
+* metrics: with ``PROMETHEUS_MULTIPROC_DIR`` set (``webhook-service web`` sets it to this surface's
+  folder of ``METRICS_DIR``), the master empties that folder at start and marks each exited
+  worker dead, prometheus-client's documented multiprocess set-up;
 * gthread workers with a short keep-alive. A slow client still holds a thread while it trickles
   its request, which is why the public port is nginx (`webhook-service proxy`), which buffers
   whole requests before gunicorn sees them.
@@ -31,6 +34,12 @@ class RedactingLogger(Logger):
         super().setup(cfg)
         if not any(isinstance(f, RedactCallbackTokens) for f in self.error_log.filters):
             self.error_log.addFilter(RedactCallbackTokens())
+        if os.environ.get("LOG_FORMAT", "text").strip() == "json":  # gunicorn's own lines too
+            from webhook_service.logging_setup import JobContextFilter, json_formatter
+
+            for handler in self.error_log.handlers + self.access_log.handlers:
+                handler.setFormatter(json_formatter())
+                handler.addFilter(JobContextFilter())
 
     def atoms(self, resp: Any, req: Any, environ: dict, request_time: Any) -> dict:
         atoms = super().atoms(resp, req, environ, request_time)
@@ -49,3 +58,17 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
 # and the operator surface on one machine would take it from each other. The process manager drives
 # gunicorn with signals instead.
 control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    """Before any worker starts: no sample of a previous run of this surface survives."""
+    from webhook_service.metrics import wipe_process_dir
+
+    wipe_process_dir()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: its live gauges leave the sums (its counters stay, as Prometheus expects)."""
+    from webhook_service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

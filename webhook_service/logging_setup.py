@@ -2,13 +2,21 @@
 
 Code that works on a job wraps the work in :func:`job_context`; a filter adds
 ``job_id`` and ``gladia_id`` to every record emitted meanwhile (contextvars, so
-it holds across threads' and asyncio tasks' own contexts).
+it holds across threads' and asyncio tasks' own contexts), and ``worker`` (this
+process: host and pid) to every record.
+
+``LOG_FORMAT=text`` (the default, for a terminal) writes one readable line;
+``LOG_FORMAT=json`` one JSON object per line (python-json-logger) with ``time``,
+``level``, ``logger``, ``message``, ``worker``, and ``job_id``/``gladia_id``
+when the line concerns a job, for a log pipeline to index.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import socket
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -19,13 +27,38 @@ _gladia_id: contextvars.ContextVar[str] = contextvars.ContextVar("gladia_id", de
 FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s gladia=%(gladia_id)s] %(message)s"
 
 
+_HOST = socket.gethostname()
+
+
 class JobContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "job_id"):
             record.job_id = _job_id.get()
         if not hasattr(record, "gladia_id"):
             record.gladia_id = _gladia_id.get()
+        if not hasattr(record, "worker"):
+            record.worker = f"{_HOST}:{os.getpid()}"  # the pid of the process that logs (gunicorn and Celery fork)
         return True
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per record; ``job_id``/``gladia_id`` only when the record concerns a job."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    class _Formatter(JsonFormatter):
+        def process_log_record(self, log_record: dict) -> dict:
+            for key in ("job_id", "gladia_id"):
+                if log_record.get(key) in ("-", None):
+                    log_record.pop(key, None)
+            return log_record
+
+    return _Formatter("%(asctime)s %(levelname)s %(name)s %(message)s %(worker)s %(job_id)s %(gladia_id)s",
+                      rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                      datefmt="%Y-%m-%dT%H:%M:%S%z")
+
+
+def formatter(log_format: str = "text") -> logging.Formatter:
+    return json_formatter() if log_format == "json" else logging.Formatter(FORMAT)
 
 
 @contextmanager
@@ -49,14 +82,16 @@ def set_gladia_id(gladia_id: str) -> None:
     _gladia_id.set(gladia_id)
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     root = logging.getLogger()
-    if any(getattr(h, "_webhook_service", False) for h in root.handlers):
-        root.setLevel(level.upper())
-        return
+    for handler in root.handlers:
+        if getattr(handler, "_webhook_service", False):
+            root.setLevel(level.upper())
+            handler.setFormatter(formatter(log_format))
+            return
     handler = logging.StreamHandler(sys.stderr)
     handler._webhook_service = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(formatter(log_format))
     handler.addFilter(JobContextFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -175,6 +175,13 @@ class Job(Base):
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     # When the reconciler should look at this job next (None: not scheduled).
     reconcile_after: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, index=True)
+    # Runs after the first (each with a fresh Gladia session; see JobSession) and when an operator cancelled it.
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancelled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The transcript and results were erased (operator delete or retention); the row stays for reports.
+    content_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Gladia's copy of the session was deleted (DELETE /v2/live/:id).
+    gladia_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     def advance(self, state: str, when: Optional[datetime] = None) -> bool:
         """Record that the job reached ``state``; move forward only.
@@ -201,6 +208,34 @@ class Job(Base):
         if changed:
             self.state = state
         return changed
+
+
+RERUN_TRIGGERS = ("operator", "auto")
+
+
+class JobSession(Base):
+    """A Gladia session a job had before it was run again with a fresh one.
+
+    The job keeps its id across runs; ``jobs.gladia_id`` is the current session.
+    The rows of a replaced session (utterances, events, results, inbox) stay,
+    detached from the job (``job_id`` NULL), until the new session is
+    reconciled: then they are deleted (``results_deleted_at``).
+    """
+
+    __tablename__ = "job_sessions"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    gladia_id: Mapped[str] = mapped_column(String(64), unique=True)
+    run: Mapped[int] = mapped_column(Integer)  # 1 = the job's first run
+    state: Mapped[str] = mapped_column(String(20))  # the job's state when it was re-run (failed)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    bytes_acked: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[Optional[int]] = mapped_column(BigInteger)
+    created_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # Gladia's
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    replaced_by: Mapped[str] = mapped_column(String(16))  # operator | auto
+    results_deleted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 class ConcurrencySlot(Base):
@@ -232,6 +267,9 @@ class InboxItem(Base):
         CheckConstraint("status IN ('pending','processed','failed','rejected')", name="status_valid"),
         Index("ix_callback_inbox_status_received_at", "status", "received_at"),
         Index("ix_callback_inbox_gladia_id_event", "gladia_id", "event"),
+        # Requests that still hold their raw body (INBOX_RETENTION_DAYS blanks it): migration 0006.
+        Index("ix_callback_inbox_body_kept", "received_at", sqlite_where=text("length(body) > 0"),
+              postgresql_where=text("length(body) > 0")),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
@@ -396,6 +434,32 @@ class ReconciliationRun(Base):
     mismatched: Mapped[int] = mapped_column(Integer, default=0)
     repaired: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[Optional[Any]] = mapped_column(JSONType)
+
+
+# ------------------------------------------------------------------ deletion and retention
+
+DELETION_ACTIONS = ("delete", "retention", "inbox_retention", "gladia_after_reconcile")
+
+
+class DeletionAudit(Base):
+    """One erasure: who (a token's name, a dashboard user, ``cli`` or ``retention``), when, and what:
+    ids and row counts per table, never content."""
+
+    __tablename__ = "deletion_audit"
+    __table_args__ = (
+        CheckConstraint("action IN ('delete','retention','inbox_retention','gladia_after_reconcile')",
+                        name="action_valid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)
+    gladia_id: Mapped[Optional[str]] = mapped_column(String(64))
+    rows: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # What Gladia answered: "deleted", "already gone", "not asked" ...
+    gladia: Mapped[Optional[str]] = mapped_column(String(200))
 
 
 # ------------------------------------------------------------------ reporting cache

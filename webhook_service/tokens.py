@@ -49,3 +49,36 @@ REDACTED = "<redacted>"
 def redact_tokens(text: str) -> str:
     """``text`` with every callback token and every URL's ``token=`` value replaced by ``<redacted>``."""
     return _TOKENS_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+# ---------------------------------------------------------------- reachability probe (`webhook-service doctor`)
+#
+# The doctor checks that PUBLIC_BASE_URL reaches this receiver by sending it a nonce it signed with
+# CALLBACK_SIGNING_KEY; the receiver's public probe route answers only a fresh, correctly signed
+# challenge (anything else gets the same 404 as an unknown URL), and its answer is another HMAC of the
+# nonce, under its own label: the doctor learns that the URL reaches a receiver holding the same key, an
+# outsider learns nothing (no version, no data, and no oracle: a valid challenge needs the key).
+
+PROBE_MAX_AGE_S = 120  # a challenge older than this (or this far in the future) is refused
+_PROBE_CHALLENGE = b"webhook_service doctor probe challenge v1|"
+_PROBE_ANSWER = b"webhook_service doctor probe answer v1|"
+_NONCE = re.compile(r"[0-9a-f]{32}")
+
+
+def probe_signature(key: str, nonce: str, issued_at: int) -> str:
+    return hmac.new(key.encode(), _PROBE_CHALLENGE + f"{nonce}|{issued_at}".encode(), hashlib.sha256).hexdigest()
+
+
+def probe_answer(key: str, nonce: str) -> str:
+    return hmac.new(key.encode(), _PROBE_ANSWER + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def check_probe(key: str, nonce: str, issued_at: str, signature: str, now: float) -> str | None:
+    """The answer to a valid challenge, or None (malformed, stale, or not signed with ``key``)."""
+    if not _NONCE.fullmatch(nonce) or not issued_at.isdigit() or len(issued_at) > 12 or len(signature) != 64:
+        return None
+    if abs(now - int(issued_at)) > PROBE_MAX_AGE_S:
+        return None
+    if not hmac.compare_digest(signature, probe_signature(key, nonce, int(issued_at))):
+        return None
+    return probe_answer(key, nonce)

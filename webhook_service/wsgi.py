@@ -11,4 +11,4 @@ from .logging_setup import configure_logging
 from .web import create_app
 
 app = create_app()
-configure_logging(app.config["SETTINGS"].log_level)
+configure_logging(app.config["SETTINGS"].log_level, app.config["SETTINGS"].log_format)

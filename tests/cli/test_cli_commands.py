@@ -14,8 +14,8 @@ from webhook_service.cli import COMMAND_MODULES, cli
 pytestmark = pytest.mark.dbless
 
 # The commands the README documents.
-COMMANDS = {"beat", "db", "emulator", "proxy", "reconcile", "report", "status", "submit", "token", "web",
-            "worker"}
+COMMANDS = {"beat", "cancel", "db", "delete", "doctor", "emulator", "export", "proxy", "purge", "reconcile", "report",
+            "retry", "status", "submit", "token", "transcript", "up", "web", "worker"}
 
 
 def test_every_command_module_is_registered():

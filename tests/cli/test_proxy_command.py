@@ -68,10 +68,9 @@ def test_bad_settings_are_refused(tmp_path, name, value):
 
 def test_the_procfile_puts_the_proxy_on_the_public_port():
     lines = dict(line.split(": ", 1) for line in (Path(__file__).parents[2] / "Procfile").read_text().splitlines()
-                 if ": " in line)
-    assert "--listen 0.0.0.0:${PORT" in lines["proxy"]
-    gunicorn_lines = [command for command in lines.values() if "gunicorn " in command]
-    assert gunicorn_lines
-    for command in gunicorn_lines:
-        assert "-c python:webhook_service.gunicorn_conf" in command
-        assert "0.0.0.0" not in command and "--access-logfile" not in command
+                 if ": " in line and not line.startswith("#"))
+    assert "--listen ${BIND_HOST:-127.0.0.1}:${PORT" in lines["proxy"]  # loopback unless BIND_HOST says otherwise
+    web_lines = [command for command in lines.values() if "webhook-service web " in command]
+    assert len(web_lines) == 2  # gunicorn through `webhook-service web`: always with gunicorn_conf
+    for command in web_lines:
+        assert "--host 127.0.0.1 " in command and "0.0.0.0" not in command and "--access-logfile" not in command

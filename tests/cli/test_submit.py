@@ -168,3 +168,38 @@ def test_wait_shows_progress_until_streamed_and_status(settings, env, audio, emu
     assert all(r["bytes_acked"] == r["bytes_total"] for r in rows)
     table = invoke(env, "status", "waited")
     assert "stream_closed: 2" in table.output and "100%" in table.output
+
+
+def test_every_file_refused_exits_non_zero_and_a_truncated_file_says_so(settings, env, audio, tmp_path):
+    whole = (audio / "a.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[:40])  # the header torn off mid-way
+    (tmp_path / "empty.wav").write_bytes(b"")
+    result = invoke(env, "submit", str(tmp_path / "cut.wav"), str(tmp_path / "empty.wav"), "--batch", "refused")
+    assert result.exit_code == 1, result.output
+    assert "0 queued, 2 failed" in result.output
+    assert "corrupt, truncated or not audio (Invalid data found when processing input)" in result.output
+    assert "Errno" not in result.output and "empty file" in result.output
+    # One good file among them: the submission goes ahead (exit 0), the bad one is reported.
+    mixed = invoke(env, "submit", str(tmp_path / "cut.wav"), str(audio / "a.wav"), "--batch", "mixed")
+    assert mixed.exit_code == 0 and "1 queued, 1 failed" in mixed.output
+
+
+def test_a_file_already_reconciled_in_the_batch_is_skipped_unless_resubmitted(settings, env, audio):
+    first = json.loads(invoke(env, "submit", str(audio / "a.wav"), str(audio / "b.flac"), "--batch", "again",
+                              "--json").output)
+    done_id = next(j["id"] for j in first["jobs"] if j["path"].endswith("a.wav"))
+    with session_scope(settings.database_url) as session:
+        session.get(Job, done_id).state = "reconciled"
+
+    again = invoke(env, "submit", str(audio), "--batch", "again")
+    assert again.exit_code == 0, again.output
+    assert "2 queued, 0 failed, 1 skipped (already reconciled in this batch; --resubmit" in again.output
+    assert f"{done_id}  skipped" in again.output
+    # Another batch is another question; --resubmit sends it anyway.
+    assert "1 skipped" not in invoke(env, "submit", str(audio / "a.wav"), "--batch", "other").output
+    forced = json.loads(invoke(env, "submit", str(audio / "a.wav"), "--batch", "again", "--resubmit",
+                               "--json").output)
+    assert len(forced["jobs"]) == 1 and forced["skipped"] == []
+    with session_scope(settings.database_url) as session:
+        batch = session.scalar(select(Batch).where(Batch.name == "again"))
+        assert session.scalar(select(func.count()).select_from(Job).where(Job.batch_id == batch.id)) == 5

@@ -108,6 +108,9 @@ def test_connection_errors_are_retried_then_reported_without_the_key(caplog):
         client.get_live("abc")
     assert len(delays) == 2
     assert SECRET not in str(exc.value) and SECRET not in caplog.text and SECRET not in repr(client)
+    # What to fix: the URL, the reason in words, the setting.
+    assert str(exc.value) == (f"GET /v2/live/abc: cannot reach {url} (connection refused); check GLADIA_API_URL "
+                              "and that Gladia (or the emulator) is up")
 
 
 def test_retry_after_parsing():

@@ -23,7 +23,7 @@ from conftest import LiveServer
 from webhook_service.cli import cli
 from webhook_service.db import session_scope
 from webhook_service.ingest import message_key, normalize_message, store_inbox
-from webhook_service.models import Event, InboxItem, Job, ReconciliationRun, SessionResult, Utterance
+from webhook_service.models import Event, InboxItem, Job, JobSession, ReconciliationRun, SessionResult, Utterance
 from webhook_service.reconcile import (
     CALLBACK_DEFAULTS,
     callback_flags,
@@ -411,7 +411,7 @@ def test_a_done_session_waits_while_a_worker_is_still_on_the_job(rsettings, stub
     assert reconcile_job(rsettings, job_id).outcome == "reconciled"
 
 
-def test_a_session_gladia_ended_before_all_the_audio_fails_the_job_and_keeps_what_exists(rsettings, stub):
+def test_a_session_gladia_ended_before_all_the_audio_keeps_what_exists_and_runs_the_job_again_once(rsettings, stub):
     messages, body = build_session(utterances=2)
     stub.answer(GID, (200, body))
     job_id = _partly_streamed_job(rsettings.database_url)  # no worker on it any more
@@ -420,15 +420,31 @@ def test_a_session_gladia_ended_before_all_the_audio_fails_the_job_and_keeps_wha
 
     assert result.outcome == "failed" and result.reason.startswith("incomplete")
     assert "3200 of 64000 bytes" in result.reason and result.repaired == result.expected > 0
+    assert result.details["rerun"]
     assert stored_finals(rsettings.database_url) == reference_finals(body)  # the partial results are kept
     with session_scope(rsettings.database_url) as session:
         job = session.get(Job, job_id)
-        assert job.state == "failed" and "incomplete" in job.last_error and job.reconcile_after is None
-    # A later run (a late end_session callback schedules one) does not turn it into "reconciled".
-    again = reconcile_job(rsettings, job_id)
-    assert again.outcome == "failed" and again.repaired == 0
+        # Run again once, on its own, with a fresh session; the ended one is in the job's history.
+        assert job.state == "queued" and job.gladia_id is None and job.retries == 1 and job.attempts == 0
+        [previous] = session.scalars(select(JobSession).where(JobSession.job_id == job_id)).all()
+        assert (previous.gladia_id, previous.replaced_by, previous.run) == (GID, "auto", 1)
+        assert "incomplete" in previous.last_error and previous.bytes_acked == 3_200
+        # Kept, but no longer counted as the job's until the new session settles.
+        assert session.scalar(select(func.count()).select_from(Utterance).where(Utterance.job_id == job_id)) == 0
+
+    # The second session ends early too: the job fails for good (one automatic run, not a loop).
+    second = "7a2d3b63-7b54-4f6f-8b62-2c3d4e5f6a71"
+    _messages, body2 = build_session(gid=second, utterances=1)
+    stub.answer(second, (200, body2))
     with session_scope(rsettings.database_url) as session:
-        assert session.get(Job, job_id).state == "failed"
+        job = session.get(Job, job_id)
+        job.gladia_id, job.state, job.bytes_acked, job.done_at = second, "done", 3_200, datetime.now(timezone.utc)
+    again = reconcile_job(rsettings, job_id)
+    assert again.outcome == "failed" and "rerun" not in again.details
+    with session_scope(rsettings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job.state == "failed" and "incomplete" in job.last_error and job.retries == 1
+    assert stored_finals(rsettings.database_url) == reference_finals(body)  # still kept: nothing replaced them
 
 
 def test_past_the_deadline_a_session_still_processing_fails(rsettings, stub):
@@ -567,4 +583,5 @@ def test_a_stream_closed_because_its_session_ended_early_is_still_incomplete(rse
 
     assert result.outcome == "failed" and "3200 of 64000 bytes" in result.reason
     with session_scope(rsettings.database_url) as session:
-        assert session.get(Job, job_id).state == "failed"
+        job = session.get(Job, job_id)
+        assert job.state == "queued" and job.reconciled_at is None and job.retries == 1  # runs again, once

@@ -456,3 +456,34 @@ def test_api_and_cli_page_a_report(loaded, client):
     assert json.loads(result.stdout)["rows"] == whole[2:3]
     refused = _cli(loaded, "session_summary", "--offset", "2")
     assert refused.returncode == 2 and "offset needs a limit" in refused.stderr
+
+
+def test_billed_counts_only_audio_that_reached_gladia_and_close_to_final_is_never_negative(db_url):
+    from datetime import datetime, timedelta, timezone
+
+    from webhook_service.models import Batch, SessionResult
+
+    day = datetime(2026, 4, 1, 10, tzinfo=timezone.utc)
+    with session_scope(db_url) as session:
+        batch = Batch(name="billing")
+        session.add(batch)
+        session.flush()
+        common = dict(batch_id=batch.id, created_at=day, audio_duration_s=60.0, audio_channels=2, bytes_total=4000)
+        session.add_all([
+            # Refused at submit (or cancelled while queued): no session, nothing reached Gladia.
+            Job(id="j-never", source_path="/a/never.wav", state="failed", **common),
+            # Gladia ended the session after a quarter of the audio.
+            Job(id="j-part", source_path="/a/part.wav", state="failed", gladia_id="g-part", bytes_acked=1000,
+                **common),
+            # Whole; its final result was received before the worker recorded the close.
+            Job(id="j-whole", source_path="/a/whole.wav", state="reconciled", gladia_id="g-whole", bytes_acked=4000,
+                stream_closed_at=day + timedelta(seconds=30), **common),
+        ])
+        session.add(SessionResult(gladia_id="g-whole", job_id="j-whole", post_final_received_at=day + timedelta(seconds=29)))
+    result = _cli(db_url, "session_summary", "--format", "json", "--batch", "billing")
+    assert result.returncode == 0, result.stderr
+    by_job = {row["job_id"]: row for row in json.loads(result.stdout)["rows"]}
+    assert {job: row["billed_s"] for job, row in by_job.items()} == {"j-never": 0.0, "j-part": 30.0, "j-whole": 120.0}
+    assert by_job["j-whole"]["close_to_final_s"] == 0.0
+    [usage] = rows(db_url, "daily_usage", batch="billing")
+    assert usage["billed_hours"] == round(150.0 / 3600, 6) and usage["audio_hours"] == round(180.0 / 3600, 6)

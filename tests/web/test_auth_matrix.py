@@ -25,6 +25,7 @@ PUBLIC = {
     ("POST", "/callbacks/gladia/<token>"),
     ("POST", "/webhooks/gladia"),
     ("GET", "/healthz"),
+    ("GET", "/healthz/probe"),  # answers only a challenge signed with the signing key (tests/cli/test_doctor.py)
     ("GET", "/login"),
     ("POST", "/login"),
     ("GET", "/dashboard/static/<path:filename>"),
@@ -173,7 +174,9 @@ def test_read_and_admin_tokens_on_every_operator_route(server, settings, credent
                 # Authorized: the route itself answers (a 404 for the made-up ids, 400 for a made-up report).
                 assert response.status_code not in (401, 403) and response.status_code < 500, label
         admin_routes += is_admin(app, rule, method)
-    assert admin_routes == 2
+    # the two test-only routes; retry/cancel of a job or batch (API) and their dashboard forms;
+    # DELETE /api/sessions/<id>, the dashboard delete page and its POST
+    assert admin_routes == 13
     ok = call(server, "GET", "/api/sessions", {"Authorization": f"Bearer {credentials['read']}"})
     assert ok.status_code == 200 and ok.json()["items"] == []
     metrics = call(server, "GET", "/metrics", {"Authorization": f"Bearer {credentials['read']}"})

@@ -88,3 +88,57 @@ def test_the_app_serves_the_description(site, operator_headers):
                      suppress_health_check=list(HealthCheck))
 def test_api_fuzz(case, site, operator_headers):
     case.call_and_validate(base_url=site, headers=operator_headers, checks=CHECKS, timeout=30)
+
+
+def _query_operations():
+    """(path, operationId, {name: schema}) of every GET operation of the description with query parameters."""
+    found = []
+    for path, item in openapi_document()["paths"].items():
+        operation = item.get("get") or {}
+        params = {p["name"]: p.get("schema", {}) for p in operation.get("parameters", []) if p["in"] == "query"}
+        if params:
+            found.append((path, operation["operationId"], params))
+    return found
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{name}", "session_summary").replace("{gladia_id}", "none").replace("{fmt}", "txt")
+
+
+@pytest.mark.parametrize(("path", "operation_id", "params"), _query_operations(), ids=lambda v: str(v)[:30])
+def test_the_api_checks_its_query_against_the_description(client, path, operation_id, params):
+    """The rules the API applies are the description's: the names it allows, and each integer's bounds."""
+    url = _concrete(path)
+    refused = client.get(url, query_string={"zz_unknown": "1"})
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["message"].endswith("allowed: " + ", ".join(sorted(params)))
+    for name, schema in params.items():
+        if schema.get("type") != "integer":
+            continue
+        extra = {"limit": "10"} if name == "offset" else {}
+        top = client.get(url, query_string={name: str(schema["maximum"]), **extra})
+        # Accepted: 200, or the 404 of the placeholder session id once the query has passed.
+        assert top.status_code in (200, 404), (name, top.get_json())
+        over = client.get(url, query_string={name: str(schema["maximum"] + 1), **extra})
+        assert over.status_code == 400 and f"between {schema['minimum']} and {schema['maximum']}" in \
+            over.get_json()["error"]["message"], (name, over.get_json())
+
+
+def test_the_rules_follow_an_edited_description(monkeypatch):
+    """Editing a bound in the description is all it takes to change what the API accepts."""
+    from webhook_service.web import params
+
+    edited = copy.deepcopy(openapi_document())
+    limit = next(p for p in edited["paths"]["/api/sessions"]["get"]["parameters"] if p["name"] == "limit")
+    limit["schema"]["maximum"] = 7
+    monkeypatch.setattr(params, "openapi_document", lambda: edited)
+    params.rules.cache_clear()
+    try:
+        assert params.parse_query("listSessions", {"limit": "7"})["limit"] == 7
+        with pytest.raises(params.InvalidParameter, match="between 1 and 7"):
+            params.parse_query("listSessions", {"limit": "8"})
+        assert params.parse_query("listSessions", {"state": "done, reconciled"})["state"] == ("done", "reconciled")
+        with pytest.raises(params.InvalidParameter, match="must be one of queued"):
+            params.parse_query("listSessions", {"state": "done,nope"})
+    finally:
+        params.rules.cache_clear()

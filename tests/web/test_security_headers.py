@@ -20,8 +20,9 @@ from browser import CHROMIUM, DevTools, log_in_and_open
 from webhook_service.web.headers import CONTENT_SECURITY_POLICY
 
 PATH_VALUES = {"gladia_id": "g-a", "session_id": "g-a", "name": "language_mix", "filename": "dashboard.js",
-               "token": "not-a-token"}
-TRANSCRIPT_PAGES = ("/dashboard/sessions/g-a", "/api/sessions/g-a")
+               "token": "not-a-token", "fmt": "srt"}
+TRANSCRIPT_PAGES = ("/dashboard/sessions/g-a", "/api/sessions/g-a", "/api/sessions/g-a/transcript.txt",
+                    "/dashboard/sessions/g-a/transcript.vtt")
 
 
 @pytest.fixture

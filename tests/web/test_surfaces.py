@@ -110,6 +110,7 @@ def test_web_command_serves_a_surface_under_gunicorn(settings, admin_token, tmp_
 
 
 def test_the_procfile_splits_the_public_receiver_from_the_operator_side():
-    lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if ":" in line)
-    assert "WEB_SURFACE=receiver" in lines["web"]
-    assert "WEB_SURFACE=operator" in lines["operator"] and "--bind 127.0.0.1:" in lines["operator"]
+    lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                 if ":" in line and not line.startswith("#"))
+    assert "--surface receiver" in lines["web"] and "--host 127.0.0.1 " in lines["web"]
+    assert "--surface operator" in lines["operator"] and "--host 127.0.0.1 " in lines["operator"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from webhook_service.config import Settings
 from webhook_service.jobs import submit
 from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
 from webhook_service.db import session_scope
@@ -63,15 +64,22 @@ def wait_for(predicate, timeout: float, what: str, log: Path):
 
 
 def test_killed_worker_resumes_on_the_same_session(settings, emulator, tmp_path):
+    """With the default STALE_HEARTBEAT_S, SWEEP_INTERVAL_S and HEARTBEAT_INTERVAL_S: the stream resumes
+    inside the emulator's reconnect window (30 s, as GLADIA_RECONNECT_WINDOW_S assumes), or its session
+    would have ended with the audio unsent."""
     broker = os.environ.get("TEST_REDIS_URL") or "filesystem://"
+    defaults = Settings()
+    assert defaults.resume_window_problem() is None
     settings = replace(settings, celery_broker_url=broker, gladia_api_url=emulator.url,
-                       gladia_api_key=emulator.api_key, stream_speed=1.0, heartbeat_interval_s=0.3,
-                       stale_heartbeat_s=2.0, sweep_interval_s=0.5)
+                       gladia_api_key=emulator.api_key, stream_speed=1.0,
+                       heartbeat_interval_s=defaults.heartbeat_interval_s,
+                       stale_heartbeat_s=defaults.stale_heartbeat_s, sweep_interval_s=defaults.sweep_interval_s)
     settings.ensure_dirs()
     env = {**os.environ, "DATABASE_URL": settings.database_url, "DATA_DIR": settings.data_dir,
            "CELERY_BROKER_URL": broker, "GLADIA_API_URL": emulator.url, "GLADIA_API_KEY": emulator.api_key,
-           "STREAM_SPEED": "1", "HEARTBEAT_INTERVAL_S": "0.3", "STALE_HEARTBEAT_S": "2", "LOG_LEVEL": "INFO"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+           "STREAM_SPEED": "1", "LOG_LEVEL": "INFO"}
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "HEARTBEAT_INTERVAL_S", "STALE_HEARTBEAT_S", "SWEEP_INTERVAL_S"):
+        env.pop(name, None)
     audio = synth_speechlike(tmp_path / "call.wav", AUDIO_S, sample_rate=16000, channels=2)
     log = tmp_path / "worker.log"
 
@@ -95,7 +103,11 @@ def test_killed_worker_resumes_on_the_same_session(settings, emulator, tmp_path)
 
         # A new worker, and the sweeper re-driving the job once its heartbeat went stale.
         second = start_worker(env, log)
-        wait_for(lambda: sweep(settings, dispatcher=CeleryDispatcher()).restarted_stale, 20, "the sweeper to re-drive the job", log)
+
+        def beat() -> list[str]:  # what Celery beat does: one sweep every SWEEP_INTERVAL_S
+            time.sleep(settings.sweep_interval_s)
+            return sweep(settings, dispatcher=CeleryDispatcher()).restarted_stale
+        wait_for(beat, 30, "the sweeper to re-drive the job", log)
         after = wait_for(
             lambda: (lambda j: j if j.state == "stream_closed" else None)(job_row(settings.database_url, job_id)),
             60, "the job to finish streaming", log)

@@ -13,16 +13,47 @@ from __future__ import annotations
 
 import click
 
-from . import db, emulator, proxy, reconcile, report, serve, status, submit, token
+from . import (actions, db, doctor, emulator, proxy, reconcile, report, retention, serve, status, submit, token,
+               transcripts, up)
 from .common import CLIError, load_settings
 
 # One entry per command group (`--help` lists the commands by name, whatever this order).
-COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token)
+COMMAND_MODULES = (db, serve, proxy, submit, status, reconcile, emulator, report, token, transcripts, retention,
+                   actions, doctor, up)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Root(click.Group):
+    """The root group: a database without the schema, or out of reach, ends a command with one line (exit 2)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - only database errors are turned into a line; the rest re-raised
+            from ..db import database_problem
+
+            problem = database_problem(exc, _database_url())
+            if problem is None:
+                raise
+            raise CLIError(problem) from None
+
+
+def _database_url() -> str:
+    from ..config import ConfigError, Settings
+
+    try:
+        return Settings.from_env().database_url
+    except ConfigError:
+        return "DATABASE_URL"
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="webhook-service", prog_name="webhook-service")
 def cli() -> None:
-    """Stream audio files into Gladia live sessions and keep every result in SQL."""
+    """Stream audio files into Gladia live sessions and keep every result in SQL.
+
+    Shell completion: eval "$(_WEBHOOK_SERVICE_COMPLETE=bash_source webhook-service)"
+    (zsh_source, fish_source for those shells).
+    """
 
 
 for _module in COMMAND_MODULES:

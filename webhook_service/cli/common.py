@@ -24,6 +24,6 @@ def load_settings() -> Settings:
     except ConfigError as exc:
         raise CLIError(f"invalid setting: {exc}") from None
     settings.ensure_dirs()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     configure_pool(settings.db_pool_size, settings.db_max_overflow)
     return settings

@@ -94,7 +94,7 @@ def emulator(**values: Any) -> None:
     """Run the local Gladia-compatible live v2 server (REST + WebSocket + callbacks + faults)."""
     from ..emulator.server import run
 
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "text"))
     try:
         options = options_from(values)
     except OptionError as exc:

@@ -36,7 +36,10 @@ def report(name: str | None, since: str | None, until: str | None, batch: str | 
     except reports.ReportError as exc:
         raise CLIError(str(exc)) from None
     except Exception as exc:  # database unreachable, schema not migrated...
-        raise CLIError(f"report failed: {type(exc).__name__}: {exc}") from None
+        from ..db import database_problem
+
+        problem = database_problem(exc, settings.database_url)
+        raise CLIError(problem or f"report failed: {type(exc).__name__}: {_first_line(exc)}") from None
     if fmt == "json":
         click.echo(json.dumps(result.as_json(), indent=2))
     elif fmt == "csv":
@@ -78,3 +81,7 @@ def _report_cell(value) -> str:
 
 
 COMMANDS = (report,)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:300]

@@ -57,7 +57,7 @@ def _cells(row: dict) -> tuple[str, ...]:
         state += f" (retry {row['retry_at'][11:19]})"
     return (row["id"][:8], row["batch"] or "", os.path.basename(row["source_path"]), state,
             f"{duration:.1f}s" if duration else "", _streamed(row, duration), tries, row["gladia_id"] or "",
-            (row["last_error"] or "")[:60])
+            (row["last_error"] or "")[:100])
 
 
 def _streamed(row: dict, duration: float | None) -> str:

@@ -45,13 +45,17 @@ def _parse_metadata(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--chunk-ms", type=int, help="Audio per WebSocket frame, in ms (default CHUNK_MS).")
 @click.option("--speed", type=float, help="Pace: 1 = real time, 0 = as fast as acknowledgements allow (default STREAM_SPEED).")
 @click.option("--metadata", multiple=True, help="KEY=VALUE added to every session's custom_metadata (repeatable).")
+@click.option("--resubmit", is_flag=True,
+              help="Submit files already reconciled in this batch again (by default they are skipped).")
 @click.option("--no-enqueue", is_flag=True, hidden=True, help="Write the jobs but send no task (the sweeper sends them).")
 def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: str, timeout: float | None,
-           as_json: bool, config_file: str | None, no_enqueue: bool, **session_flags) -> None:
+           as_json: bool, config_file: str | None, resubmit: bool, no_enqueue: bool, **session_flags) -> None:
     """Stream audio files into Gladia live sessions: files, folders, glob patterns or a CSV manifest.
 
     A CSV manifest has a `path` column and optional `language`, `chunk_ms`, `speed`, `sample_rate`,
     `config` (JSON) columns; any other column goes to the session's custom_metadata. Prints the job ids.
+    A file whose audio is already reconciled in the same batch is skipped (`--resubmit` to send it again).
+    Exit status 1 when no file could be submitted (every one refused).
     """
     # session_flags: --language ... --metadata, named as gladia.session_config.from_options names them.
     from ..jobs import submit as submission
@@ -61,7 +65,7 @@ def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: s
     if batch_name is not None and not (0 < len(batch_name) <= 200):
         raise CLIError("--batch must be 1 to 200 characters")
     config, plans = _plan(settings, paths, config_file, session_flags)
-    result = submission.record(settings, plans, batch_name, config)
+    result = submission.record(settings, plans, batch_name, config, resubmit=resubmit)
     queued = [j["id"] for j in result.jobs if j["state"] == "queued"]
     unsent = [] if no_enqueue or not queued else submission.enqueue(queued, dispatcher_for(settings))
     if not as_json:
@@ -74,8 +78,8 @@ def submit(paths: tuple[str, ...], batch_name: str | None, wait_: bool, until: s
         sys.exit(0 if final.failed == 0 and final.settled and not refused else 1)
     if as_json:
         _print_submission_json(settings, result, None)
-    if wait_ and refused:
-        sys.exit(1)
+    if refused and (wait_ or not queued):
+        sys.exit(1)  # with --wait, any refused file; without, every file refused
 
 
 def _plan(settings, paths: tuple[str, ...], config_file: str | None, flags: dict) -> tuple[dict, list]:
@@ -97,10 +101,13 @@ def _plan(settings, paths: tuple[str, ...], config_file: str | None, flags: dict
 
 def _print_submission(result, queued: list[str], unsent: list[str]) -> None:
     click.echo(f"batch {result.batch_name} ({result.batch_id}): {len(queued)} queued, "
-               f"{len(result.jobs) - len(queued)} failed")
+               f"{len(result.jobs) - len(queued)} failed, {len(result.skipped)} skipped (already reconciled in "
+               f"this batch{'; --resubmit sends them again' if result.skipped else ''})")
     for job in result.jobs:
         line = f"{job['id']}  {job['state']:<7} {job['path']}"
         click.echo(line + (f"  ({job['error']})" if job["error"] else ""))
+    for item in result.skipped:
+        click.echo(f"{item['reconciled_job']}  skipped {item['path']}  (already reconciled)")
     if unsent:
         click.echo(f"warning: the broker refused {len(unsent)} task(s); the sweeper will send them", err=True)
 
@@ -111,7 +118,7 @@ def _print_submission_json(settings, result, final) -> None:
     jobs = job_summaries(settings, result.batch_id) if final is not None else result.jobs
     ids = {j["id"] for j in result.jobs}
     body = {"batch_id": result.batch_id, "batch": result.batch_name,
-            "jobs": [j for j in jobs if j["id"] in ids]}
+            "jobs": [j for j in jobs if j["id"] in ids], "skipped": result.skipped}
     if final is not None:
         body["summary"] = {"total": final.total, "finished": final.finished, "failed": final.failed,
                            "states": final.states, "audio_seconds": round(final.audio_s_total, 3)}

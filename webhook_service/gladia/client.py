@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..config import is_loopback_host
+from ..metrics import GLADIA_ERRORS
 
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,11 @@ class GladiaError(Exception):
     """An answer or a failure of Gladia's API; never carries the API key."""
 
     def __init__(self, message: str, *, status: Optional[int] = None, request_id: Optional[str] = None,
-                 validation_errors: Optional[list[str]] = None, retry_after: Optional[float] = None):
+                 validation_errors: Optional[list[str]] = None, retry_after: Optional[float] = None,
+                 detail: Optional[str] = None):
         super().__init__(message)
         self.status = status
+        self.detail = detail  # Gladia's own message (the body's ``message``), when it answered
         self.request_id = request_id
         self.validation_errors = validation_errors or []
         self.retry_after = retry_after
@@ -58,6 +61,10 @@ class GladiaError(Exception):
 
 class GladiaAuthError(GladiaError):
     """401/403: the API key is missing, wrong, or not allowed to do this."""
+
+    def key_refused(self) -> str:
+        """The one line an operator needs: which setting to fix, with Gladia's answer."""
+        return f"GLADIA_API_KEY was refused by Gladia ({self.status}: {self.detail or 'no message'})"
 
 
 class GladiaNotFound(GladiaError):
@@ -196,8 +203,10 @@ class GladiaClient:
                 response = self._http.request(method, url, json=json_body, params=params, headers=headers,
                                               timeout=self.timeout_s, allow_redirects=False)
             except requests.RequestException as exc:
+                GLADIA_ERRORS.labels(method, "0").inc()
                 error: GladiaError = GladiaUnavailable(
-                    f"{method} {path}: {type(exc).__name__}: {_first_line(exc)}")
+                    f"{method} {path}: cannot reach {self.api_url} ({_connection_reason(exc, self.timeout_s)}); "
+                    "check GLADIA_API_URL and that Gladia (or the emulator) is up")
             else:
                 if response.is_redirect or 300 <= response.status_code < 400:
                     raise GladiaRedirect(f"{method} {path}: {response.status_code} redirect refused (not followed, "
@@ -211,6 +220,7 @@ class GladiaClient:
                         return response.json()
                     except ValueError:
                         raise GladiaError(f"{method} {path}: answer is not JSON", status=response.status_code) from None
+                GLADIA_ERRORS.labels(method, str(response.status_code)).inc()
                 error = _error_from(method, path, response)
                 if response.status_code not in RETRY_STATUSES:
                     raise error
@@ -235,6 +245,26 @@ def _require_safe_api_url(api_url: str) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [""])[0][:200]
+
+
+def _connection_reason(exc: requests.RequestException, timeout_s: float) -> str:
+    """Why a request reached no answer, in words (not urllib3's nested reprs)."""
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS handshake failed: " + _first_line(exc)[-120:]
+    for needle, reason in (("Connection refused", "connection refused"),
+                           ("Name or service not known", "host name not found"),
+                           ("nodename nor servname", "host name not found"),
+                           ("Temporary failure in name resolution", "host name not found"),
+                           ("Network is unreachable", "network unreachable"),
+                           ("No route to host", "no route to host"),
+                           ("Connection reset", "connection reset"),
+                           ("RemoteDisconnected", "connection closed without an answer")):
+        if needle in text:
+            return reason
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _error_from(method: str, path: str, response: requests.Response) -> GladiaError:
@@ -266,4 +296,5 @@ def _error_from(method: str, path: str, response: requests.Response) -> GladiaEr
         cls = GladiaUnavailable
     else:
         cls = GladiaError
-    return cls(text, status=status, request_id=request_id, validation_errors=validation, retry_after=retry_after)
+    return cls(text, status=status, request_id=request_id, validation_errors=validation, retry_after=retry_after,
+               detail=message)

@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -25,7 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from ..audio import AudioError, PcmFormat, PcmReader
-from ..metrics import STREAM_BYTES_SENT, STREAM_RECONNECTS
+from ..metrics import STREAM_ACK_SECONDS, STREAM_BYTES_SENT, STREAM_RECONNECTS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class LiveStream:
         self.interrupted = False  # set when the worker shuts down
         self._fence_at: Optional[float] = None  # monotonic time after which this run must stop sending
         self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
+        self._sent_at: deque[tuple[int, float]] = deque()  # (end byte, send time) of this connection's chunks
         self._reader: Optional[PcmReader] = None
         self._acked = asyncio.Event()
         self._probe = asyncio.Event()
@@ -149,6 +151,7 @@ class LiveStream:
                                open_timeout=10, ping_interval=20, ping_timeout=30,
                                close_timeout=5, user_agent_header="webhook-service") as ws:
                 self._ws = ws
+                self._sent_at.clear()  # chunks resent on this connection are timed from their new send
                 try:
                     return await self._converse(ws)
                 except AudioError:
@@ -351,6 +354,7 @@ class LiveStream:
                 break
             self._unacked += chunk
             self.bytes_sent += len(chunk)
+            self._sent_at.append((self.bytes_sent, loop.time()))
             await ws.send(chunk)
             STREAM_BYTES_SENT.inc(len(chunk))
         return True
@@ -407,6 +411,8 @@ class LiveStream:
                         self._probe_total = end
                         self._probe.set()
                         continue
+                    if self._sent_at:
+                        self._observe_acks(end)
                     if end > self.bytes_acked:
                         drop = min(end - self.bytes_acked, len(self._unacked))
                         del self._unacked[:drop]
@@ -425,6 +431,13 @@ class LiveStream:
             elif kind == "error":
                 self.last_error = f"Gladia error: {json.dumps(message.get('error') or message.get('data'))[:300]}"
                 log.warning("stream %s: %s", self.label, self.last_error)
+
+
+    def _observe_acks(self, end: int) -> None:
+        """Acknowledgement latency of the chunks of this connection that ``end`` covers."""
+        now = asyncio.get_running_loop().time()
+        while self._sent_at and self._sent_at[0][0] <= end:
+            STREAM_ACK_SECONDS.observe(now - self._sent_at.popleft()[1])
 
 
 def redact_ws_url(url: str | None) -> str | None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import session_scope
-from ..models import Batch, Job
+from ..models import Batch, Job, JobSession
 from .redaction import public_text
 
 
@@ -72,6 +72,8 @@ def job_summary(job: Job, batch: Optional[Batch], fmt: SummaryFormat = API_FORMA
         "bytes_sent": job.bytes_sent,
         "bytes_acked": job.bytes_acked,
         "attempts": job.attempts,
+        "retries": job.retries or 0,  # runs after the first, each with a fresh Gladia session
+        "cancelled_at": stamp(job.cancelled_at),
         "reconnects": job.reconnects,
         "heartbeat_at": stamp(job.heartbeat_at),
         "worker_id": job.worker_id,
@@ -141,3 +143,24 @@ def find_batch_id(session: Session, batch_id_or_name: str) -> Optional[str]:
 def batch_names(session: Session) -> list[str]:
     """Every batch name, sorted (the dashboard's batch filter)."""
     return list(session.execute(select(Batch.name).order_by(Batch.name)).scalars().all())
+
+
+def previous_sessions(session: Session, job_ids: list[str], fmt: SummaryFormat = API_FORMAT
+                      ) -> dict[str, list[dict[str, Any]]]:
+    """The sessions each job had before it was run again (oldest first), by job id."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(job_ids), 500):
+        for record in session.execute(select(JobSession).where(JobSession.job_id.in_(job_ids[start:start + 500]))
+                                      .order_by(JobSession.run)).scalars():
+            found.setdefault(record.job_id, []).append({
+                "gladia_id": record.gladia_id,
+                "run": record.run,
+                "state": record.state,
+                "last_error": public_text(record.last_error),
+                "bytes_acked": record.bytes_acked,
+                "bytes_total": record.bytes_total,
+                "replaced_at": fmt.timestamp(record.replaced_at),
+                "replaced_by": record.replaced_by,
+                "results_deleted_at": fmt.timestamp(record.results_deleted_at),
+            })
+    return found

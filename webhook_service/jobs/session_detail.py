@@ -28,7 +28,7 @@ from ..models import (
     SessionResult,
     Utterance,
 )
-from .queries import API_FORMAT, find_job, iso_z, job_summary
+from .queries import API_FORMAT, find_job, iso_z, job_summary, previous_sessions
 from .redaction import public_copy
 
 MAX_TIMELINE_EVENTS = 500
@@ -70,6 +70,8 @@ def session_detail(session: Session, gladia_id: str) -> Optional[dict[str, Any]]
         "events": stored.events,
         "callbacks": stored.inbox,
         "reconciliation": _reconciliation_json(stored.latest_run, stored.runs),
+        # Sessions of earlier runs (the job was run again): their results stay until the new one is reconciled.
+        "previous_sessions": previous_sessions(session, [job.id]).get(job.id, []),
     })
 
 
@@ -122,6 +124,9 @@ def _job_json(job: Job, batch: Optional[Batch]) -> dict[str, Any]:
         "session_config": job.session_config,
         "gladia_created_at": iso_z(job.gladia_created_at),
         "reconcile_after": iso_z(job.reconcile_after),
+        # Set once the transcript and results were erased (delete or retention), and Gladia's copy deleted.
+        "content_deleted_at": iso_z(job.content_deleted_at),
+        "gladia_deleted_at": iso_z(job.gladia_deleted_at),
     }
 
 

@@ -53,10 +53,12 @@ from ..gladia.client import (
 from ..gladia.messages import parse_timestamp
 from ..gladia.stream import LiveStream, StreamResult, redact_ws_url
 from ..logging_setup import job_context, set_gladia_id
+from .. import metrics
 from ..metrics import JOBS_STATE_CHANGES
 from ..models import CLAIMABLE_STATES, Job, utcnow
 from ..tokens import callback_token
 from . import slots
+from .redrive import previous_session_ids
 from .runtime import runtime, shutting_down
 from .socket_results import SocketResults
 
@@ -178,7 +180,8 @@ def run_job(settings: Settings, job_id: str) -> str:
             log.warning("this run stops: %s", exc)
             return "skipped: claim lost"
         except Deferred as exc:
-            _release(settings, job_id, run_id, retry_in=exc.countdown)
+            # The reason is kept: should the job give up later, its last error says why.
+            _release(settings, job_id, run_id, str(exc), retry_in=exc.countdown)
             if not exc.keep_slot:
                 slots.release_slot(settings.database_url, job_id)
             raise
@@ -235,11 +238,15 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
                                         slots.lease_s(settings), new_session=not resuming)
         if slot is not None:
             log.debug("holding concurrency slot %d", slot)
+            if not job.attempts and job.created_at is not None:  # the job's first slot: its wait since submission
+                metrics.SLOT_WAIT_SECONDS.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
             return
         busy = f"all {settings.max_concurrent_sessions} session slots are busy"
         if not resuming:
+            metrics.SLOT_WAITS.labels("new").inc()
             raise Deferred(busy, random.uniform(*NEW_SESSION_BACKOFF_S))
         if time.monotonic() >= deadline:
+            metrics.SLOT_WAITS.labels("resume").inc()
             raise Deferred(busy, random.uniform(0.2, 1.0))
         # Keep the claim fresh while waiting, so nobody presumes this run dead.
         if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
@@ -248,14 +255,19 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
         delay = min(delay * 1.6, 2.0)
 
 
-def _find_orphan(client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
+def _find_orphan(settings: Settings, client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
     """A session created for this job whose id never reached the database (crash after POST)."""
     try:
         page = client.list_live(custom_metadata={"job_id": job.id}, limit=10)
+    except GladiaAuthError:
+        raise
     except GladiaError as exc:
         log.warning("cannot look for an orphaned session: %s", exc)
         raise Deferred(f"orphan lookup failed: {exc}", random.uniform(5, 15)) from None
-    items = [i for i in page.get("items") or [] if (i.get("custom_metadata") or {}).get("job_id") == job.id]
+    with session_scope(settings.database_url) as session:
+        replaced = previous_session_ids(session, job.id)  # sessions of the job's earlier runs are not orphans
+    items = [i for i in page.get("items") or []
+             if (i.get("custom_metadata") or {}).get("job_id") == job.id and i.get("id") not in replaced]
     return items[0] if items else None
 
 
@@ -349,6 +361,7 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
     when another run's session is about to be recorded.
     """
     if job.gladia_id and job.ws_url:
+        metrics.STREAM_SESSIONS.labels("resumed").inc()
         return job.gladia_id, job.ws_url
     # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
     dead: set[str] = {job.gladia_id} if job.gladia_id else set()
@@ -383,23 +396,36 @@ def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id:
                         + callback_token(job.id, settings.callback_signing_key))
     body = session_config.post_body(job.session_config or {}, callback_url=callback_url, job_id=job.id,
                                     batch_id=job.batch_id, socket_results=settings.store_socket_messages)
+    try:
+        return _create_attempts(settings, client, job, run_id, dead, body)
+    except GladiaAuthError as exc:
+        # A wrong key stays wrong: fail now, with the setting to fix (no retry).
+        _fail(settings, job.id, run_id, exc.key_refused())
+        return None
+
+
+def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id: str, dead: set[str],
+                     body: dict[str, Any]) -> Optional[dict[str, Any]]:
     for attempt in range(1, CREATE_ATTEMPTS + 1):
-        orphan = _find_orphan(client, job)
+        orphan = _find_orphan(settings, client, job)
         if orphan is not None:
             if isinstance(orphan.get("url"), str):
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
+                metrics.STREAM_SESSIONS.labels("adopted").inc()
                 return orphan
             # Gladia's list does not return the socket URL: unless its creator records it meanwhile (read
             # from the row afterwards), that session cannot be fed. It has received no audio: it is replaced
             # and deleted, so the job still ends up with exactly one session holding audio.
             dead.add(orphan["id"])
         try:
-            return client.create_live(body)
+            created = client.create_live(body)
+            metrics.STREAM_SESSIONS.labels("created").inc()
+            return created
         except GladiaRateLimited as exc:
             # Back-pressure (Gladia's own concurrency limit), not a failure.
             slots.release_slot(settings.database_url, job.id)
             raise Deferred(f"Gladia answered 429: {exc}", exc.retry_after or random.uniform(5, 20)) from None
-        except (GladiaBadRequest, GladiaAuthError) as exc:
+        except GladiaBadRequest as exc:
             _fail(settings, job.id, run_id, f"Gladia refused the session: {exc}")
             return None
         except GladiaError as exc:
@@ -434,7 +460,8 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
         return "failed"
     _acquire_slot(settings, job, run_id)
     if _start_attempt(settings, job.id, run_id) > max_attempts:
-        _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: {job.last_error}",
+        _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: "
+              f"{job.last_error or 'none recorded (each run was interrupted: its worker stopped or was killed)'}",
               reconcile=True)
         return "failed"
     client = GladiaClient.from_settings(settings)
@@ -507,6 +534,7 @@ def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
 def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, stream: LiveStream) -> str:
     now = utcnow()
     reconnects = (job.reconnects or 0) + result.reconnects
+    metrics.STREAM_RUNS.labels(result.outcome).inc()
 
     def progress(row: Job) -> None:
         row.bytes_sent, row.bytes_acked, row.reconnects, row.heartbeat_at = (

@@ -50,6 +50,8 @@ class Submission:
     batch_id: str
     batch_name: str
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    # Files left out: the same audio (sha256) is already reconciled in this batch.
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _is_audio_name(path: Path) -> bool:
@@ -136,8 +138,12 @@ def default_batch_name() -> str:
 
 
 def record(settings: Settings, plans: list[FilePlan], batch_name: Optional[str],
-           batch_config: dict[str, Any]) -> Submission:
-    """Write the batch (or add to an existing one of that name) and its jobs, in one transaction."""
+           batch_config: dict[str, Any], *, resubmit: bool = False) -> Submission:
+    """Write the batch (or add to an existing one of that name) and its jobs, in one transaction.
+
+    A file whose audio (sha256) is already reconciled in that batch is skipped,
+    unless ``resubmit``: submitting a folder again adds only what is new or failed.
+    """
     name = batch_name or default_batch_name()
     with session_scope(settings.database_url) as session:
         batch = session.execute(select(Batch).where(Batch.name == name)).scalar_one_or_none()
@@ -146,8 +152,15 @@ def record(settings: Settings, plans: list[FilePlan], batch_name: Optional[str],
             session.add(batch)
             session.flush()
         submission = Submission(batch_id=batch.id, batch_name=batch.name)
+        done: dict[str, str] = {}
+        if not resubmit:
+            done = dict(session.execute(select(Job.audio_sha256, Job.id).where(
+                Job.batch_id == batch.id, Job.state == "reconciled", Job.audio_sha256.is_not(None))).all())
         now = utcnow()
         for item in plans:
+            if item.info is not None and item.info.sha256 in done:
+                submission.skipped.append({"path": str(item.path), "reconciled_job": done[item.info.sha256]})
+                continue
             job = Job(id=new_id(), batch_id=batch.id, source_path=str(item.path), state="queued", queued_at=now,
                       created_at=now, custom_metadata=dict(item.config.get("custom_metadata") or {}))
             if item.info is not None:

@@ -15,7 +15,10 @@ again. One sweep:
    overdue (``retry_at``; the task was lost): ``tasks.stream_job`` again,
    which resumes on the same session;
 4. re-runs the normalization of inbox rows left ``pending`` (the receiver
-   died between commit and normalization) or ``failed`` (bounded attempts).
+   died between commit and normalization) or ``failed`` (bounded attempts);
+5. applies retention (``RETENTION_DAYS``, ``INBOX_RETENTION_DAYS``,
+   ``GLADIA_DELETE_AFTER_RECONCILE``): one bounded batch of each per sweep
+   (:mod:`webhook_service.retention.policy`).
 
 Every task is idempotent, so a double enqueue is harmless; to avoid
 flooding, each re-drive is claimed with a compare-and-set UPDATE that pushes
@@ -33,6 +36,7 @@ from typing import Optional
 
 from sqlalchemy import and_, func, or_, select, update
 
+from .. import metrics
 from ..config import Settings
 from ..db import session_scope
 from ..ingest import process_inbox_item
@@ -58,6 +62,7 @@ class SweepReport:
     inbox_retried: list[int] = field(default_factory=list)
     inbox_errors: int = 0
     dispatch_errors: int = 0
+    retention: dict[str, int] = field(default_factory=dict)  # what retention erased (PurgeReport.as_dict)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -69,6 +74,7 @@ class SweepReport:
             "inbox_retried": len(self.inbox_retried),
             "inbox_errors": self.inbox_errors,
             "dispatch_errors": self.dispatch_errors,
+            **{f"retention_{k}": v for k, v in self.retention.items()},
         }
 
 
@@ -86,12 +92,17 @@ def sweep(settings: Settings, *, dispatcher: Dispatcher,
     """Run one sweep; see the module docstring. Safe to run concurrently with itself."""
     now = now or utcnow()
     report = SweepReport()
-    _schedule_unscheduled(settings, now, report)
-    _enqueue_due_reconciliations(settings, now, dispatcher, report)
-    _restart_stale_streams(settings, now, dispatcher, report)
-    _restart_lost_queued(settings, now, dispatcher, report)
-    _retry_inbox(settings, now, report)
+    with metrics.SWEEP_SECONDS.time():
+        _schedule_unscheduled(settings, now, report)
+        _enqueue_due_reconciliations(settings, now, dispatcher, report)
+        _restart_stale_streams(settings, now, dispatcher, report)
+        _restart_lost_queued(settings, now, dispatcher, report)
+        _retry_inbox(settings, now, report)
+        _apply_retention(settings, now, report)
+    metrics.SWEEPS.inc()
     summary = {k: v for k, v in report.summary().items() if v}
+    for action, count in summary.items():
+        metrics.SWEEP_ACTIONS.labels(action).inc(count)
     if summary:
         log.info("sweep: %s", ", ".join(f"{k}={v}" for k, v in summary.items()))
     return report
@@ -254,6 +265,16 @@ def _retry_inbox(settings: Settings, now: datetime, report: SweepReport) -> None
         except Exception:  # recorded on the row by process_inbox_item; keep sweeping the rest
             log.exception("inbox item %s still fails", inbox_id)
             report.inbox_errors += 1
+
+
+def _apply_retention(settings: Settings, now: datetime, report: SweepReport) -> None:
+    """One bounded batch of each retention step; the next sweep takes the rest."""
+    from ..retention import purge
+
+    try:
+        report.retention = purge(settings, now, max_batches=1).as_dict()
+    except Exception:  # retention must never stop the sweeper's other work
+        log.exception("retention failed; the next sweep tries again")
 
 
 def _dispatch(send, report: SweepReport) -> bool:

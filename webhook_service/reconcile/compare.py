@@ -24,6 +24,7 @@ from ..gladia.messages import parse_timestamp
 from ..gladia.session_config import without_callback_url
 from ..gladia.validation import InvalidMessage
 from ..ingest import normalize_message, repair_utterance
+from ..jobs.redrive import auto_rerun_incomplete, drop_replaced_results
 from ..models import Event, Job, SessionResult, Utterance, utcnow
 from .expected import callback_flags, differs, is_expected, parse_messages, synthetic_utterance_id, utterance_key
 from .records import JobView, ReconcileResult, count_duplicates, record_run
@@ -98,8 +99,13 @@ def compare_and_repair(settings: Settings, view: JobView, trigger: str, started:
         # but never call the job reconciled.
         incomplete = (f"incomplete: Gladia ended the session with {view.stream_progress}"
                       if not view.stream_finished else None)
+        rerun = False
         if job is not None and not replaced:
             _settle(job, parse_timestamp(body.get("completed_at")), incomplete)
+            if job.state == "reconciled":
+                drop_replaced_results(session, job)  # the partial results of sessions this one replaced
+            elif incomplete:
+                rerun = auto_rerun_incomplete(session, job, settings)
         details = {
             "status": body.get("status"),
             "messages": len(messages),
@@ -113,6 +119,8 @@ def compare_and_repair(settings: Settings, view: JobView, trigger: str, started:
         if replaced:
             # The worker gave the job another session meanwhile: this one settles nothing.
             details["replaced_by"] = job.gladia_id
+        if rerun:
+            details["rerun"] = "the job runs again once with a new session"
         outcome = ReconcileResult(
             view.id, gladia_id, "retry" if replaced else "failed" if incomplete else "reconciled",
             reason="the job was given another session meanwhile" if replaced else incomplete,

@@ -17,7 +17,7 @@ from ..config import Settings
 from ..db import session_scope
 from ..gladia.messages import parse_timestamp
 from ..logging_setup import job_context
-from ..metrics import RECONCILE_REPAIRED, RECONCILIATIONS
+from ..metrics import RECONCILE_MISSING, RECONCILE_REPAIRED, RECONCILIATIONS
 from ..models import Job, utcnow
 from .compare import compare_and_repair, store_session_result
 from .fetch import SessionFetcher, default_fetcher
@@ -60,6 +60,10 @@ def reconcile_job(
     """
     view = load_job_view(settings, job_id)
     with job_context(view.id, view.gladia_id):
+        if _content_deleted(settings, view.id):
+            # Erased on purpose (delete, retention): fetching the session again would bring it all back.
+            _settle_without_session(settings, view.id)
+            return ReconcileResult(view.id, view.gladia_id, "skipped", reason="content deleted")
         if not view.gladia_id:
             # No session was ever created: nothing at Gladia to compare with.
             # The sweeper re-drives such jobs through the worker instead.
@@ -78,12 +82,20 @@ def reconcile_job(
         RECONCILIATIONS.labels(result.outcome).inc()
         if result.repaired:
             RECONCILE_REPAIRED.inc(result.repaired)
+        if result.missing:
+            RECONCILE_MISSING.inc(result.missing)
         log.info(
             "reconciliation %s: expected=%d received=%d missing=%d duplicates=%d mismatched=%d repaired=%d%s",
             result.outcome, result.expected, result.received, result.missing, result.duplicates,
             result.mismatched, result.repaired, f" ({result.reason})" if result.reason else "",
         )
         return result
+
+
+def _content_deleted(settings: Settings, job_id: str) -> bool:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        return job is not None and job.content_deleted_at is not None
 
 
 def _settle_without_session(settings: Settings, job_id: str) -> None:

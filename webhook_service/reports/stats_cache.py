@@ -93,8 +93,15 @@ def stale_count(session: Session) -> int:
 
 
 def _recompute(session: Session, ids: Iterable[str]) -> None:
-    """Rewrite the statistics of ``ids``: delete them, read each large table once for all, insert."""
-    ids = list(ids)
+    """Rewrite the statistics of ``ids``: delete them, read each large table once for all, insert.
+
+    Sessions whose content was erased (``jobs.content_deleted_at``) are left as they are.
+    """
+    # A session whose content was erased keeps its figures as they were (the reports still count it).
+    frozen = set(session.scalars(select(Job.id).where(Job.id.in_(list(ids)), Job.content_deleted_at.is_not(None))))
+    ids = [job_id for job_id in ids if job_id not in frozen]
+    if not ids:
+        return
     session.execute(delete(SessionLanguageStats).where(SessionLanguageStats.job_id.in_(ids)))
     session.execute(delete(SessionStats).where(SessionStats.job_id.in_(ids)))
     existing = set(session.scalars(select(Job.id).where(Job.id.in_(ids))))

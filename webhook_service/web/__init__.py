@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..db import configure_pool
-from . import api, auth, callbacks, dashboard, headers, health, login, openapi, reports
+from . import actions, api, auth, callbacks, dashboard, headers, health, login, openapi, reports
 from .context import close_db, json_error
 from .forwarded import trust_forwarded_headers
 
@@ -20,10 +20,11 @@ log = logging.getLogger(__name__)
 # The routes each surface serves: the public receiver, the private operator side, or both.
 SURFACE_BLUEPRINTS = {
     "receiver": (health.bp, callbacks.bp),
-    "operator": (health.bp, health.metrics_bp, api.bp, openapi.bp, reports.bp, dashboard.bp, login.bp),
+    "operator": (health.bp, health.metrics_bp, api.bp, actions.bp, openapi.bp, reports.bp, dashboard.bp,
+                 login.bp),
 }
-SURFACE_BLUEPRINTS["all"] = (health.bp, health.metrics_bp, callbacks.bp, api.bp, openapi.bp, reports.bp,
-                             dashboard.bp, login.bp)
+SURFACE_BLUEPRINTS["all"] = (health.bp, health.metrics_bp, callbacks.bp, api.bp, actions.bp, openapi.bp,
+                             reports.bp, dashboard.bp, login.bp)
 
 
 def create_app(settings: Settings | None = None, surface: str | None = None, **config: Any) -> Flask:

@@ -45,6 +45,7 @@ PUBLIC_ENDPOINTS = frozenset({
     "callbacks.gladia_callback",
     "callbacks.gladia_webhook",
     "health.healthz",
+    "health.probe",  # answers only a challenge signed with CALLBACK_SIGNING_KEY (`webhook-service doctor`)
     "login.login",
     "dashboard.static",
 })

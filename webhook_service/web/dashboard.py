@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from .. import reports
 from ..jobs import queries as job_queries
 from ..jobs.session_detail import session_rows
 from ..models import JOB_STATES, Event, Job, ReconciliationRun
+from ..transcripts import TRANSCRIPT_FORMATS, TranscriptUnavailable
 from . import display
+from .auth import admin_required, current_operator
 from .context import db, settings
+from .transcript_response import transcript_response
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                static_url_path="/dashboard/static")
@@ -161,8 +164,53 @@ def session_page(session_id: str):
     return render_template(
         "dashboard/session.html", job=job, batch=stored.batch, result=stored.result, summary=summary,
         timeline=_timeline(job, stored.events, stored.runs), truncated=stored.events_truncated,
-        utterances=stored.utterances, runs=stored.runs, inbox=stored.inbox,
+        utterances=stored.utterances, runs=stored.runs, inbox=stored.inbox, formats=TRANSCRIPT_FORMATS,
+        can_act=getattr(current_operator(), "scope", None) == "admin",  # retry, cancel and delete
     )
+
+
+@bp.get("/dashboard/sessions/<session_id>/transcript.<fmt>")
+def session_transcript(session_id: str, fmt: str):
+    """The download buttons of the session page: the same files as the API's transcript route."""
+    if fmt not in TRANSCRIPT_FORMATS:
+        return _error_page(404, f"No transcript format {fmt[:20]!r}; formats: {', '.join(TRANSCRIPT_FORMATS)}.")
+    if not _storable(session_id, MAX_ID_LENGTH):
+        return _error_page(404, f"No session with job id or Gladia id {session_id[:MAX_ID_LENGTH]!r}.")
+    try:
+        return transcript_response(session_id, fmt, None)
+    except (TranscriptUnavailable, LookupError) as exc:
+        return _error_page(404, str(exc).rstrip(".") + ".")
+
+
+@bp.get("/dashboard/sessions/<session_id>/delete")
+@admin_required
+def confirm_delete(session_id: str):
+    """The confirmation page of a delete: what goes, and the button that does it (a CSRF-protected POST)."""
+    from ..retention import describe
+
+    if not _storable(session_id, MAX_ID_LENGTH):
+        return _error_page(404, f"No session with job id or Gladia id {session_id[:MAX_ID_LENGTH]!r}.")
+    try:
+        found = describe(settings(), session_id)
+    except LookupError as exc:
+        return _error_page(404, str(exc))
+    return render_template("dashboard/delete.html", found=found)
+
+
+@bp.post("/dashboard/sessions/<session_id>/delete")
+@admin_required
+def delete_session(session_id: str):
+    from ..retention import DeleteRefused, delete_session as erase
+
+    if not _storable(session_id, MAX_ID_LENGTH):
+        return _error_page(404, f"No session with job id or Gladia id {session_id[:MAX_ID_LENGTH]!r}.")
+    try:
+        erased = erase(settings(), session_id, actor=f"dashboard:{g.operator.name}")
+    except DeleteRefused as exc:
+        return _error_page(409, str(exc))
+    except LookupError as exc:
+        return _error_page(404, str(exc))
+    return redirect(url_for("dashboard.session_page", session_id=erased.job_id))
 
 
 def _error_page(status: int, message: str):

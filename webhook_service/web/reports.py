@@ -2,8 +2,11 @@
 
 Query parameters are the CLI's filters (``since``, ``until``, ``batch``) and
 paging (``limit``, ``offset``; the answer's ``page.next_offset`` is the next
-page's offset, null after the last); an unknown parameter is refused rather
-than ignored, so a typo never silently returns an unfiltered report.
+page's offset, null after the last), checked against ``getReport`` in
+``openapi.yaml`` first (:mod:`.params`); an unknown parameter is refused rather
+than ignored, so a typo never silently returns an unfiltered report. The
+reports module then checks what the CLI shares (a batch that exists, since
+not after until, offset with a limit).
 """
 
 from __future__ import annotations
@@ -12,10 +15,9 @@ from flask import Blueprint, request
 
 from .. import reports
 from .context import json_error, settings
+from .params import InvalidParameter, parse_query
 
 bp = Blueprint("reports", __name__)
-
-FILTER_PARAMS = ("since", "until", "batch", "limit", "offset")
 
 
 @bp.get("/api/reports")
@@ -25,11 +27,12 @@ def list_reports():
 
 @bp.get("/api/reports/<name>")
 def get_report(name: str):
-    unknown = sorted(set(request.args) - set(FILTER_PARAMS))
-    if unknown:
-        return json_error(400, f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(FILTER_PARAMS)}")
     try:
-        result = reports.run_report(settings().database_url, name, **{k: request.args.get(k) for k in FILTER_PARAMS})
+        query = parse_query("getReport", request.args)
+    except InvalidParameter as exc:
+        return json_error(400, str(exc))
+    try:
+        result = reports.run_report(settings().database_url, name, **query)
     except reports.ReportError as exc:
         return json_error(exc.status, str(exc))
     return result.as_json()

@@ -10,7 +10,7 @@ import logging
 import os
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import beat_init, worker_process_init, worker_ready, worker_shutting_down
 from flask import Flask, current_app
 
 from ..config import Settings
@@ -103,3 +103,16 @@ def _hand_back_streams(**_kwargs) -> None:
     count = runtime.interrupt_all()
     if count:
         log.warning("worker shutting down: %d stream(s) handed back", count)
+
+
+@worker_ready.connect
+@beat_init.connect
+def _serve_metrics(**_kwargs) -> None:
+    # METRICS_PORT (`--metrics-port`): this process's /metrics, for a machine without an operator side.
+    from .metrics_server import start_metrics_server
+
+    settings = Settings.from_env()
+    try:
+        start_metrics_server(settings)
+    except OSError as exc:  # the port is taken: the process runs on, its samples still reach METRICS_DIR
+        log.error("cannot serve metrics on 127.0.0.1:%d: %s", settings.metrics_port, exc)

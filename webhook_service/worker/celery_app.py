@@ -8,5 +8,5 @@ from . import tasks  # noqa: F401 - registers the tasks with the app below
 from .app import celery_init_app
 
 flask_app = create_app()
-configure_logging(flask_app.config["SETTINGS"].log_level)
+configure_logging(flask_app.config["SETTINGS"].log_level, flask_app.config["SETTINGS"].log_format)
 celery = celery_init_app(flask_app)
