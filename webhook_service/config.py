@@ -86,6 +86,10 @@ class Settings:
     chunk_ms: int = 100
     stream_speed: float = 1.0  # 1.0 = real time; 0 = as fast as acknowledgements allow
     close_mode: str = "close"  # "close": close 1000 after the last ack; "stop": stop_recording and wait
+    # Results by callback (on: Gladia must reach PUBLIC_BASE_URL) or not at all (off: socket and reconciliation).
+    callbacks: bool = True
+    # Store every result the session's socket carries (the same normalization as callbacks, source websocket).
+    store_socket_messages: bool = True
     heartbeat_interval_s: float = 2.0
     # A stream silent this long is resumed by the sweeper: with SWEEP_INTERVAL_S, inside Gladia's reconnect window.
     stale_heartbeat_s: float = 10.0

@@ -9,7 +9,10 @@ prints each session's transcript, what reconciliation found and repaired, and
 the daily report, then stops every process it started.
 
 The emulator drops a share of the callbacks on purpose (``--drop-callbacks``,
-10 % by default) so that the run shows reconciliation repairing them.
+10 % by default) so that the run shows reconciliation repairing them. With
+``CALLBACKS=off`` in the environment no receiver is started at all: results
+come from the sessions' sockets and reconciliation, as on a machine that
+Gladia cannot reach.
 
 Processes are started in their own process groups: Ctrl-C reaches this
 program only, which then stops each group (SIGTERM, then SIGKILL after a
@@ -31,6 +34,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from .config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / "data" / "demo"
@@ -187,9 +192,9 @@ def print_results(database_url: str, batch: str) -> None:
                 .order_by(ReconciliationRun.started_at.desc(), ReconciliationRun.id.desc()).limit(1)
             ).first()
             if run is not None:
-                print(f"  reconciliation: {run.outcome}; {run.expected} messages expected by callback, "
-                      f"{run.received} received, {run.missing} missing -> {run.repaired} repaired, "
-                      f"{run.duplicates} duplicate deliveries ignored")
+                print(f"  reconciliation: {run.outcome}; {run.expected} messages expected, "
+                      f"{run.received} received by callback or socket, {run.missing} missing -> {run.repaired} "
+                      f"repaired, {run.duplicates} duplicate deliveries ignored")
         print()
 
 
@@ -253,6 +258,7 @@ class DemoSetup:
     emulator_port: int
     web_port: int
     env: dict[str, str]
+    callbacks: bool  # CALLBACKS: off means no receiver (socket and reconciliation only)
 
 
 def checked_samples(args: argparse.Namespace) -> list[Path]:
@@ -279,8 +285,12 @@ def prepare(args: argparse.Namespace) -> DemoSetup:
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True)
     database_url = f"sqlite:///{data_dir / 'webhook_service.sqlite3'}"
-    return DemoSetup(files, data_dir, log_dir, database_url, emulator_port, web_port,
-                     demo_env(data_dir, database_url, emulator_port, web_port))
+    env = demo_env(data_dir, database_url, emulator_port, web_port)
+    try:
+        callbacks = Settings.from_env(environ=env).callbacks
+    except ConfigError as exc:
+        raise DemoError(str(exc)) from None
+    return DemoSetup(files, data_dir, log_dir, database_url, emulator_port, web_port, env, callbacks)
 
 
 def demo_env(data_dir: Path, database_url: str, emulator_port: int, web_port: int) -> dict[str, str]:
@@ -333,17 +343,22 @@ class Demo:
         """The emulator, the receiver, a worker and beat, each in its own process group; wait until they answer."""
         args = self.args
         self.supervisor = supervisor = Supervisor(setup.log_dir, setup.env)
-        say(f"starting the Gladia emulator ({args.engine} engine, dropping {args.drop_callbacks:.0%} of callbacks) "
-            f"on port {setup.emulator_port}")
+        dropping = f"dropping {args.drop_callbacks:.0%} of callbacks" if setup.callbacks else "no callbacks"
+        say(f"starting the Gladia emulator ({args.engine} engine, {dropping}) on port {setup.emulator_port}")
         supervisor.start("emulator", cli_argv(
             "emulator", "--port", str(setup.emulator_port), "--engine", args.engine,
             "--drop-callbacks", str(args.drop_callbacks), "--seed", "7"))
-        say(f"starting the receiver (gunicorn) on port {setup.web_port}, a Celery worker and Celery beat")
-        supervisor.start("web", cli_argv("web", "--port", str(setup.web_port), "--workers", "2"))
+        if setup.callbacks:
+            say(f"starting the receiver (gunicorn) on port {setup.web_port}, a Celery worker and Celery beat")
+            supervisor.start("web", cli_argv("web", "--port", str(setup.web_port), "--workers", "2"))
+        else:
+            say("CALLBACKS=off: no receiver (nothing needs to reach this machine); results come from each "
+                "session's socket and reconciliation. Starting a Celery worker and Celery beat")
         supervisor.start("worker", cli_argv("worker"))
         supervisor.start("beat", cli_argv("beat"))
         wait_http(f"http://127.0.0.1:{setup.emulator_port}/v2/live", supervisor, 60, ok=(200, 401))
-        wait_http(f"http://127.0.0.1:{setup.web_port}/healthz", supervisor, 60)
+        if setup.callbacks:
+            wait_http(f"http://127.0.0.1:{setup.web_port}/healthz", supervisor, 60)
         return supervisor
 
     def submit_and_wait(self, setup: DemoSetup, supervisor: Supervisor, batch: str) -> bool:

@@ -14,7 +14,8 @@ from webhook_service.emulator.options import EmulatorOptions, Faults
 # The command line `webhook-service emulator` has always offered (README, demo, chaos harness, benchmarks).
 OPTION_NAMES = [
     "--host", "--port", "--engine", "--api-key", "--max-sessions-per-key", "--idle-timeout", "--resume-grace",
-    "--max-session-seconds", "--callback-timeout", "--callback-retries", "--callback-backoff", "--spool-dir",
+    "--max-session-seconds", "--callback-timeout", "--callback-retries", "--callback-backoff", "--strict-schema",
+    "--spool-dir",
     "--seed", "--drop-callbacks", "--duplicate-callbacks", "--delay-callbacks", "--callback-delay",
     "--reorder-callbacks", "--rest-errors", "--rest-error-status", "--rest-429", "--rest-fault-route",
     "--cut-after-chunks", "--cut-rate", "--cut-code", "--ack-delay",
@@ -59,7 +60,8 @@ def test_every_option_reaches_its_field(started):
     result = CliRunner().invoke(cli, [
         "emulator", "--host", "0.0.0.0", "--port", "0", "--engine", "vad", "--api-key", "a", "--api-key", "b",
         "--max-sessions-per-key", "2", "--idle-timeout", "3", "--resume-grace", "4", "--max-session-seconds", "5",
-        "--callback-timeout", "6", "--callback-retries", "7", "--callback-backoff", "0.25", "--spool-dir", "/tmp/s",
+        "--callback-timeout", "6", "--callback-retries", "7", "--callback-backoff", "0.25", "--strict-schema",
+        "--spool-dir", "/tmp/s",
         "--seed", "9", "--drop-callbacks", "0.1", "--duplicate-callbacks", "0.2", "--delay-callbacks", "0.3",
         "--callback-delay", "2.5", "--reorder-callbacks", "0.4", "--rest-errors", "0.5", "--rest-error-status", "502",
         "--rest-429", "0.6", "--rest-fault-route", "GET", "--rest-fault-route", "POST /v2/live",
@@ -69,7 +71,7 @@ def test_every_option_reaches_its_field(started):
     assert started == [EmulatorOptions(
         host="0.0.0.0", port=0, engine="vad", api_keys=("a", "b"), max_sessions_per_key=2, idle_timeout_s=3.0,
         resume_grace_s=4.0, max_session_s=5.0, callback_timeout_s=6.0, callback_retries=7, callback_backoff_s=0.25,
-        spool_dir="/tmp/s", faults=Faults(
+        strict_schema=True, spool_dir="/tmp/s", faults=Faults(
             seed=9, callback_drop_rate=0.1, callback_duplicate_rate=0.2, callback_delay_rate=0.3,
             callback_delay_s=2.5, callback_reorder_rate=0.4, rest_error_rate=0.5, rest_error_status=502,
             rest_429_rate=0.6, rest_fault_routes=("GET", "POST /v2/live"), ws_cut_after_chunks=11,

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from webhook_service.db import dispose_engines, session_scope
 from webhook_service.demo import ROOT, free_port
-from webhook_service.models import Job
+from webhook_service.models import Event, InboxItem, Job
 
 
 def processes_with(data_dir: Path) -> list[int]:
@@ -38,10 +38,12 @@ def processes_with(data_dir: Path) -> list[int]:
 
 
 @pytest.mark.dbless
-def test_make_demo_runs_the_whole_pipeline_and_stops_everything(tmp_path):
+@pytest.mark.parametrize("callbacks", ["on", "off"])
+def test_make_demo_runs_the_whole_pipeline_and_stops_everything(tmp_path, callbacks):
     data_dir = tmp_path / "demo"
     emulator_port, web_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}
+    env["CALLBACKS"] = callbacks
     done = subprocess.run(
         [sys.executable, "-m", "webhook_service.demo", "--dir", str(data_dir),
          "--emulator-port", str(emulator_port), "--web-port", str(web_port)],
@@ -63,9 +65,17 @@ def test_make_demo_runs_the_whole_pipeline_and_stops_everything(tmp_path):
     try:
         with session_scope(url) as session:
             states = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+            sources = dict(session.execute(select(Event.source, func.count()).group_by(Event.source)).all())
+            callbacks_stored = session.scalar(select(func.count()).select_from(InboxItem))
     finally:
         dispose_engines()
     assert states == {"reconciled": 4}
+    assert sources.get("websocket", 0) >= 4  # the sockets' results are stored (STORE_SOCKET_MESSAGES)
+    if callbacks == "off":
+        assert "CALLBACKS=off: no receiver" in output and callbacks_stored == 0
+        assert not (data_dir / "logs" / "web.log").exists()
+    else:
+        assert callbacks_stored > 0
     assert processes_with(data_dir) == []
     for port in (emulator_port, web_port):  # nobody listens any more (TIME_WAIT may still hold the port)
         with socket.socket() as probe:

@@ -54,6 +54,12 @@ def test_doctor_passes_on_a_working_setup_and_names_the_fix_of_each_failure(env,
     assert "FAIL  public_base_url  http://127.0.0.1:9: connection refused" in down.output
 
 
+def test_without_callbacks_no_public_url_is_needed(env):
+    done = run(dict(env, CALLBACKS="off", PUBLIC_BASE_URL="http://127.0.0.1:9"), "doctor")
+    assert done.exit_code == 0, done.output
+    assert "ok    public_base_url  not needed: CALLBACKS=off" in done.output
+
+
 def test_the_probe_route_answers_only_a_fresh_challenge_signed_with_the_key(live_app):
     url = live_app.url + "/healthz/probe"
     nonce, now = "ab" * 16, int(time.time())

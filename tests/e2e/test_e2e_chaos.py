@@ -417,7 +417,7 @@ def verify(database_url: str, emulator, job_ids: list[str], events: list[str], e
         assert not wrong, f"jobs without exactly one Gladia session holding audio: {wrong}"
         orphans = sum(len(by_job[job_id]) - 1 for job_id in jobs)
 
-        lost = repaired_expected = audio_s = finals = 0
+        lost = repaired_expected = by_socket = audio_s = finals = 0
         for gid, job in gids.items():
             body = client.get_live(gid)
             assert body["status"] == "done", (gid, body["status"])
@@ -445,6 +445,8 @@ def verify(database_url: str, emulator, job_ids: list[str], events: list[str], e
             lost += len(missing)
             repaired_expected += session.scalar(
                 select(func.count()).select_from(Event).where(Event.gladia_id == gid, Event.source == "reconcile"))
+            by_socket += session.scalar(
+                select(func.count()).select_from(Event).where(Event.gladia_id == gid, Event.source == "websocket"))
         assert lost == 0, f"{lost} messages lost"
         utterance_ids = session.execute(
             select(Utterance.gladia_id, Utterance.utterance_id, func.count())
@@ -498,6 +500,7 @@ def verify(database_url: str, emulator, job_ids: list[str], events: list[str], e
             "missing_found": int(runs[1]),
             "repaired": int(runs[2]),
             "repaired_events": repaired_expected,
+            "socket_events": by_socket,
             "lost": lost,
             "events": events,
         }
@@ -527,10 +530,10 @@ def _broker_url(tmp_path: Path) -> str:
     return isolated_redis_url(base) if base else "filesystem://"
 
 
-@pytest.mark.slow
-def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
+def run_scenario(config: ChaosConfig, db_url: str, tmp_path: Path) -> dict[str, Any]:
+    """One chaos run with its own emulator process and broker; its verified report (printed)."""
     emulator = EmulatorProcess(tmp_path)
-    run = ChaosRun(ChaosConfig(), database_url=db_url, broker_url=_broker_url(tmp_path), emulator=emulator,
+    run = ChaosRun(config, database_url=db_url, broker_url=_broker_url(tmp_path), emulator=emulator,
                    workdir=tmp_path)
     try:
         report = run.run()
@@ -539,9 +542,27 @@ def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
         emulator.stop()
         release_redis(run.broker_url)
     print(json.dumps(report, indent=2))
+    return report
+
+
+@pytest.mark.slow
+def test_no_result_is_lost_under_faults_crashes_and_restarts(db_url, tmp_path):
+    report = run_scenario(ChaosConfig(), db_url, tmp_path)
     # The faults really happened, and reconciliation repaired what was dropped.
     assert report["dropped"] >= 1 and report["duplicated"] >= 1
     assert report["repaired_events"] >= 1 and report["lost"] == 0
     assert report["final_utterances"] >= report["sessions"]  # the comparison had something to compare
     assert report["jobs_restarted"] >= 1  # the killed worker's streams were picked up again
     assert any("SIGKILL" in e for e in report["events"]) and any("receiver restarted" in e for e in report["events"])
+
+
+@pytest.mark.slow
+def test_every_session_reconciles_when_every_callback_is_dropped(db_url, tmp_path):
+    """No callback ever arrives: the socket (STORE_SOCKET_MESSAGES) and reconciliation still lose nothing."""
+    config = ChaosConfig(files=10, restart_receiver=0, faults={**ChaosConfig().faults, "callback_drop_rate": 1.0})
+    report = run_scenario(config, db_url, tmp_path)
+    assert report["callbacks"] == report["dropped"] > 0  # not one callback reached the receiver
+    assert report["sessions"] == config.files and report["lost"] == 0  # every session reconciled, 0 missing
+    assert report["socket_events"] >= report["sessions"]  # the socket was a real-time source for each one
+    assert report["repaired_events"] >= report["sessions"]  # reconciliation brought what the socket could not
+    assert report["final_utterances"] >= report["sessions"] and report["jobs_restarted"] >= 1

@@ -61,3 +61,43 @@ def test_a_session_needs_only_its_host(tmp_path):
     assert {url for _, url, _ in host.callbacks} == {"http://127.0.0.1:9/cb"}
     assert session.status == "done" and session.to_json()["custom_metadata"] == {"job_id": "j1"}
     assert json.loads(session.messages[-1])["type"] == "end_session"
+
+
+def _run(tmp_path, audio_seconds: float) -> LiveSession:
+    params, metadata, _ = validate_request({})
+
+    async def scenario() -> LiveSession:
+        host = RecordingHost(str(tmp_path))
+        session = LiveSession(host, "key", params, metadata)
+        if audio_seconds:
+            session.receive_audio(np.zeros(int(16000 * audio_seconds), dtype="<i2").tobytes())
+        session.stop_recording()
+        await asyncio.wait_for(session.done.wait(), 10)
+        await asyncio.gather(*host.tasks)
+        return session
+
+    return asyncio.run(scenario())
+
+
+def test_recognizers_are_made_with_the_first_audio_and_released_at_the_end(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import webhook_service.emulator.session as module
+
+    made: list[weakref.ref] = []
+    real = module.create_recognizer
+
+    def counting(engine, params):
+        recognizer = real(engine, params)
+        made.append(weakref.ref(recognizer))
+        return recognizer
+
+    monkeypatch.setattr(module, "create_recognizer", counting)
+    silent = _run(tmp_path, 0)
+    assert silent.status == "done" and made == []  # no audio: no recognizer (a sphinx decoder is ~100 MB)
+
+    session = _run(tmp_path, 1.0)
+    gc.collect()
+    assert session.status == "done" and len(made) == 1
+    assert made[0]() is None  # the finished session, still kept for GET, holds no recognizer

@@ -72,3 +72,48 @@ def test_one_problem_reaches_both_callers_with_the_same_path(body, path):
         session_config.validate(body)
     _, _, errors = validate_request(body)
     assert errors == [e for e in errors if f'"{".".join(map(str, path))}"' in e] and len(errors) == 1
+
+
+# What real clients send that Gladia's OpenAPI description does not list (LiveKit's plugin always sends the flag).
+UNLISTED_BODIES = [
+    {"realtime_processing": {"words_accurate_timestamps": False}},
+    {"realtime_processing": {"translation": True,
+                             "translation_config": {"target_languages": ["fr"], "model": "batch"}}},
+]
+
+
+@pytest.mark.parametrize("body", UNLISTED_BODIES)
+def test_documented_but_unlisted_fields_are_accepted_by_both_callers_unless_strict(body):
+    assert session_schema.problems(body) == []
+    assert session_config.validate(body) == body
+    params, _, errors = validate_request(body)
+    assert errors == [] and params["realtime_processing"]["translation"] == body["realtime_processing"].get(
+        "translation", False)
+
+    strict = session_schema.problems(body, session_schema.STRICT_STREAMING_REQUEST)
+    assert [p.kind for p in strict] in (["unknown"], ["enum"])
+    _, _, errors = validate_request(body, strict=True)
+    assert len(errors) == 1 and ("is not allowed" in errors[0] or "must be one of" in errors[0]), errors
+
+
+def test_an_unlisted_field_gets_no_default_and_is_echoed_only_when_sent():
+    assert "words_accurate_timestamps" not in session_schema.with_defaults({})["realtime_processing"]
+    sent = session_schema.with_defaults({"realtime_processing": {"words_accurate_timestamps": True}})
+    assert sent["realtime_processing"]["words_accurate_timestamps"] is True
+    assert session_schema.problems({"realtime_processing": {"words_accurate_timestamps": "yes"}})[0].kind == "type"
+
+
+def test_the_strict_variant_is_the_lenient_one_without_the_unlisted_fields():
+    Draft202012Validator.check_schema(session_schema.STRICT_STREAMING_REQUEST)
+    lenient, strict = session_schema.STREAMING_REQUEST, session_schema.STRICT_STREAMING_REQUEST
+    rt_lenient, rt_strict = lenient["properties"]["realtime_processing"], strict["properties"]["realtime_processing"]
+    assert set(rt_lenient["properties"]) - set(rt_strict["properties"]) == set(session_schema.UNLISTED_REALTIME_FLAGS)
+    models = rt_strict["properties"]["translation_config"]["properties"]["model"]["enum"]
+    assert models == list(session_schema.TRANSLATION_MODELS)
+    assert {k: v for k, v in lenient["properties"].items() if k != "realtime_processing"} == {
+        k: v for k, v in strict["properties"].items() if k != "realtime_processing"}
+
+
+def test_chapterization_is_marked_deprecated():
+    post = session_schema.STREAMING_REQUEST["properties"]["post_processing"]["properties"]
+    assert post["chapterization"]["deprecated"] is True and post["chapterization"]["default"] is False

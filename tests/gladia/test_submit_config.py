@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from webhook_service.gladia import session_config as sc
+from webhook_service.gladia import session_schema
 
 pytestmark = pytest.mark.dbless
 
@@ -43,7 +44,7 @@ def test_every_problem_is_reported_with_its_path():
     text = str(exc.value)
     for expected in ("sample_rate: must be one of", "endpointing: must be between", "languages[0]",
                      "language_config.extra: unknown option", "translation_config.target_languages: required",
-                     "callback: the service relies on callbacks", "callback_config.url: set by the service",
+                     "callback: set by the service (CALLBACKS=on or off)", "callback_config.url: set by the service",
                      "receive_acknowledgments", "custom_metadata.job_id: reserved", "_stream.chunk_ms",
                      "region: unknown option"):
         assert expected in text, expected
@@ -70,6 +71,31 @@ def test_job_config_and_post_body():
     assert body["custom_metadata"] == {"team": "a", "file": "x", "job_id": "j1", "batch_id": "b1"}
     assert "_stream" not in body
     assert "url" not in config["callback_config"]  # post_body did not write into the stored config
+
+
+def test_post_body_asks_the_socket_for_what_the_callbacks_want_when_socket_results_are_stored():
+    config = sc.job_config({"callback_config": {"receive_partial_transcripts": True},
+                            "messages_config": {"receive_speech_events": True}}, None,
+                           channels=1, sample_rate=16000, bit_depth=16)
+    plain = sc.post_body(config, callback_url="https://h/cb/t", job_id="j1", batch_id=None)
+    assert plain["messages_config"] == {**sc.DEFAULT_MESSAGES_CONFIG, "receive_speech_events": True}
+
+    body = sc.post_body(config, callback_url="https://h/cb/t", job_id="j1", batch_id=None, socket_results=True)
+    wanted = sc.callback_flags(config)
+    assert wanted["receive_partial_transcripts"] and wanted["receive_final_transcripts"]
+    assert body["messages_config"] == {flag: wanted[flag] or plain["messages_config"][flag] for flag in wanted}
+    assert body["messages_config"]["receive_acknowledgments"] is True  # the worker resumes from them
+    assert body["callback"] is True and body["callback_config"]["url"] == "https://h/cb/t"
+    assert config["messages_config"] == plain["messages_config"]  # the stored config is left as it was
+
+
+def test_post_body_without_callbacks_sends_no_callback_url():
+    config = sc.job_config({}, None, channels=1, sample_rate=16000, bit_depth=16)
+    body = sc.post_body(config, callback_url=None, job_id="j1", batch_id=None, socket_results=True)
+    assert body["callback"] is False and "callback_config" not in body
+    assert body["messages_config"]["receive_final_transcripts"] is True
+    assert sc.callback_flags(config) == sc.DEFAULT_CALLBACK_CONFIG  # what reconciliation expects, all the same
+    assert session_schema.problems(body) == []
 
 
 def test_yaml_and_json_files(tmp_path):

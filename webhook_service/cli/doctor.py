@@ -4,7 +4,7 @@ Checks, in order: the database (reachable, schema at the latest revision), the
 broker, Gladia (``GET /v2/live?limit=1`` with the key), that PUBLIC_BASE_URL
 reaches this receiver (a challenge signed with CALLBACK_SIGNING_KEY sent to
 its public ``/healthz/probe`` route, whose answer proves the same key is
-there), and that the heartbeat and sweep settings resume a killed stream
+there; not needed with ``CALLBACKS=off``), and that the heartbeat and sweep settings resume a killed stream
 inside Gladia's reconnect window. Exit status 1 when a check fails.
 """
 
@@ -92,6 +92,9 @@ def check_gladia(settings) -> Check:
 
 
 def check_public_url(settings, get: Optional[Callable] = None) -> Check:
+    if not settings.callbacks:
+        return Check("public_base_url", True, "not needed: CALLBACKS=off (results come from the sessions' sockets "
+                                              "and reconciliation)")
     import requests
 
     from ..tokens import probe_answer, probe_signature

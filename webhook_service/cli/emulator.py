@@ -39,6 +39,8 @@ def declared_fields(cls: type = EmulatorOptions) -> list[tuple[type, Field, Flag
 def click_option(owner: type, f: Field, declared: Flag) -> Callable:
     """The click option decorator standing for one dataclass field."""
     annotation = typing.get_type_hints(owner)[f.name]
+    if annotation is bool:  # an on/off switch, off by default
+        return click.option(declared.name, f.name, is_flag=True, default=f.default, help=declared.help)
     multiple = typing.get_origin(annotation) is tuple
     default = () if declared.env else f.default  # with `env`, "not given" must stay visible
     if default is MISSING:  # pragma: no cover - every exposed field has a plain default

@@ -241,9 +241,13 @@ class SphinxRecognizer:
         for pos in range(0, usable, fb):
             self._process_frame(tail[pos:pos + fb], events)
         self._buf = b""
-        speech = self.ep.end_stream(tail[usable:])  # at most one partial frame
-        if speech is not None and self._in_utt:
-            self.decoder.process_raw(speech)
+        if self.ep.in_speech:
+            # The Endpointer still holds the speech of its window: end_stream hands it over. It takes
+            # the last partial frame, and needs at least one sample: when the audio ended on the frame
+            # grid (nothing is left over) one silent sample stands in (62.5 µs, no effect on times).
+            speech = self.ep.end_stream(tail[usable:] or bytes(2))
+            if speech is not None and self._in_utt:
+                self.decoder.process_raw(speech)
         if self._in_utt:
             self._end_utt(float(self.ep.speech_end or self._stream_t), events)
         return events

@@ -196,6 +196,11 @@ class EmulatorOptions:
     callback_backoff_s: float = field(default=0.5, metadata=flag(
         "--callback-backoff", "First retry delay in seconds (doubles each retry, at most 10 s).", minimum=0))
     callback_backoff_max_s: float = 10.0
+    # Only what Gladia's OpenAPI description lists: refuse the documented-but-unlisted fields real clients send.
+    strict_schema: bool = field(default=False, metadata=flag(
+        "--strict-schema", "Refuse what Gladia's OpenAPI description does not list, though other Gladia documents "
+                           "and real clients use it (realtime_processing.words_accurate_timestamps, translation "
+                           "model 'batch')."))
     # Where received audio is spooled (a private temporary folder when empty).
     spool_dir: str = field(default="", metadata=flag(
         "--spool-dir", "Folder for received audio (default: a temporary folder)."))

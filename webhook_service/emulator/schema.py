@@ -1,11 +1,13 @@
 """The emulator's check of a ``POST /v2/live`` body, worded as Gladia words it.
 
 The schema is Gladia's ``StreamingRequest`` from :mod:`webhook_service.gladia.session_schema`,
-the same definition the worker validates against. The emulator is strict on
-purpose: every field is checked against the documented enums and ranges, and
-unknown fields are refused, so a client that works here does not send
-anything Gladia would reject (the ``region``-in-the-body 400 is a known field
-report). The request comes back with every default filled in, which is what
+the same definition the worker validates against. Every field is checked
+against the documented enums and ranges, and unknown fields are refused, so a
+client that works here does not send anything Gladia would reject (the
+``region``-in-the-body 400 is a known field report). What Gladia documents
+outside its OpenAPI description and real clients send is accepted, unless the
+emulator runs with ``--strict-schema`` (the OpenAPI description alone). The
+request comes back with every default filled in, which is what
 ``request_params`` shows and what the session obeys.
 """
 
@@ -15,7 +17,15 @@ import copy
 import json
 from typing import Any
 
-from ..gladia.session_schema import CUSTOM_METADATA_MAX_CHARS, Problem, problems, with_defaults, without_null_sections
+from ..gladia.session_schema import (
+    CUSTOM_METADATA_MAX_CHARS,
+    STREAMING_REQUEST,
+    STRICT_STREAMING_REQUEST,
+    Problem,
+    problems,
+    with_defaults,
+    without_null_sections,
+)
 
 _TYPE_WORDS = {"boolean": "must be a boolean", "number": "must be a number", "integer": "must be an integer",
                "string": "must be a string", "object": "must be an object", "array": "must be an array"}
@@ -42,32 +52,33 @@ def _worded(problem: Problem) -> str:
     return f'Field "{field}" {text}'
 
 
-def _custom_metadata(body: dict, errors: list[str]) -> dict | None:
-    """``custom_metadata`` apart from the request (GET shows it beside ``request_params``)."""
+def _custom_metadata(body: dict, errors: list[str]) -> dict:
+    """``custom_metadata`` apart from the request (GET shows it beside ``request_params``); ``{}`` when none."""
     metadata = body.pop("custom_metadata", None)
     if metadata is None:
-        return None
+        return {}
     if not isinstance(metadata, dict):
         errors.append('Field "custom_metadata" must be an object')
-        return None
+        return {}
     if len(json.dumps(metadata)) > CUSTOM_METADATA_MAX_CHARS:
         errors.append(f'Field "custom_metadata" must be at most {CUSTOM_METADATA_MAX_CHARS} characters long')
-        return None
+        return {}
     return metadata
 
 
-def validate_request(body: Any) -> tuple[dict, dict | None, list[str]]:
-    """Check a POST /v2/live body.
+def validate_request(body: Any, *, strict: bool = False) -> tuple[dict, dict, list[str]]:
+    """Check a POST /v2/live body (``strict``: against the OpenAPI description alone).
 
     Returns ``(request_params, custom_metadata, errors)``: the request with
     every default applied (without ``custom_metadata``, as GET shows it) and
     the list of ``validation_errors`` (empty when valid).
     """
     if not isinstance(body, dict):
-        return {}, None, ["Body must be a JSON object"]
+        return {}, {}, ["Body must be a JSON object"]
+    schema = STRICT_STREAMING_REQUEST if strict else STREAMING_REQUEST
     body = copy.deepcopy(body)
     errors: list[str] = []
     custom_metadata = _custom_metadata(body, errors)
-    body = without_null_sections(body)
-    errors += [_worded(problem) for problem in problems(body)]
-    return with_defaults(body), custom_metadata, errors
+    body = without_null_sections(body, schema)
+    errors += [_worded(problem) for problem in problems(body, schema)]
+    return with_defaults(body, schema), custom_metadata, errors

@@ -226,7 +226,7 @@ class Emulator:
             body = json.loads(raw) if raw.strip() else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return error_response(request, 400, f"invalid JSON body: {exc}", [])
-        params, custom_metadata, errors = validate_request(body)
+        params, custom_metadata, errors = validate_request(body, strict=self.options.strict_schema)
         if errors:
             return error_response(request, 400, "body validation failed", errors)
         key = request.headers["x-gladia-key"]

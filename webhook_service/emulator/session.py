@@ -120,7 +120,7 @@ class Connection:
 class LiveSession:
     """State of one session, from POST to end_session (and after, for GET)."""
 
-    def __init__(self, host: SessionHost, api_key: str, params: dict, custom_metadata: dict | None):
+    def __init__(self, host: SessionHost, api_key: str, params: dict, custom_metadata: dict):
         self.host = host
         self.id = str(uuid.uuid4())
         self.token = str(uuid.uuid4())
@@ -256,9 +256,14 @@ class LiveSession:
     def _recognize(self, offset: int, size: int) -> list[tuple[int, Event]]:
         """Runs in the engine's thread for sphinx: read from the spool, decode, feed each channel.
 
-        ``size`` 0 means the end: flush every recognizer.
+        ``size`` 0 means the end: flush every recognizer, then let them go. A
+        recognizer is made with the first audio (a session that never gets any
+        makes none) and released at the end: a sphinx decoder holds about
+        100 MB, and a finished session is kept in memory (for GET) long after.
         """
         if self._recognizers is None:
+            if not size:
+                return []
             self._recognizers = self._make_recognizers()
         streams: list[list[tuple[int, Event]]] = []
         if size:
@@ -267,7 +272,8 @@ class LiveSession:
             for channel, recognizer in enumerate(self._recognizers):
                 streams.append([(channel, e) for e in recognizer.feed(per_channel[channel])])
         else:
-            for channel, recognizer in enumerate(self._recognizers):
+            recognizers, self._recognizers = self._recognizers, None
+            for channel, recognizer in enumerate(recognizers):
                 streams.append([(channel, e) for e in recognizer.flush()])
         # Interleave channels by time, but never reorder one channel's own events
         # (a partial is produced before its final even when its time is later).

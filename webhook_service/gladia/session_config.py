@@ -13,9 +13,12 @@ what the service decides, whatever the user says:
 * ``encoding``/``sample_rate``/``bit_depth``/``channels`` describe the PCM the
   worker produces (channels always follow the file);
 * ``callback: true`` and ``callback_config.url`` (a per-job secret URL, added
-  only when the request is sent, never stored);
+  only when the request is sent, never stored), or ``callback: false`` when
+  the deployment runs without callbacks (``CALLBACKS=off``);
 * ``messages_config.receive_acknowledgments: true``: the worker cannot resume
-  without acknowledgements;
+  without acknowledgements; when the worker stores what the socket carries
+  (``STORE_SOCKET_MESSAGES``), the socket also asks for every message type the
+  ``callback_config`` wants (:func:`callback_flags`);
 * ``custom_metadata`` carries ``job_id`` and ``batch_id`` (user metadata is
   kept beside them), so that an orphaned session can be found again.
 
@@ -37,15 +40,15 @@ from typing import Any, Optional
 import yaml
 
 from . import session_schema
+from .messages import flag_for
 
 STREAM_KEY = "_stream"
 CUSTOM_METADATA_MAX_CHARS = session_schema.CUSTOM_METADATA_MAX_CHARS
 RESERVED_METADATA = ("job_id", "batch_id")
 GLADIA_CALLBACK_DEFAULTS = session_schema.GLADIA_CALLBACK_DEFAULTS
 
-# The worker reads the socket only for acknowledgements, errors and the
-# lifecycle; results travel by callback and are checked by reconciliation, so
-# by default they are not sent twice over the socket.
+# What the socket carries at least: acknowledgements (the worker resumes from them), errors and the
+# lifecycle. The results join them when the worker stores the socket's messages (see post_body).
 DEFAULT_MESSAGES_CONFIG = {
     "receive_partial_transcripts": False,
     "receive_final_transcripts": False,
@@ -60,6 +63,31 @@ DEFAULT_MESSAGES_CONFIG = {
 # What the service asks for: everything that carries a result and the lifecycle that
 # triggers reconciliation (Gladia's defaults), plus errors.
 DEFAULT_CALLBACK_CONFIG = {**GLADIA_CALLBACK_DEFAULTS, "receive_errors": True}
+
+
+def callback_flags(config: dict[str, Any] | None) -> dict[str, bool]:
+    """The message types a session's ``callback_config`` asks for, Gladia's documented defaults filled in.
+
+    What the user wants of a session: what callbacks deliver, what the worker
+    stores from the socket, and what reconciliation expects to find stored.
+    """
+    callback_config = (config or {}).get("callback_config") or {}
+    flags = dict(GLADIA_CALLBACK_DEFAULTS)
+    for name in GLADIA_CALLBACK_DEFAULTS:
+        if isinstance(callback_config.get(name), bool):
+            flags[name] = callback_config[name]
+    return flags
+
+
+def is_expected(message: dict[str, Any], flags: dict[str, bool]) -> bool:
+    """Whether ``flags`` (:func:`callback_flags`) ask for ``message``.
+
+    Unknown message types are expected: storing one raw costs nothing, and
+    the receiver stores unknown types rather than refusing them.
+    """
+    flag = flag_for(message)
+    return True if flag is None else flags[flag]
+
 
 # Gladia's schema as the service uses it: the worker sends PCM only, an empty
 # vocabulary is a mistake, the callback URL is added when the request is sent,
@@ -124,7 +152,7 @@ def _policy_errors(body: dict[str, Any]) -> list[str]:
     if isinstance(callback_config, dict) and "url" in callback_config:
         errors.append("callback_config.url: set by the service (a per-job secret URL); remove it")
     if body.get("callback") is False:
-        errors.append("callback: the service relies on callbacks; it cannot be false")
+        errors.append("callback: set by the service (CALLBACKS=on or off); remove it")
     messages = body.get("messages_config")
     if isinstance(messages, dict) and messages.get("receive_acknowledgments") is False:
         errors.append("messages_config.receive_acknowledgments: the worker needs acknowledgements to resume")
@@ -247,9 +275,14 @@ def job_config(batch_config: dict[str, Any], file_config: Optional[dict[str, Any
     return validate(config)
 
 
-def post_body(config: dict[str, Any], *, callback_url: str, job_id: str, batch_id: Optional[str],
-              extra_metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """The exact ``POST /v2/live`` body for a job (holds the secret callback URL: never store or log it)."""
+def post_body(config: dict[str, Any], *, callback_url: Optional[str], job_id: str, batch_id: Optional[str],
+              extra_metadata: Optional[dict[str, Any]] = None, socket_results: bool = False) -> dict[str, Any]:
+    """The exact ``POST /v2/live`` body for a job (holds the secret callback URL: never store or log it).
+
+    ``callback_url`` None: no callbacks (``CALLBACKS=off``). ``socket_results``:
+    the socket also carries every message type the ``callback_config`` asks
+    for, for the worker to store (``STORE_SOCKET_MESSAGES``).
+    """
     body = {k: copy.deepcopy(v) for k, v in config.items() if k != STREAM_KEY}
     metadata = dict(body.get("custom_metadata") or {})
     metadata.update(extra_metadata or {})
@@ -257,10 +290,18 @@ def post_body(config: dict[str, Any], *, callback_url: str, job_id: str, batch_i
     if batch_id:
         metadata["batch_id"] = batch_id
     body["custom_metadata"] = metadata
-    body["callback"] = True
-    body["callback_config"] = dict(body.get("callback_config") or DEFAULT_CALLBACK_CONFIG)
-    body["callback_config"]["url"] = callback_url
-    body.setdefault("messages_config", dict(DEFAULT_MESSAGES_CONFIG))["receive_acknowledgments"] = True
+    messages = body.setdefault("messages_config", dict(DEFAULT_MESSAGES_CONFIG))
+    if socket_results:
+        for flag, wanted in callback_flags(body).items():
+            messages[flag] = bool(messages.get(flag)) or wanted
+    messages["receive_acknowledgments"] = True
+    if callback_url is None:
+        body["callback"] = False
+        body.pop("callback_config", None)
+    else:
+        body["callback"] = True
+        body["callback_config"] = dict(body.get("callback_config") or DEFAULT_CALLBACK_CONFIG)
+        body["callback_config"]["url"] = callback_url
     return body
 
 

@@ -9,6 +9,11 @@ defaults cannot drift apart:
 * the emulator validates a request the way Gladia does, then fills in Gladia's
   documented defaults (:func:`with_defaults`).
 
+Gladia's documents disagree in places. The schema follows the OpenAPI
+description, and also accepts what Gladia documents elsewhere and real
+clients send (``UNLISTED_*``); ``strict=True`` refuses those, as the
+OpenAPI alone would.
+
 The definition is a JSON Schema (draft 2020-12, the dialect of OpenAPI 3.1),
 checked with ``jsonschema``: it can be published in an OpenAPI description as
 it is, it states defaults next to the constraints, and its validator reports
@@ -45,6 +50,14 @@ LANGUAGES = tuple(
     "ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh".split()
 )
 TRANSLATION_LANGUAGES = LANGUAGES + ("wo",)
+
+# Documented, and sent by real clients, but not in Gladia's OpenAPI description: accepted unless a
+# schema is built strict (the README's list of the emulator's choices says which source says what).
+# * realtime_processing.words_accurate_timestamps, a boolean without default (echoed only when sent):
+#   Gladia's v2 migration guide and HLS sample; LiveKit's plugin always sends it, pipecat's config has it.
+# * translation_config.model "batch": the official SDKs' generated types (base|batch|enhanced), pipecat's.
+UNLISTED_REALTIME_FLAGS = ("words_accurate_timestamps",)
+UNLISTED_TRANSLATION_MODELS = ("batch",)
 
 # The two default sets differ (gladia-live-v2.md section 1.1): a flag absent from a
 # session's messages_config / callback_config takes these values.
@@ -148,10 +161,11 @@ def _spelling_config() -> dict:
     return _object({"spelling_dictionary": dictionary}, required=["spelling_dictionary"])
 
 
-def _translation_config() -> dict:
+def _translation_config(strict: bool) -> dict:
+    models = TRANSLATION_MODELS if strict else TRANSLATION_MODELS + UNLISTED_TRANSLATION_MODELS
     return _object({
         "target_languages": {"type": "array", "items": _language(TRANSLATION_LANGUAGES), "minItems": 1},
-        "model": _enum(TRANSLATION_MODELS, "base"),
+        "model": _enum(models, "base"),
         "match_original_utterances": _bool(True),
         "lipsync": _bool(True),
         "context_adaptation": _bool(True),
@@ -160,8 +174,10 @@ def _translation_config() -> dict:
     }, required=["target_languages"])
 
 
-def _realtime_processing(min_vocabulary: int) -> dict:
+def _realtime_processing(min_vocabulary: int, strict: bool) -> dict:
+    unlisted = {} if strict else {flag: _bool() for flag in UNLISTED_REALTIME_FLAGS}
     section = _object({
+        **unlisted,
         "custom_vocabulary": _bool(False),
         "custom_spelling": _bool(False),
         "translation": _bool(False),
@@ -169,7 +185,7 @@ def _realtime_processing(min_vocabulary: int) -> dict:
         "sentiment_analysis": _bool(False),
         "custom_vocabulary_config": _vocabulary_config(min_vocabulary),
         "custom_spelling_config": _spelling_config(),
-        "translation_config": _translation_config(),
+        "translation_config": _translation_config(strict),
     }, default={})
     section["allOf"] = [_required_when_on(flag, sub) for parent, flag, sub, _ in REQUIRED_WHEN_ON
                         if parent == "realtime_processing"]
@@ -182,13 +198,15 @@ def _callback_config() -> dict:
 
 
 def streaming_request(*, encodings: tuple[str, ...] = ENCODINGS, min_vocabulary: int = 0,
-                      callback_needs_url: bool = True, extra_properties: Optional[dict] = None) -> dict:
+                      callback_needs_url: bool = True, extra_properties: Optional[dict] = None,
+                      strict: bool = False) -> dict:
     """The ``StreamingRequest`` schema with Gladia's defaults.
 
     The keyword options are the only ways a caller's variant may differ:
     fewer ``encodings``, a non-empty vocabulary, no rule that ``callback: true``
-    needs ``callback_config.url`` (for a body whose URL is added later), and
-    properties of its own.
+    needs ``callback_config.url`` (for a body whose URL is added later),
+    properties of its own, and ``strict``: only what the OpenAPI description
+    lists (none of the ``UNLISTED_*`` fields and values).
     """
     schema = _object({
         "encoding": _enum(encodings, "wav/pcm"),
@@ -203,11 +221,12 @@ def streaming_request(*, encodings: tuple[str, ...] = ENCODINGS, min_vocabulary:
                                     "code_switching": _bool(False)}, default={}),
         "pre_processing": _object({"audio_enhancer": _bool(False), "speech_threshold": _number(0, 1, 0.6)},
                                   default={}),
-        "realtime_processing": _realtime_processing(min_vocabulary),
+        "realtime_processing": _realtime_processing(min_vocabulary, strict),
         "post_processing": _object({
             "summarization": _bool(False),
             "summarization_config": _object({"type": _enum(SUMMARY_TYPES, "general")}, default={}),
-            "chapterization": _bool(False),
+            # The official SDKs: "Deprecated: this parameter is ignored". Kept for the clients that send it.
+            "chapterization": {**_bool(False), "deprecated": True},
         }, default={}),
         "messages_config": _object(_flags(GLADIA_MESSAGES_DEFAULTS), default={}),
         "callback": _bool(False),
@@ -223,6 +242,7 @@ def streaming_request(*, encodings: tuple[str, ...] = ENCODINGS, min_vocabulary:
 
 
 STREAMING_REQUEST = streaming_request()
+STRICT_STREAMING_REQUEST = streaming_request(strict=True)
 
 
 # ------------------------------------------------------------------ validation

@@ -72,7 +72,8 @@ class LiveStream:
     def __init__(self, *, url: str, path: str, fmt: PcmFormat, start: int = 0, chunk_ms: int = 100,
                  speed: float = 1.0, close_mode: str = "close", window_s: float = WINDOW_S,
                  max_duration_s: float = 3 * 3600, session_alive: Optional[Callable[[], Any]] = None,
-                 lateness: Optional[LatencyRecorder] = None, label: str = "", reconnects_before: int = 0):
+                 lateness: Optional[LatencyRecorder] = None, label: str = "", reconnects_before: int = 0,
+                 on_message: Optional[Callable[[dict[str, Any]], None]] = None):
         self.url = url
         self.path = path
         self.fmt = fmt
@@ -83,6 +84,7 @@ class LiveStream:
                                 2 * self.chunk_bytes)
         self.max_duration_s = max_duration_s
         self.session_alive = session_alive  # async callable: False when Gladia says the session is over
+        self.on_message = on_message  # called on the loop with every message the socket delivers
         self.lateness = lateness
         self.label = label or redact_ws_url(url) or ""
         self.bytes_acked = start
@@ -392,6 +394,13 @@ class LiveStream:
                 message = json.loads(raw)
             except ValueError:
                 continue
+            if not isinstance(message, dict):
+                continue
+            if self.on_message is not None:
+                try:
+                    self.on_message(message)
+                except Exception:  # noqa: BLE001 - a consumer's bug must not cut the stream
+                    log.exception("stream %s: the message handler failed", self.label)
             kind = message.get("type")
             if kind == "audio_chunk":
                 data = message.get("data") or {}

@@ -35,6 +35,9 @@ class _Runtime:
     def __init__(self, heartbeat_interval_s: float):
         self.loop = asyncio.new_event_loop()
         self.db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-db")
+        # The results the sockets deliver (socket_results) are written apart: a burst of them must never
+        # hold up a heartbeat, whose absence would make a live stream stop (fence_s).
+        self.results_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-results")
         self.streams: dict[str, _Entry] = {}  # run id -> entry
         self.lock = threading.Lock()
         self.heartbeat_interval_s = heartbeat_interval_s

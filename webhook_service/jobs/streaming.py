@@ -61,6 +61,7 @@ from . import slots
 from .dispatch import Dispatcher
 from .redrive import previous_session_ids
 from .runtime import runtime, shutting_down
+from .socket_results import SocketResults
 
 log = logging.getLogger(__name__)
 
@@ -425,10 +426,12 @@ def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id:
     Orphans that cannot be fed (no socket URL) are added to ``dead``. Gladia's
     429 and a lasting outage raise :class:`Deferred` (the slot is given back).
     """
-    callback_url = (settings.public_base_url.rstrip("/") + "/callbacks/gladia/"
-                    + callback_token(job.id, settings.callback_signing_key))
+    callback_url = None
+    if settings.callbacks:
+        callback_url = (settings.public_base_url.rstrip("/") + "/callbacks/gladia/"
+                        + callback_token(job.id, settings.callback_signing_key))
     body = session_config.post_body(job.session_config or {}, callback_url=callback_url, job_id=job.id,
-                                    batch_id=job.batch_id)
+                                    batch_id=job.batch_id, socket_results=settings.store_socket_messages)
     try:
         return _create_attempts(settings, client, job, run_id, dead, body)
     except GladiaAuthError as exc:
@@ -537,18 +540,28 @@ def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
                 return True
         return await asyncio.get_running_loop().run_in_executor(rt.db_pool, check)
 
+    results = (SocketResults(settings.database_url, job.id, gladia_id, job.session_config, rt.results_pool)
+               if settings.store_socket_messages else None)
+
     async def build() -> LiveStream:
         return LiveStream(url=url, path=job.source_path, fmt=fmt, start=job.bytes_acked or 0,
                           chunk_ms=options.chunk_ms, speed=options.speed, close_mode=settings.close_mode,
                           session_alive=session_alive, label=redact_ws_url(url) or gladia_id,
-                          reconnects_before=job.reconnects or 0)
+                          reconnects_before=job.reconnects or 0, on_message=results.add if results else None)
+
+    async def stream_then_store() -> StreamResult:
+        try:
+            return await stream.run()
+        finally:
+            if results is not None:
+                await results.drain()  # what the socket delivered is stored before the outcome is recorded
 
     stream = rt.run(build())
     rt.register(job.id, stream, run_id, settings)
     log.info("streaming %s from byte %d (chunk %d ms, speed %g)", job.source_path, stream.bytes_acked,
              options.chunk_ms, options.speed)
     try:
-        result = rt.run(stream.run())
+        result = rt.run(stream_then_store())
     finally:
         rt.unregister(run_id)
     return _finish(settings, job, run_id, result, stream)

@@ -12,9 +12,7 @@ import json
 import math
 from typing import Any, Iterable
 
-from ..gladia.messages import flag_for
-from ..gladia.session_config import GLADIA_CALLBACK_DEFAULTS
-
+from ..gladia.session_config import GLADIA_CALLBACK_DEFAULTS, callback_flags, is_expected
 
 # A flag absent from the session's callback_config takes Gladia's documented default.
 CALLBACK_DEFAULTS: dict[str, bool] = GLADIA_CALLBACK_DEFAULTS
@@ -22,25 +20,8 @@ CALLBACK_DEFAULTS: dict[str, bool] = GLADIA_CALLBACK_DEFAULTS
 # Float tolerance when comparing utterance times (JSON and database round trips).
 TIME_TOLERANCE_S = 1e-6
 
-
-def callback_flags(session_config: dict[str, Any] | None) -> dict[str, bool]:
-    """The callback flags a session asked for, documented defaults filled in."""
-    config = (session_config or {}).get("callback_config") or {}
-    flags = dict(CALLBACK_DEFAULTS)
-    for name in CALLBACK_DEFAULTS:
-        if isinstance(config.get(name), bool):
-            flags[name] = config[name]
-    return flags
-
-
-def is_expected(message: dict[str, Any], flags: dict[str, bool]) -> bool:
-    """Whether the session's callback_config asked for this message.
-
-    Unknown message types are expected: storing one raw costs nothing, and
-    the receiver stores unknown types rather than refusing them.
-    """
-    flag = flag_for(message)
-    return True if flag is None else flags[flag]
+__all__ = ["CALLBACK_DEFAULTS", "callback_flags", "differs", "is_expected", "parse_messages",
+           "synthetic_utterance_id", "utterance_key"]
 
 
 def parse_messages(raw: Iterable[Any]) -> tuple[list[dict[str, Any]], int]:
