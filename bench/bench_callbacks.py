@@ -183,12 +183,16 @@ def free_port() -> int:
 
 
 def procfile_web_options() -> tuple[str, str]:
-    """(workers, threads) of the Procfile's ``web`` line, ``$WEB_CONCURRENCY`` applied as the shell would."""
+    """(workers, threads) the Procfile's ``web`` line runs, ``$WEB_CONCURRENCY`` applied as the shell would."""
     line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("web:"))
     workers = re.search(r"--workers \$\{WEB_CONCURRENCY:-(\d+)\}", line)
     threads = re.search(r"--threads (\d+)", line)
-    if workers is None or threads is None:
-        raise SystemExit(f"cannot read --workers/--threads from the Procfile's web line: {line}")
+    if workers is None:
+        raise SystemExit(f"cannot read --workers from the Procfile's web line: {line}")
+    if threads is None:  # `webhook-service web` takes its threads from the gunicorn configuration
+        from webhook_service import gunicorn_conf
+
+        return os.environ.get("WEB_CONCURRENCY", workers.group(1)), str(gunicorn_conf.threads)
     return os.environ.get("WEB_CONCURRENCY", workers.group(1)), threads.group(1)
 
 
