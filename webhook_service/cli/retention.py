@@ -53,7 +53,7 @@ def purge(dry_run: bool) -> None:
         click.echo(_line("transcripts and results of", found.sessions, "settled sessions", found.sessions_before,
                          "RETENTION_DAYS", settings.retention_days))
         click.echo(_line("raw bodies of", found.inbox_bodies, "callback requests", found.inbox_before,
-                         "INBOX_RETENTION_DAYS", settings.inbox_retention_days))
+                         "INBOX_RETENTION_DAYS", settings.inbox_retention_days, since="received"))
         if settings.gladia_delete_after_reconcile:
             click.echo(f"would delete {found.gladia_sessions} reconciled sessions at Gladia "
                        "(GLADIA_DELETE_AFTER_RECONCILE=on)")
@@ -66,10 +66,10 @@ def purge(dry_run: bool) -> None:
                + (f" ({done.gladia_errors} refused, retried by the sweeper)" if done.gladia_errors else ""))
 
 
-def _line(what: str, count: int, unit: str, before, setting: str, days: int) -> str:
+def _line(what: str, count: int, unit: str, before, setting: str, days: int, since: str = "ended") -> str:
     if not days:
-        return f"would erase no {what.rstrip(' of')} ({setting}=0: kept forever)"
-    return f"would erase the {what} {count} {unit} (ended before {before:%Y-%m-%d %H:%M} UTC, {setting}={days})"
+        return f"would erase no {what.removesuffix(' of')} ({setting}=0: kept forever)"
+    return f"would erase the {what} {count} {unit} ({since} before {before:%Y-%m-%d %H:%M} UTC, {setting}={days})"
 
 
 COMMANDS = (delete, purge)
