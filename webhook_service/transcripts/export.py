@@ -25,6 +25,7 @@ from sqlalchemy import or_, select
 
 from ..db import session_scope
 from ..models import JOB_STATES, Batch, Job, utcnow
+from ..reports import filters as report_filters
 from .formats import FORMATS, WRITERS
 from .source import TranscriptUnavailable, iter_lines, transcript_header
 
@@ -55,14 +56,11 @@ class ExportSummary:
 
 
 def parse_day(value: Optional[str], option: str) -> Optional[date]:
-    if not value:
-        return None
+    """A UTC day as the reports read it (``YYYY-MM-DD``); anything else is an :class:`ExportError`."""
     try:
-        if len(value) != 10 or not value.isascii():
-            raise ValueError
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ExportError(f"invalid {option} {value!r}: expected a UTC date as YYYY-MM-DD") from None
+        return report_filters.parse_day(value, option)
+    except report_filters.InvalidFilter as exc:
+        raise ExportError(str(exc)) from None
 
 
 def parse_states(value: Optional[str]) -> tuple[str, ...]:
