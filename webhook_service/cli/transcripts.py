@@ -19,17 +19,15 @@ EXPORT_FORMATS = ("txt", "srt", "vtt", "json", "csv")
 def transcript(session_or_job: str, fmt: str, channel: int | None) -> None:
     """Print a session's transcript (by job id, Gladia id, or an 8+ character prefix of either)."""
     from ..db import session_scope
-    from ..jobs.queries import find_job
+    from ..jobs.queries import require_job
     from ..transcripts import TranscriptUnavailable, render
 
     settings = load_settings()
     with session_scope(settings.database_url) as session:
         try:
-            job = find_job(session, session_or_job)
-        except LookupError as exc:
+            job = require_job(session, session_or_job)
+        except LookupError as exc:  # unknown, or a prefix of several jobs
             raise CLIError(str(exc)) from None
-        if job is None:
-            raise CLIError(f"no session or job with id {session_or_job!r}")
         try:
             chunks = render(session, job, fmt, channel)
         except TranscriptUnavailable as exc:

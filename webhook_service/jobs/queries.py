@@ -134,6 +134,19 @@ def find_job(session: Session, ref: str) -> Optional[Job]:
     return matches[0] if matches else None
 
 
+class NoSuchJob(LookupError):
+    """No job by this id, Gladia id or prefix."""
+
+
+def require_job(session: Session, ref: str, noun: str = "session or job") -> Job:
+    """:func:`find_job`, for callers that cannot go on without one: raises :class:`NoSuchJob` (or
+    :class:`AmbiguousReference`, both LookupErrors) with a message naming ``ref``."""
+    job = find_job(session, ref)
+    if job is None:
+        raise NoSuchJob(f"no {noun} with id {ref!r}")
+    return job
+
+
 def find_batch_id(session: Session, batch_id_or_name: str) -> Optional[str]:
     """The id of the batch with this id or name, or None."""
     return session.execute(

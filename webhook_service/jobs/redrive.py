@@ -41,7 +41,7 @@ from ..models import (ACTIVE_STATES, AddonResult, Batch, Event, Job, JobSession,
                       utcnow)
 from . import slots
 from .dispatch import Dispatcher
-from .queries import AmbiguousReference, find_batch_id, find_job
+from .queries import find_batch_id, require_job
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,9 @@ class ActionResult:
 
 def _one_job(session: Session, ref: str) -> Job:
     try:
-        job = find_job(session, ref)
-    except AmbiguousReference as exc:
+        return require_job(session, ref, noun="job")
+    except LookupError as exc:  # unknown, or a prefix of several jobs
         raise ActionError(str(exc)) from None
-    if job is None:
-        raise ActionError(f"no job with id {ref!r}")
-    return job
 
 
 def _batch_jobs(session: Session, ref: str) -> list[Job]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import session_scope
-from ..jobs.queries import AmbiguousReference, find_job
+from ..jobs.queries import require_job
 from ..models import ENDED_STATES, InboxItem, Job, ReconciliationRun, utcnow
 
 
@@ -72,12 +72,9 @@ def find_job_id(settings: Settings, job_or_session_id: str) -> str:
     """The job id for a job id or a Gladia session id (or a unique prefix); raises :class:`JobNotFound`."""
     with session_scope(settings.database_url) as session:
         try:
-            job = find_job(session, job_or_session_id)
-        except AmbiguousReference as exc:
+            return require_job(session, job_or_session_id, noun="job or session").id
+        except LookupError as exc:  # unknown, or a prefix of several jobs
             raise JobNotFound(str(exc)) from None
-    if job is None:
-        raise JobNotFound(f"no job or session with id {job_or_session_id!r}")
-    return job.id
 
 
 def load_job_view(settings: Settings, job_id: str) -> JobView:

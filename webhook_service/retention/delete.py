@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from ..config import Settings
 from ..db import session_scope
 from ..gladia.client import GladiaClient, GladiaError
-from ..jobs.queries import find_job
+from ..jobs.queries import require_job
 from ..models import ACTIVE_STATES, Job, utcnow
 from ..reports import refresh_session_stats
 from .erase import Erased, erase_content
@@ -33,18 +33,11 @@ def describe(settings: Settings, ref: str) -> dict:
     from ..models import Utterance
 
     with session_scope(settings.database_url) as session:
-        job = _find(session, ref)
+        job = require_job(session, ref)
         utterances = session.scalar(select(func.count()).select_from(Utterance)
                                     .where(Utterance.job_id == job.id)) or 0
         return {"job_id": job.id, "gladia_id": job.gladia_id, "source_path": job.source_path, "state": job.state,
                 "utterances": utterances, "content_deleted_at": job.content_deleted_at}
-
-
-def _find(session, ref: str) -> Job:
-    job = find_job(session, ref)
-    if job is None:
-        raise LookupError(f"no session or job with id {ref!r}")
-    return job
 
 
 def delete_session(settings: Settings, ref: str, *, actor: str,
@@ -54,7 +47,7 @@ def delete_session(settings: Settings, ref: str, *, actor: str,
     Raises LookupError (unknown or ambiguous id) or :class:`DeleteRefused`.
     """
     with session_scope(settings.database_url) as session:
-        job = _find(session, ref)
+        job = require_job(session, ref)
         if job.state in ACTIVE_STATES:
             raise DeleteRefused(f"job {job.id} is {job.state}: cancel it first, then delete it")
         job_id, gladia_id, gone_at_gladia = job.id, job.gladia_id, job.gladia_deleted_at is not None
