@@ -69,24 +69,23 @@ def _migration_lock(database_url: str) -> Iterator[Optional[object]]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def _migrate(step, database_url: str, revision: str) -> None:
+    """Alembic's ``step`` (upgrade or downgrade) to ``revision``, one process at a time."""
     with _migration_lock(database_url) as connection:
         cfg = alembic_config(database_url)
         if connection is not None:
             cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+        step(cfg, revision)
         if connection is not None:
             connection.commit()
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    _migrate(command.upgrade, database_url, revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    with _migration_lock(database_url) as connection:
-        cfg = alembic_config(database_url)
-        if connection is not None:
-            cfg.attributes["connection"] = connection
-        command.downgrade(cfg, revision)
-        if connection is not None:
-            connection.commit()
+    _migrate(command.downgrade, database_url, revision)
 
 
 def current(database_url: str) -> tuple[str, ...]:
