@@ -9,7 +9,7 @@ raises (``delivery``), so a :class:`~sqlalchemy.exc.DBAPIError` out of here
 means the delivery was not stored.
 
 This is the hot path (one callback per message of every live session). On
-PostgreSQL a callback takes two round trips in the common case (see
+PostgreSQL a common callback takes one statement and one commit (see
 :func:`_receive_callback_pg`); its statements and round trips are what
 ``bench/bench_callbacks.py`` measures.
 """
@@ -166,8 +166,13 @@ def _receiver_engine(url: str) -> Engine:
 
 def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: Mapping[str, str], item: Callback,
                          job_id: str, received_at: datetime) -> tuple[Stored, str]:
-    """:func:`receive_callback` on PostgreSQL: two round trips in the common case.
+    """:func:`receive_callback` on PostgreSQL: one statement in the common case, else two steps.
 
+    0. The common case (the job's facts known, a message type of
+       :data:`~.handlers.SINGLE_STATEMENT_TYPES`): the raw row, already
+       processed, and its normalized rows in one statement and one commit
+       (:func:`_store_normalized`). When it writes nothing or fails, the two
+       steps below run.
     1. The raw delivery: one ``INSERT ... ON CONFLICT DO NOTHING`` in
        autocommit, committed (synchronously) before anything else, and only
        if the job is still open (the INSERT itself checks it). The job's
@@ -181,20 +186,21 @@ def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: 
     url = settings.database_url
     # Serialized once: for the inbox's dedupe key, the event's key and the stored payload.
     payload_json = canonical_json(item.payload)
+    dedupe_key = callback_key(body, payload_json)
+    single_statement = handler_for(item.payload["type"]).single_statement
     for attempt in (1, 2):
         try:
             with _receiver_engine(url).connect() as conn:
                 facts = _admit(conn, settings, job_id, item, received_at)
-                single_statement = handler_for(item.payload["type"]).single_statement
                 if facts is not None and single_statement is not None:
                     stored = _store_normalized(conn, item, raw, headers, payload_json, single_statement,
-                                               dedupe_key=callback_key(body, payload_json), job_id=job_id,
+                                               dedupe_key=dedupe_key, job_id=job_id,
                                                received_at=received_at, grace_s=settings.callback_grace_s)
                     if stored is not None:
                         return stored, "processed"
                 stored = store_inbox(conn, kind="callback", raw=raw, body=body, headers=headers, event=item.event,
                                      gladia_id=item.gladia_id, job_id=job_id, received_at=received_at,
-                                     dedupe_key=callback_key(body, payload_json),
+                                     dedupe_key=dedupe_key,
                                      open_after=open_cutoff(received_at, settings.callback_grace_s))
                 if stored.duplicate and stored.status == "processed":
                     return stored, "duplicate"
