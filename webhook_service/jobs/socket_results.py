@@ -10,8 +10,9 @@ its content, so one received both ways is one ``events`` row.
 
 The stream hands messages over on the event loop (:meth:`SocketResults.add`);
 they are written in batches on threads of their own (the runtime's
-``results_pool``, apart from the heartbeats'), never on the loop. A batch that cannot be written is logged and left to reconciliation,
-which repairs whatever is missing from ``GET /v2/live/:id``.
+``results_pool``, apart from the heartbeats'), never on the loop. A batch that
+cannot be written is logged and left to reconciliation, which repairs whatever
+is missing from ``GET /v2/live/:id``.
 """
 
 from __future__ import annotations

@@ -25,14 +25,12 @@ import base64
 import binascii
 import json
 from datetime import datetime, timezone
-from typing import Optional
 
 from flask import Blueprint, g, jsonify, request
 from werkzeug.datastructures import MultiDict
 
 from ..jobs import session_detail as detail, sessions
 from ..jobs.queries import iso_z
-from ..models import JOB_STATES
 from ..transcripts import TRANSCRIPT_FORMATS, TranscriptDeleted, TranscriptUnavailable
 from .auth import admin_required
 from .context import db, json_error, settings
