@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT))
 
-from conftest import _create_pg_database, _drop_pg_database  # noqa: E402
+from stack_setup import drop_database, prepare  # noqa: E402
 from test_e2e_chaos import (  # noqa: E402
     ChaosConfig,
     ChaosRun,
@@ -38,7 +36,6 @@ from test_e2e_chaos import (  # noqa: E402
     verify,
 )
 
-from webhook_service.migrate import upgrade  # noqa: E402
 
 
 def main() -> int:
@@ -64,15 +61,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="Keep logs here (default: a temporary folder).")
     args = parser.parse_args()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    if workdir.exists() and args.workdir:
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.database == "sqlite":
-        database_url, pg_name = f"sqlite:///{workdir / 'chaos.sqlite3'}", None
-    else:
-        database_url, pg_name = _create_pg_database(args.database)
-    upgrade(database_url)
+    workdir, database_url, pg_name = prepare(args.workdir, args.database, "chaos")
     broker = isolated_redis_url(args.redis) if args.redis else "filesystem://"
 
     config = ChaosConfig(files=args.sessions, workers=args.workers, worker_concurrency=args.worker_concurrency,
@@ -113,8 +102,7 @@ def main() -> int:
         run.stop()
         emulator.stop()
         release_redis(broker)
-        if pg_name:
-            _drop_pg_database(args.database, pg_name)
+        drop_database(args.database, pg_name)
         print(f"logs in {run.logs}", file=sys.stderr)
 
 

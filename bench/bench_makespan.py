@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import timezone
 from pathlib import Path
@@ -46,11 +44,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT))
 
-from conftest import _create_pg_database, _drop_pg_database  # noqa: E402
+from stack_setup import drop_database, prepare  # noqa: E402
 from test_e2e_chaos import ChaosConfig, ChaosRun, EmulatorProcess, release_redis  # noqa: E402
 
 from webhook_service.audio import synth_speechlike  # noqa: E402
-from webhook_service.migrate import upgrade  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -76,15 +73,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
     args = parser.parse_args()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-makespan-"))
-    if workdir.exists() and args.workdir:
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.database == "sqlite":
-        database_url, pg_name = f"sqlite:///{workdir / 'makespan.sqlite3'}", None
-    else:
-        database_url, pg_name = _create_pg_database(args.database)
-    upgrade(database_url)
+    workdir, database_url, pg_name = prepare(args.workdir, args.database, "makespan")
     broker = args.redis or "filesystem://"
     release_redis(broker)
 
@@ -133,8 +122,7 @@ def main() -> int:
         run.stop()
         emulator.stop()
         release_redis(broker)
-        if pg_name:
-            _drop_pg_database(args.database, pg_name)
+        drop_database(args.database, pg_name)
         print(f"logs in {workdir / 'logs'}", file=sys.stderr)
 
     ideal = args.files * args.seconds / args.slots / (args.speed or 1.0)
