@@ -55,6 +55,10 @@ class ActionError(LookupError):
     """The request names nothing, or nothing it could act on; the message says which."""
 
 
+class ActionConflict(ActionError):
+    """The job named is in a state the action does not apply to."""
+
+
 @dataclass
 class ActionResult:
     """What one retry or cancel did, job by job."""
@@ -197,7 +201,7 @@ def retry(settings: Settings, *, job: Optional[str] = None, batch: Optional[str]
                 log.warning("could not send job %s to the workers; the sweeper will", item["job_id"])
                 item["sent"] = False
     if job is not None and result.skipped:
-        raise ActionError(f"job {ids[0]} is {result.skipped[0]['state']}: only a failed job can be retried")
+        raise ActionConflict(f"job {ids[0]} is {result.skipped[0]['state']}: only a failed job can be retried")
     return result
 
 

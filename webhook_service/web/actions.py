@@ -47,8 +47,7 @@ def _api(action: str, *, job: str | None = None, batch: str | None = None):
     try:
         result = _act(action, job=job, batch=batch)
     except redrive.ActionError as exc:
-        status = 409 if str(exc).startswith("job ") else 404
-        return json_error(status, str(exc))
+        return json_error(409 if isinstance(exc, redrive.ActionConflict) else 404, str(exc))
     if job is not None and not result.done:
         return json_error(409, f"nothing to {action}: {result.skipped[0]['reason']}" if result.skipped
                           else f"nothing to {action}")
