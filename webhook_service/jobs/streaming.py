@@ -300,10 +300,12 @@ def _find_orphan(settings: Settings, client: GladiaClient, job: Job) -> Optional
     except GladiaError as exc:
         log.warning("cannot look for an orphaned session: %s", exc)
         raise Deferred(f"orphan lookup failed: {exc}", random.uniform(5, 15)) from None
+    items = [i for i in page.get("items") or [] if (i.get("custom_metadata") or {}).get("job_id") == job.id]
+    if not items:  # the common case: no database round trip
+        return None
     with session_scope(settings.database_url) as session:
         replaced = previous_session_ids(session, job.id)  # sessions of the job's earlier runs are not orphans
-    items = [i for i in page.get("items") or []
-             if (i.get("custom_metadata") or {}).get("job_id") == job.id and i.get("id") not in replaced]
+    items = [i for i in items if i.get("id") not in replaced]
     return items[0] if items else None
 
 
