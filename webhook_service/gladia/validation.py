@@ -62,6 +62,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Made once: json.loads with hooks would build a decoder for every body.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 # A NUL or a lone surrogate (which databases cannot store) can only come from a
 # \u escape in valid JSON text. Bodies without one, and with too few brackets to
 # nest deeper than the limit, are not walked after parsing.
@@ -80,7 +84,7 @@ def parse_json_body(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidMessage("body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except InvalidMessage:
         raise
     except RecursionError:

@@ -159,9 +159,11 @@ def _receiver_engine(url: str) -> Engine:
     a COMMIT round trip for each. The pool's pre-ping (one more round trip per
     request) is replaced by :func:`_receive_callback_pg` storing again on a
     fresh connection when the first statement finds its pooled connection
-    dead: the inbox INSERT is idempotent, so trying it twice is safe.
+    dead: the inbox INSERT is idempotent, so trying it twice is safe. In
+    autocommit no transaction outlives a statement, so a connection goes back
+    to the pool without the ROLLBACK that resets it elsewhere.
     """
-    return make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+    return make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
 
 
 def _receive_callback_pg(settings: Settings, *, raw: bytes, body: Any, headers: Mapping[str, str], item: Callback,

@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, surface: str | None = None, **c
     headers.install(app)
 
     app.teardown_appcontext(close_db)
+    if callbacks.bp in SURFACE_BLUEPRINTS[surface]:
+        app.wsgi_app = callbacks.CallbackRoute(app.wsgi_app, settings)  # the hot path, before Flask's dispatch
     trust_forwarded_headers(app, settings.forwarded_allow_ips)
     return app
 
