@@ -8,16 +8,20 @@ What it does, in one run:
 1. creates a fresh database (a SQLite file, or a new PostgreSQL database next
    to the one named) and applies the migrations;
 2. creates ``--sessions`` jobs, each with its Gladia session id;
-3. starts gunicorn with the options of the Procfile's ``web`` line (read from
-   it: ``--workers ${WEB_CONCURRENCY:-N}`` and ``--threads T``) on the real app, plus one bare Flask route
+3. starts gunicorn with the options of the Procfile's ``web`` line (``webhook-service
+   web``'s: ``$WEB_CONCURRENCY`` processes, one per core by default, of ``gunicorn_conf.threads``
+   threads) on the real app, plus one bare Flask route
    (``POST /_bench/bare`` answering 200) registered on the same app, so both
    are served by the same processes;
-4. sends ``--requests`` POSTs to the bare route, then ``--requests`` distinct
+4. sends ``--requests`` POSTs to the bare route and ``--requests`` distinct
    callbacks (final transcripts with their words, shaped as Gladia's), from
-   ``--connections`` keep-alive connections of a small asyncio HTTP client;
+   ``--connections`` keep-alive connections of a small asyncio HTTP client,
+   in ``--rounds`` alternate slices (bare, callbacks, bare, ...) so that a
+   burst of other work on the machine weighs on both alike;
 5. checks the ledger: every callback answered 200 and sent = stored (inbox
    rows, events and utterances), or the run is void;
-6. prints callbacks/s, p50/p99 latency, and the ratio to the bare route.
+6. prints callbacks/s, p50/p99 latency, the server's CPU per request (from
+   ``/proc``) and its ratio to the bare route's, overall and per round.
 
 The client runs on the same machine and takes CPU from the server: on a
 2-core machine the figures are a floor, not a ceiling.
@@ -183,17 +187,16 @@ def free_port() -> int:
 
 
 def procfile_web_options() -> tuple[str, str]:
-    """(workers, threads) the Procfile's ``web`` line runs, ``$WEB_CONCURRENCY`` applied as the shell would."""
-    line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("web:"))
-    workers = re.search(r"--workers \$\{WEB_CONCURRENCY:-(\d+)\}", line)
-    threads = re.search(r"--threads (\d+)", line)
-    if workers is None:
-        raise SystemExit(f"cannot read --workers from the Procfile's web line: {line}")
-    if threads is None:  # `webhook-service web` takes its threads from the gunicorn configuration
-        from webhook_service import gunicorn_conf
+    """(workers, threads) the Procfile's ``web`` line runs: ``webhook-service web``'s own defaults unless it names them.
 
-        return os.environ.get("WEB_CONCURRENCY", workers.group(1)), str(gunicorn_conf.threads)
-    return os.environ.get("WEB_CONCURRENCY", workers.group(1)), threads.group(1)
+    ``--workers``: ``$WEB_CONCURRENCY``, else one per core; threads: ``gunicorn_conf.threads``.
+    """
+    line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("web:"))
+    if "webhook-service web" not in line or re.search(r"--workers|--threads", line):
+        raise SystemExit(f"the Procfile's web line sets its own options; read them here: {line}")
+    from webhook_service import gunicorn_conf
+
+    return os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)), str(gunicorn_conf.threads)
 
 
 def start_gunicorn(url: str, port: int, workdir: Path, workers: str, threads: str) -> subprocess.Popen:
@@ -297,18 +300,47 @@ def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
     latencies, statuses = asyncio.run(_send_all(port, requests, connections))
     elapsed, client_cpu = time.perf_counter() - t0, time.process_time() - client0
     cpu1 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
-    latencies.sort()
+    return {"server_cpu_s": cpu1[0] - cpu0[0], "database_cpu_s": cpu1[1] - cpu0[1], "client_cpu_s": client_cpu,
+            "requests": len(requests), "elapsed_s": elapsed, "latencies": latencies, "statuses": statuses}
+
+
+def summarize(phases: list[dict]) -> dict:
+    """The phases of one kind of request as one: CPU per request, throughput, latency percentiles."""
+    n = sum(p["requests"] for p in phases)
+    elapsed = sum(p["elapsed_s"] for p in phases)
+    latencies = sorted(x for p in phases for x in p["latencies"])
+    statuses: dict[int, int] = {}
+    for p in phases:
+        for code, count in p["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + count
     return {
-        "server_cpu_ms_per_request": 1000 * (cpu1[0] - cpu0[0]) / len(requests),
-        "database_cpu_ms_per_request": 1000 * (cpu1[1] - cpu0[1]) / len(requests),
-        "client_cpu_ms_per_request": 1000 * client_cpu / len(requests),
-        "requests": len(requests),
-        "rps": len(requests) / elapsed,
+        "server_cpu_ms_per_request": 1000 * sum(p["server_cpu_s"] for p in phases) / n,
+        "database_cpu_ms_per_request": 1000 * sum(p["database_cpu_s"] for p in phases) / n,
+        "client_cpu_ms_per_request": 1000 * sum(p["client_cpu_s"] for p in phases) / n,
+        "requests": n,
+        "rps": n / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
         "statuses": statuses,
         "elapsed_s": elapsed,
     }
+
+
+def run_alternately(port: int, bare: list[tuple[str, bytes]], callbacks: list[tuple[str, bytes]], connections: int,
+                    rounds: int, server: subprocess.Popen, url: str) -> tuple[dict, dict, list[float]]:
+    """The bare route and the callbacks in ``rounds`` alternate slices, so both see the same moments of the machine.
+
+    Returns both summaries and, per round, the ratio of the server CPU per callback to that per bare request.
+    """
+    bare_phases, callback_phases, ratios = [], [], []
+    for i in range(rounds):
+        b = run_phase(port, bare[i::rounds], connections, server, url)
+        c = run_phase(port, callbacks[i::rounds], connections, server, url)
+        bare_phases.append(b)
+        callback_phases.append(c)
+        if b["server_cpu_s"] > 0:
+            ratios.append((c["server_cpu_s"] / c["requests"]) / (b["server_cpu_s"] / b["requests"]))
+    return summarize(bare_phases), summarize(callback_phases), ratios
 
 
 # ------------------------------------------------------------------------ profile
@@ -360,6 +392,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", help="gunicorn threads per worker (default: the Procfile's)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternate slices of the bare route and the callbacks, so both meet the same load")
     parser.add_argument("--without-stale-triggers", action="store_true",
                         help="PostgreSQL: disable the reporting triggers of migration 0002 (to measure their cost)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -392,12 +426,16 @@ def main() -> int:
 
         run_phase(port, warm, args.connections)  # warm-up: pools, imports, caches (stored, and counted below)
         run_phase(port, bare[:500], args.connections)
-        bare_result = run_phase(port, bare, args.connections, proc, url)
-        spy = start_profiler(proc, args.profile) if args.profile else None
-        cb_result = run_phase(port, measured, args.connections, proc, url)
-        if spy is not None:
+        if args.profile:  # one slice of each, the profiler on the callbacks' only
+            bare_result = summarize([run_phase(port, bare, args.connections, proc, url)])
+            spy = start_profiler(proc, args.profile)
+            cb_result = summarize([run_phase(port, measured, args.connections, proc, url)])
             stop_profiler(spy)
             print_profile(args.profile)
+            ratios = [cb_result["server_cpu_ms_per_request"] / bare_result["server_cpu_ms_per_request"]]
+        else:
+            bare_result, cb_result, ratios = run_alternately(port, bare, measured, args.connections, args.rounds,
+                                                             proc, url)
 
         with session_scope(url) as s:
             stored = {
@@ -419,6 +457,9 @@ def main() -> int:
             "callbacks": cb_result,
             "bare_route": bare_result,
             "ratio": cb_result["rps"] / bare_result["rps"],
+            "rounds": len(ratios),
+            "cpu_ratio": cb_result["server_cpu_ms_per_request"] / bare_result["server_cpu_ms_per_request"],
+            "cpu_ratio_per_round": [round(r, 2) for r in ratios],
             "sent": sent,
             "stored": stored,
             "ledger_ok": ok,
@@ -435,7 +476,9 @@ def main() -> int:
                       f"CPU/request: server {r['server_cpu_ms_per_request']:.2f} ms, "
                       f"database {r['database_cpu_ms_per_request']:.2f} ms, client {r['client_cpu_ms_per_request']:.2f} ms   "
                       f"statuses {r['statuses']}")
-            print(f"ratio         {result['ratio']:.2f}   (load average at the end {result['load_average_1m']})")
+            print(f"ratio         throughput {result['ratio']:.2f}; server CPU per callback / per bare request "
+                  f"{result['cpu_ratio']:.2f}x (per round: {', '.join(f'{r:.2f}' for r in ratios)})   "
+                  f"(load average at the end {result['load_average_1m']})")
             if args.prefill:
                 print(f"prefilled     {args.prefill} inbox rows and {args.prefill} events ({prefill_s:.0f} s)")
             print(f"ledger        sent {sent}  stored {stored}  -> {'OK' if ok else 'VOID: sent != stored'}")

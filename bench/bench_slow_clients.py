@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_slow_clients.py --db postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 For each mode (``proxy``: ``webhook-service proxy`` (nginx) in front of ``webhook-service web``
-(gunicorn, ``--workers`` x 2 threads), as the Procfile runs them; ``direct``: gunicorn alone, as before)
+(gunicorn, ``--workers`` processes, threads as ``gunicorn_conf``), as the Procfile runs them; ``direct``: gunicorn alone, as before)
 and each number N of slow connections, one run:
 
 1. a fresh database (a SQLite file, or a new PostgreSQL database next to the one named), one
@@ -39,6 +39,7 @@ from sqlalchemy import select  # noqa: E402
 from bench_callbacks import make_database  # noqa: E402
 from message_fixtures import callback_body, transcript  # noqa: E402
 from receiver_stack import ReceiverStack, Tricklers, signing_key  # noqa: E402
+from webhook_service import gunicorn_conf  # noqa: E402
 from webhook_service.db import dispose_engines, session_scope  # noqa: E402
 from webhook_service.migrate import upgrade  # noqa: E402
 from webhook_service.models import InboxItem, Job  # noqa: E402
@@ -118,7 +119,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long callbacks are sent while they trickle")
     parser.add_argument("--every", type=float, default=2.0, help="seconds between callbacks")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds a callback is given to be answered")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn processes (2 threads each)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn processes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists() and "proxy" in args.modes:
@@ -127,7 +128,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0 if all(r["ledger_ok"] for r in runs) else 1
-    print(f"database {'sqlite' if args.db == 'sqlite' else 'postgresql'}   gunicorn --workers {args.workers} --threads 2"
+    print(f"database {'sqlite' if args.db == 'sqlite' else 'postgresql'}   gunicorn --workers {args.workers} --threads {gunicorn_conf.threads}"
           f"   a callback every {args.every:g} s for {args.seconds:g} s, timeout {args.timeout:g} s")
     for r in runs:
         print(f"{r['mode']:7s} {r['slow_connections']:4d} slow connections   callbacks {r['callbacks']:3d}   "

@@ -33,7 +33,7 @@ def signing_key() -> str:
 
 
 class ReceiverStack:
-    """gunicorn (``workers`` x 2 threads) on the database ``database_url``, behind nginx when ``proxy``."""
+    """gunicorn (``workers`` processes, threads as ``gunicorn_conf``) on the database ``database_url``, behind nginx when ``proxy``."""
 
     def __init__(self, database_url: str, workdir: Path, *, key: str, proxy: bool = True, workers: int = 2,
                  dev: bool = False):

@@ -12,7 +12,7 @@ Options given on the command line win over these. What matters for safety:
 * metrics: with ``PROMETHEUS_MULTIPROC_DIR`` set (``webhook-service web`` sets it to this surface's
   folder of ``METRICS_DIR``), the master empties that folder at start and marks each exited
   worker dead, prometheus-client's documented multiprocess set-up;
-* gthread workers with a short keep-alive. A slow client still holds a thread while it trickles
+* gthread workers (4 threads each) with a short keep-alive. A slow client still holds a thread while it trickles
   its request, which is why the public port is nginx (`webhook-service proxy`), which buffers
   whole requests before gunicorn sees them.
 """
@@ -47,7 +47,10 @@ class RedactingLogger(Logger):
 
 
 worker_class = "gthread"
-threads = 2
+# One process per core (`webhook-service web`'s default) and 4 threads each: a callback's thread mostly waits
+# for its database commit, and more threads per process cost more in switching than they gain
+# (bench/README.md, "Receiver cost").
+threads = 4
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

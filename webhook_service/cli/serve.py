@@ -32,8 +32,8 @@ GUNICORN_CONFIG = "python:webhook_service.gunicorn_conf"
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=4, show_default=True, type=int, envvar="WEB_CONCURRENCY",
-              help="gunicorn worker processes (or WEB_CONCURRENCY).")
+@click.option("--workers", default=os.cpu_count() or 1, show_default="one per core", type=int,
+              envvar="WEB_CONCURRENCY", help="gunicorn worker processes (or WEB_CONCURRENCY), 4 threads each.")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
 @click.option("--surface", type=click.Choice(["receiver", "operator", "all"]), default=None,
               help="Routes to serve: the public receiver, the private operator side, or all "
