@@ -83,6 +83,7 @@ class Settings:
     # Worker and streaming
     max_concurrent_sessions: int = 30
     slot_retry_s: float = 30.0  # a new stream with no free slot retries after about this, unless a freed slot wakes it
+    slot_standby: int = 10  # per worker process: new streams that wait on their thread for the next free slot
     chunk_ms: int = 100
     stream_speed: float = 1.0  # 1.0 = real time; 0 = as fast as acknowledgements allow
     close_mode: str = "close"  # "close": close 1000 after the last ack; "stop": stop_recording and wait
@@ -132,7 +133,7 @@ class Settings:
     proxy_max_conn_per_ip: int = 200  # nginx: concurrent connections from one client address
 
     _INT_MIN = {"max_concurrent_sessions": 1, "chunk_ms": 10, "max_callback_bytes": 1024, "inbox_max_attempts": 1,
-                "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0,
+                "worker_concurrency": 1, "db_pool_size": 1, "db_max_overflow": 0, "slot_standby": 0,
                 "retention_days": 0, "inbox_retention_days": 0}
     _FLOAT_MIN = {
         "stream_speed": 0.0,

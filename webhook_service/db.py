@@ -84,6 +84,20 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
+def warm_pool(url: str, connections: int) -> None:
+    """Open up to ``connections`` pooled connections of ``url``'s engine now, and leave them in its pool."""
+    engine = get_engine(url)
+    opened = []
+    try:
+        for _ in range(max(1, connections)):
+            conn = engine.connect()
+            opened.append(conn)
+            conn.exec_driver_sql("SELECT 1")
+    finally:
+        for conn in opened:
+            conn.close()
+
+
 def dispose_engines() -> None:
     """Drop pooled connections, e.g. after a fork (Celery prefork, gunicorn)."""
     with _lock:

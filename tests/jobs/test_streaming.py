@@ -238,8 +238,9 @@ def test_concurrency_limit_is_global(stream_settings, emulator, audio_dir):
 
 
 def test_a_new_stream_without_a_slot_gives_its_thread_back(stream_settings, emulator, audio_dir):
-    # A backlog of new files must not hold worker threads that resumptions need: no waiting.
-    settings = replace(stream_settings, max_concurrent_sessions=1)
+    # A backlog of new files must not hold worker threads that resumptions need: beyond the standby places
+    # (none here), no waiting.
+    settings = replace(stream_settings, max_concurrent_sessions=1, slot_standby=0)
     busy, waiting = make_jobs(settings, audio_file(audio_dir, "busy.wav", 1.0), audio_file(audio_dir, "wait.wav", 1.0))
     assert concurrency.acquire_slot(settings.database_url, busy, 1, 60) == 0
 
@@ -270,7 +271,8 @@ class WakeRecorder:
 
 
 def test_a_run_that_frees_its_slot_wakes_the_oldest_waiting_job(stream_settings, emulator, audio_dir):
-    settings = replace(stream_settings, max_concurrent_sessions=1, slot_retry_s=3600)
+    # Through the broker: no run of this process is on standby.
+    settings = replace(stream_settings, max_concurrent_sessions=1, slot_retry_s=3600, slot_standby=0)
     first, second, third = make_jobs(settings, *(audio_file(audio_dir, f"wake{i}.wav", 0.5) for i in range(3)))
     with session_scope(settings.database_url) as session:  # submitted in this order
         for i, job_id in enumerate((first, second, third)):
@@ -294,6 +296,47 @@ def test_a_run_that_frees_its_slot_wakes_the_oldest_waiting_job(stream_settings,
     assert recorder.woken == [second, third]  # nobody left waiting: no wake-up
 
 
+def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_settings, emulator, audio_dir, caplog):
+    """The fastest hand-off: the run that frees the slot wakes a run of its own process waiting on its thread."""
+    settings = replace(stream_settings, max_concurrent_sessions=1, slot_retry_s=3600, slot_standby=1,
+                       stream_speed=2.0)
+    # The first file is long enough (3 s at this speed) for the other two runs to start while it streams.
+    first, second, third = make_jobs(settings, *(audio_file(audio_dir, f"standby{i}.wav", 6.0 if i == 0 else 1.0)
+                                                for i in range(3)))
+    recorder = WakeRecorder()
+    results: dict[str, object] = {}
+
+    def run(job_id: str) -> None:
+        try:
+            results[job_id] = run_job(settings, job_id, dispatcher=recorder)
+        except Deferred as exc:
+            results[job_id] = exc
+
+    streaming = threading.Thread(target=run, args=(first,))
+    streaming.start()
+    deadline = time.monotonic() + 30
+    while load_job(settings, first).state != "streaming" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert load_job(settings, first).state == "streaming"
+    with caplog.at_level("INFO", logger="webhook_service.jobs.streaming"):
+        waiting = threading.Thread(target=run, args=(second,))  # takes the one standby place
+        waiting.start()
+        while load_job(settings, second).worker_id is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert load_job(settings, first).state == "streaming"
+        run(third)  # no standby place left: back to the broker, its thread given back
+        for thread in (streaming, waiting):
+            thread.join(60)
+
+    assert results[first] == results[second] == "stream_closed"
+    assert isinstance(results[third], Deferred) and results[third].countdown >= 1800
+    assert "slot handed to a run of this process waiting for one" in caplog.text
+    assert recorder.woken == [third]  # the standby run took the first slot freed; the second went to the broker
+    a, b = load_job(settings, first), load_job(settings, second)
+    assert b.starting_at >= a.stream_closed_at  # never two live sessions at once
+    assert b.retry_at is None and b.attempts == 1  # never deferred: it waited on its thread
+
+
 def test_two_slots_freed_at_once_wake_two_different_jobs(settings):
     ids = make_jobs_raw(settings, 3)
     far = utcnow() + timedelta(hours=1)
@@ -315,14 +358,17 @@ def test_slot_leases_expire_and_are_taken_over(settings):
 
     ids = make_jobs_raw(settings, 3)
     now = utcnow()
-    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, now) == 0
-    assert concurrency.acquire_slot(settings.database_url, ids[1], 2, 30, now) == 1
+    first = concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, now)
+    second = concurrency.acquire_slot(settings.database_url, ids[1], 2, 30, now)
+    assert {first, second} == {0, 1}  # any free number (in random order, so that runs starting together spread)
     assert concurrency.acquire_slot(settings.database_url, ids[2], 2, 30, now) is None
-    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, now) == 0  # a resume keeps its slot
+    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, now) == first  # a resume keeps its slot
     later = now + timedelta(seconds=31)
-    assert concurrency.acquire_slot(settings.database_url, ids[2], 2, 30, later) == 0  # expired lease taken over
+    taken_over = concurrency.acquire_slot(settings.database_url, ids[2], 2, 30, later)  # both leases expired
+    assert taken_over in (0, 1)
     concurrency.release_slot(settings.database_url, ids[1])
-    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, later) == 1
+    # ids[0] keeps its slot if it still holds it, else takes the one ids[1] gave back: the one not taken over
+    assert concurrency.acquire_slot(settings.database_url, ids[0], 2, 30, later) == 1 - taken_over
 
 
 def make_jobs_raw(settings: Settings, n: int) -> list[str]:

@@ -293,8 +293,9 @@ def test_new_sessions_leave_free_slots_to_waiting_resumptions(ssettings):
     waiting = add_job(url, state="streaming", gladia_id=GID, ws_url="ws://gladia.invalid/v2/live?token=t")
     first, second = add_job(url, state="queued"), add_job(url, state="queued")
 
-    assert concurrency.acquire_slot(url, first, 2, 30, now, new_session=True) == 0
+    taken = concurrency.acquire_slot(url, first, 2, 30, now, new_session=True)
+    assert taken in (0, 1)
     assert concurrency.acquire_slot(url, second, 2, 30, now, new_session=True) is None  # the last one is reserved
-    assert concurrency.acquire_slot(url, waiting, 2, 30, now) == 1
+    assert concurrency.acquire_slot(url, waiting, 2, 30, now) == 1 - taken
     concurrency.release_slot(url, first)
-    assert concurrency.acquire_slot(url, second, 2, 30, now, new_session=True) == 0  # nobody waits any more
+    assert concurrency.acquire_slot(url, second, 2, 30, now, new_session=True) == taken  # nobody waits any more

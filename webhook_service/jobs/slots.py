@@ -4,7 +4,7 @@ Gladia plans allow a fixed number of concurrent live sessions (1 free, 30
 paid). Each live session holds one row of ``concurrency_slots``; the slot
 number is the primary key and is below ``MAX_CONCURRENT_SESSIONS``, so the
 database itself refuses a session too many: taking a slot is an
-``INSERT ... ON CONFLICT DO NOTHING`` of the lowest free number, and only the
+``INSERT ... ON CONFLICT DO NOTHING`` of a free number, and only the
 writer whose row landed owns it. A slot is a lease: the streamer renews it
 with every heartbeat, and a slot whose lease ran out (its worker died) may be
 taken over by a conditional UPDATE, so a crash never leaks capacity for longer
@@ -14,6 +14,7 @@ than the lease. Resumptions of recorded sessions go before new sessions (see
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -24,7 +25,6 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..db import session_scope
 from ..models import ACTIVE_STATES, ConcurrencySlot, Job, utcnow
-
 
 
 def _insert(session: Session):
@@ -61,7 +61,9 @@ def acquire_slot(database_url: str, job_id: str, limit: int, lease_s: float,
             free = limit - sum(1 for expires_at in taken.values() if expires_at >= now)
             if free <= 0 or _waiting_resumptions(session, job_id, now) >= free:
                 return None
-        for slot in range(limit):
+        # In random order: runs starting together (a batch just submitted) would otherwise all try slot 0,
+        # each waiting on PostgreSQL for the previous one's uncommitted row, then all try slot 1...
+        for slot in random.sample(range(limit), limit):
             if slot not in taken:
                 inserted = session.execute(
                     _insert(session).values(slot=slot, job_id=job_id, acquired_at=now, expires_at=expires)
@@ -117,7 +119,12 @@ def renew_slots(session: Session, job_ids: list[str], lease_s: float, now: Optio
 def release_slot(database_url: str, job_id: str) -> bool:
     """Give back the slot ``job_id`` holds; whether it held one."""
     with session_scope(database_url) as session:
-        return session.execute(delete(ConcurrencySlot).where(ConcurrencySlot.job_id == job_id)).rowcount == 1
+        return release_slot_in(session, job_id)
+
+
+def release_slot_in(session: Session, job_id: str) -> bool:
+    """:func:`release_slot` within the caller's transaction (e.g. the one recording the stream's end)."""
+    return session.execute(delete(ConcurrencySlot).where(ConcurrencySlot.job_id == job_id)).rowcount == 1
 
 
 # Candidates read per hand-off: a few, in case concurrent hand-offs take the first ones.

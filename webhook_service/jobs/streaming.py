@@ -31,12 +31,14 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import object_session
 
 from ..audio import AudioError, PcmFormat, estimated_bytes, probe, session_format
 from ..config import Settings
@@ -67,7 +69,8 @@ log = logging.getLogger(__name__)
 
 # A resumption waits this long for a free concurrency slot before its task is re-queued.
 SLOT_WAIT_S = 30.0
-# A resumption waiting for a slot checks again at most this often (seconds).
+# A run waiting for a slot checks again at most this often (seconds); a new stream on standby first with
+# one read of the slots in use, so that many of them waiting cost the database little.
 SLOT_POLL_MAX_S = 0.25
 # POST /v2/live attempts within one run when Gladia is unreachable or answers 5xx.
 CREATE_ATTEMPTS = 4
@@ -75,6 +78,54 @@ CREATE_ATTEMPTS = 4
 MAX_JOB_ATTEMPTS = 5
 # This process, as recorded in a claimed job's worker_id (with a per-run suffix).
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Standby:
+    """The runs of this process waiting on their thread for a concurrency slot, and their wake-up.
+
+    A run that frees a slot wakes one of them at once (:func:`hand_off_slot`):
+    that is the fastest hand-off, with no broker or database round trip before
+    the waiting run takes the slot. Every waiter also checks the database on
+    its own (slots freed by other processes), so a wake-up is only a shortcut.
+    ``new`` counts the new streams among them, which ``SLOT_STANDBY`` bounds.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.waiting = 0  # every waiting run: resumptions and new streams
+        self.new = 0
+
+    def enter_new(self, limit: int) -> bool:
+        """Take one of the ``limit`` places for new streams; False when all are taken."""
+        with self._cond:
+            if self.new >= limit:
+                return False
+            self.new += 1
+            return True
+
+    def leave_new(self) -> None:
+        with self._cond:
+            self.new -= 1
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until woken or ``timeout``; whether woken (a slot was just freed in this process)."""
+        with self._cond:
+            self.waiting += 1
+            try:
+                return self._cond.wait(timeout)
+            finally:
+                self.waiting -= 1
+
+    def wake_one(self) -> bool:
+        """Wake one waiting run, if any; whether one was waiting."""
+        with self._cond:
+            if not self.waiting:
+                return False
+            self._cond.notify()
+            return True
+
+
+_standby = _Standby()
 
 
 class Deferred(Exception):
@@ -168,11 +219,15 @@ def new_session_backoff(settings: Settings) -> tuple[float, float]:
 
 
 def hand_off_slot(settings: Settings, dispatcher: Dispatcher) -> Optional[str]:
-    """A slot was just freed: wake the new job that has waited longest for one; its id, or None.
+    """A slot was just freed: wake a run of this process waiting for one, else the new job that has waited
+    longest (through the broker); the id of the job woken through the broker, or None.
 
     Best effort: the job's row (``retry_at``) keeps it due, so a wake-up lost
     with the broker costs the sweeper's delay, never the job.
     """
+    if _standby.wake_one():
+        log.info("slot handed to a run of this process waiting for one")
+        return None
     try:
         job_id = slots.next_waiting(settings.database_url)
         if job_id is not None:
@@ -262,33 +317,50 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
 
     A resumption (the job has a recorded session) races Gladia's reconnect
     grace, so it waits here for the next free slot, then is re-queued almost at
-    once. A new session can wait, but not on a worker thread: when no slot is
-    free its task goes back to the broker at once, so that a backlog of new
-    files never keeps resumptions from the threads they need.
+    once. A new session can wait too, on standby, as long as fewer than
+    ``SLOT_STANDBY`` new streams of this process already do: a run of the
+    process that frees a slot wakes it at once. Beyond that, or after
+    :data:`SLOT_WAIT_S`, its task goes back to the broker, so that a backlog
+    of new files never keeps resumptions from the threads they need.
     """
-    resuming = bool(job.gladia_id and job.ws_url)
+    _wait_for_slot(settings, job, run_id, resuming=bool(job.gladia_id and job.ws_url))
+
+
+def _wait_for_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> None:
     deadline = time.monotonic() + SLOT_WAIT_S
+    beat_at = time.monotonic() + settings.heartbeat_interval_s
     delay = 0.1
-    while True:
-        slot = slots.acquire_slot(settings.database_url, job.id, settings.max_concurrent_sessions,
-                                        slots.lease_s(settings), new_session=not resuming)
-        if slot is not None:
-            log.debug("holding concurrency slot %d", slot)
-            if not job.attempts and job.created_at is not None:  # the job's first slot: its wait since submission
-                metrics.SLOT_WAIT_SECONDS.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
-            return
-        busy = f"all {settings.max_concurrent_sessions} session slots are busy"
-        if not resuming:
-            metrics.SLOT_WAITS.labels("new").inc()
-            raise Deferred(busy, random.uniform(*new_session_backoff(settings)))
-        if time.monotonic() >= deadline:
-            metrics.SLOT_WAITS.labels("resume").inc()
-            raise Deferred(busy, random.uniform(0.2, 1.0))
-        # Keep the claim fresh while waiting, so nobody presumes this run dead.
-        if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
-            raise Deferred("claim lost while waiting for a slot", 1, keep_slot=True)
-        time.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 1.6, SLOT_POLL_MAX_S)
+    standby = woken = False
+    try:
+        while True:
+            slot = None
+            if not standby or woken or slots.slots_in_use(settings.database_url) < settings.max_concurrent_sessions:
+                slot = slots.acquire_slot(settings.database_url, job.id, settings.max_concurrent_sessions,
+                                          slots.lease_s(settings), new_session=not resuming)
+            if slot is not None:
+                log.debug("holding concurrency slot %d", slot)
+                if not job.attempts and job.created_at is not None:  # the job's first slot: its wait since submission
+                    metrics.SLOT_WAIT_SECONDS.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
+                return
+            busy = f"all {settings.max_concurrent_sessions} session slots are busy"
+            if not resuming and not standby:
+                standby = _standby.enter_new(settings.slot_standby)
+                if not standby:
+                    metrics.SLOT_WAITS.labels("new").inc()
+                    raise Deferred(busy, random.uniform(*new_session_backoff(settings)))
+            if time.monotonic() >= deadline or shutting_down():
+                metrics.SLOT_WAITS.labels("resume" if resuming else "new").inc()
+                raise Deferred(busy, random.uniform(0.2, 1.0) if resuming
+                               else random.uniform(*new_session_backoff(settings)))
+            if time.monotonic() >= beat_at:  # keep the claim fresh while waiting, so nobody presumes this run dead
+                if not _update_owned(settings, job.id, run_id, heartbeat_at=utcnow()):
+                    raise Deferred("claim lost while waiting for a slot", 1, keep_slot=True)
+                beat_at = time.monotonic() + settings.heartbeat_interval_s
+            woken = _standby.wait(delay * random.uniform(0.5, 1.5))  # at once when this process frees a slot
+            delay = min(delay * 1.6, SLOT_POLL_MAX_S)
+    finally:
+        if standby:
+            _standby.leave_new()
 
 
 def _find_orphan(settings: Settings, client: GladiaClient, job: Job) -> Optional[dict[str, Any]]:
@@ -442,10 +514,23 @@ def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id:
         return None
 
 
+def _may_have_orphan(job: Job) -> bool:
+    """Whether an earlier run of the job may have created a session it never recorded.
+
+    A run counts its attempt (``_start_attempt``) before its POST /v2/live, so
+    a job that comes to this run with no attempt, no re-run and no session
+    (the first run of every new job) has none: its first POST needs no lookup
+    before it. ``job`` is the row as claimed, before this run's attempt.
+    """
+    return bool(job.attempts or job.retries or job.gladia_id)
+
+
 def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id: str, dead: set[str],
                      body: dict[str, Any]) -> Optional[dict[str, Any]]:
+    may_have_orphan = _may_have_orphan(job)
     for attempt in range(1, CREATE_ATTEMPTS + 1):
-        orphan = _find_orphan(settings, client, job)
+        # From the second attempt on, this run's own failed POST may have created one.
+        orphan = _find_orphan(settings, client, job) if may_have_orphan or attempt > 1 else None
         if orphan is not None:
             if isinstance(orphan.get("url"), str):
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
@@ -514,7 +599,11 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
 
 
 def _start_attempt(settings: Settings, job_id: str, run_id: str) -> int:
-    """Count one more attempt and move the job to ``starting``; returns the job's attempts so far."""
+    """Count one more attempt and move the job to ``starting``; returns the job's attempts so far.
+
+    Raises :class:`ClaimLost` when another run owns the job: an attempt that is
+    not counted must not create a session (see :func:`_may_have_orphan`).
+    """
     attempts = 0
 
     def start(row: Job) -> None:
@@ -522,7 +611,8 @@ def _start_attempt(settings: Settings, job_id: str, run_id: str) -> int:
         row.attempts = attempts = (row.attempts or 0) + 1
         row.advance("starting")
 
-    _with_job(settings, job_id, run_id, start)
+    if not _with_job(settings, job_id, run_id, start):
+        raise ClaimLost("claim lost before the session was created")
     return attempts
 
 
@@ -606,6 +696,8 @@ def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, str
 
     def closed(row: Job) -> None:
         progress(row)
+        # The session ended with the socket: its slot is given back in the same commit, for the hand-off.
+        slots.release_slot_in(object_session(row), row.id)
         row.advance("stream_closed")
         row.worker_id = None
         if result.outcome == "complete":
@@ -619,7 +711,6 @@ def _finish(settings: Settings, job: Job, run_id: str, result: StreamResult, str
     if not _with_job(settings, job.id, run_id, closed):
         log.warning("another run owns the job now; leaving the outcome to it")
         return "skipped: claim lost"
-    slots.release_slot(settings.database_url, job.id)
     log.info("stream closed (%s): %d bytes acknowledged, %d reconnects", result.outcome, result.bytes_acked,
              result.reconnects)
     return "stream_closed"

@@ -14,7 +14,7 @@ from celery.signals import beat_init, worker_process_init, worker_ready, worker_
 from flask import Flask, current_app
 
 from ..config import Settings
-from ..db import dispose_engines
+from ..db import dispose_engines, warm_pool
 from ..jobs import runtime
 from .fs_broker import register as _register_filesystem_broker
 
@@ -105,6 +105,22 @@ def _hand_back_streams(**_kwargs) -> None:
     count = runtime.interrupt_all()
     if count:
         log.warning("worker shutting down: %d stream(s) handed back", count)
+
+
+@worker_ready.connect
+def _warm_up(**_kwargs) -> None:
+    """Open what every stream needs before the first task arrives: the event loop, database connections.
+
+    A worker that says "ready" then starts its first sessions as fast as its
+    later ones (bench/bench_makespan.py measures the first POST after a submit).
+    Best effort: a database out of reach now is the tasks' problem, reported there.
+    """
+    settings = Settings.from_env()
+    runtime.runtime(settings)
+    try:
+        warm_pool(settings.database_url, min(settings.db_pool_size, settings.worker_concurrency))
+    except Exception as exc:  # noqa: BLE001 - never keep the worker from starting
+        log.warning("could not open database connections at start: %s", exc)
 
 
 @worker_ready.connect
