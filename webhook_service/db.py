@@ -85,14 +85,15 @@ def get_engine(url: str) -> Engine:
 
 
 def warm_pool(url: str, connections: int) -> None:
-    """Open up to ``connections`` pooled connections of ``url``'s engine now, and leave them in its pool."""
+    """Open up to ``connections`` pooled connections of ``url``'s engine now, and leave them in its pool.
+
+    Checked out raw, so no transaction begins (on SQLite every one begins with a write lock).
+    """
     engine = get_engine(url)
     opened = []
     try:
         for _ in range(max(1, connections)):
-            conn = engine.connect()
-            opened.append(conn)
-            conn.exec_driver_sql("SELECT 1")
+            opened.append(engine.raw_connection())
     finally:
         for conn in opened:
             conn.close()

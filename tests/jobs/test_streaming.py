@@ -299,7 +299,7 @@ def test_a_run_that_frees_its_slot_wakes_the_oldest_waiting_job(stream_settings,
 def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_settings, emulator, audio_dir, caplog):
     """The fastest hand-off: the run that frees the slot wakes a run of its own process waiting on its thread."""
     settings = replace(stream_settings, max_concurrent_sessions=1, slot_retry_s=3600, slot_standby=1,
-                       stream_speed=2.0)
+                       stream_speed=2.0, stale_heartbeat_s=10.0)
     # The first file is long enough (3 s at this speed) for the other two runs to start while it streams.
     first, second, third = make_jobs(settings, *(audio_file(audio_dir, f"standby{i}.wav", 6.0 if i == 0 else 1.0)
                                                 for i in range(3)))
@@ -322,7 +322,7 @@ def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_setting
         waiting = threading.Thread(target=run, args=(second,))  # takes the one standby place
         waiting.start()
         while load_job(settings, second).worker_id is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.05)
         assert load_job(settings, first).state == "streaming"
         run(third)  # no standby place left: back to the broker, its thread given back
         for thread in (streaming, waiting):

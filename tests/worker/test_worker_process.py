@@ -170,9 +170,11 @@ def test_sigterm_hands_streams_back_and_another_worker_resumes(settings, emulato
         assert emulator.received_audio(after.gladia_id) == b"".join(reader.chunks(65536))
 
 
-def test_a_freed_slot_wakes_a_waiting_job_without_the_sweeper(settings, emulator, tmp_path):
-    """One slot, two files: the second job's deferred task is due only in an hour and no sweeper runs,
-    so it can only start because the first job's run woke it when its slot was freed."""
+@pytest.mark.parametrize("standby", [0, 1], ids=["through-the-broker", "on-standby"])
+def test_a_freed_slot_wakes_a_waiting_job_without_the_sweeper(settings, emulator, tmp_path, standby):
+    """One slot, two files, no sweeper. Without a standby place, the second job's deferred task is due only in
+    an hour, so it can only start because the first job's run woke it through the broker when its slot was
+    freed; with one, the second run waits on its thread and the first run hands it the slot directly."""
     broker = os.environ.get("TEST_REDIS_URL") or "filesystem://"
     settings = replace(settings, celery_broker_url=broker, gladia_api_url=emulator.url,
                        gladia_api_key=emulator.api_key, stream_speed=4.0, max_concurrent_sessions=1,
@@ -180,7 +182,8 @@ def test_a_freed_slot_wakes_a_waiting_job_without_the_sweeper(settings, emulator
     settings.ensure_dirs()
     env = {**os.environ, "DATABASE_URL": settings.database_url, "DATA_DIR": settings.data_dir,
            "CELERY_BROKER_URL": broker, "GLADIA_API_URL": emulator.url, "GLADIA_API_KEY": emulator.api_key,
-           "STREAM_SPEED": "4", "MAX_CONCURRENT_SESSIONS": "1", "SLOT_RETRY_S": "3600", "LOG_LEVEL": "INFO"}
+           "STREAM_SPEED": "4", "MAX_CONCURRENT_SESSIONS": "1", "SLOT_RETRY_S": "3600", "LOG_LEVEL": "INFO",
+           "SLOT_STANDBY": str(standby)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     files = [str(synth_speechlike(tmp_path / f"clip{i}.wav", 2.0)) for i in range(2)]
     log = tmp_path / "worker.log"
@@ -189,12 +192,15 @@ def test_a_freed_slot_wakes_a_waiting_job_without_the_sweeper(settings, emulator
         jobs = [job["id"] for job in submit.record(settings, submit.plan(settings, files, {}), "handoff", {}).jobs]
         assert submit.enqueue(jobs, dispatcher_for(settings)) == []
 
-        def deferred_one():
+        def waiting_one():
             rows = [job_row(settings.database_url, job_id) for job_id in jobs]
+            if standby:  # claimed by its run, which waits on its thread
+                return [r for r in rows if r.state == "queued" and r.retry_at is None and r.worker_id is not None]
             return [r for r in rows if r.state == "queued" and r.retry_at is not None and r.worker_id is None]
 
-        [waiting] = wait_for(deferred_one, 40, "one job to wait for the slot", log)
-        assert (waiting.retry_at - waiting.queued_at).total_seconds() > 600  # its own retry is far away
+        [waiting] = wait_for(waiting_one, 40, "one job to wait for the slot", log)
+        if not standby:
+            assert (waiting.retry_at - waiting.queued_at).total_seconds() > 600  # its own retry is far away
         done = wait_for(
             lambda: all(job_row(settings.database_url, j).state == "stream_closed" for j in jobs),
             60, "both jobs to stream", log)
@@ -204,4 +210,8 @@ def test_a_freed_slot_wakes_a_waiting_job_without_the_sweeper(settings, emulator
     first, second = sorted((job_row(settings.database_url, j) for j in jobs), key=lambda j: j.starting_at)
     assert second.id == waiting.id
     assert second.starting_at >= first.stream_closed_at  # one session at a time
-    assert "slot handed to job " + waiting.id in log.read_text()
+    if standby:
+        assert "slot handed to a run of this process waiting for one" in log.read_text()
+        assert second.retry_at is None and second.attempts == 1  # never sent back to the broker
+    else:
+        assert "slot handed to job " + waiting.id in log.read_text()
