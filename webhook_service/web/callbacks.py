@@ -42,6 +42,7 @@ from flask import Blueprint, current_app, request
 from sqlalchemy.exc import DBAPIError
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_content_length, get_input_stream
 
@@ -51,7 +52,7 @@ from ..gladia.validation import InvalidMessage, parse_json_body, validate_callba
 from ..logging_setup import job_context
 from ..models import utcnow
 from ..tokens import job_id_from_token
-from .context import settings
+from .context import error_body, settings
 from .headers import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class Reply(NamedTuple):
     status: int
     body: dict[str, Any]
 
+    @classmethod
+    def error(cls, status: int, message: str) -> "Reply":
+        return cls(status, error_body(status, message))
+
     def json(self) -> bytes:
         return (json.dumps(self.body, separators=(",", ":")) + "\n").encode()
 
@@ -75,7 +80,7 @@ def _refuse(status: int, reason: str, message: str, **log_fields: Any) -> Reply:
     metrics.CALLBACKS_REJECTED.labels(reason).inc()
     log.info("callback refused (%s %s): %s %s", status, reason, message,
              " ".join(f"{k}={v}" for k, v in log_fields.items()))
-    return Reply(status, {"error": {"status": status, "message": message}})
+    return Reply.error(status, message)
 
 
 def _is_json_content_type(environ: dict) -> bool:
@@ -131,15 +136,8 @@ def _read_json_body(environ: dict, limit: int, *, kind: str) -> tuple[bytes, Any
 
 
 def _request_headers(environ: dict) -> dict[str, str]:
-    """The request's headers as werkzeug names them (``HTTP_*`` and the two content ones), for the inbox row."""
-    pairs = ((key[5:].replace("_", "-"), value) if key.startswith("HTTP_") else (key.replace("_", "-"), value)
-             for key, value in environ.items()
-             if (key.startswith("HTTP_") and key not in _CONTENT_KEYS_AS_HTTP) or (key in _CONTENT_KEYS and value))
-    return ingest.safe_headers(pairs)
-
-
-_CONTENT_KEYS = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
-_CONTENT_KEYS_AS_HTTP = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+    """The request's headers worth keeping with the inbox row."""
+    return ingest.safe_headers(EnvironHeaders(environ).items())
 
 
 def receive_gladia_callback(cfg: Settings, token: str, environ: dict) -> Reply:
@@ -182,7 +180,7 @@ def _unavailable(exc: Exception) -> Reply:
     """The raw body could not be committed: say so with a 503, so a retrying sender retries."""
     metrics.CALLBACKS_REJECTED.labels("database_unavailable").inc()
     log.error("callback not stored, database error: %s", type(exc).__name__)
-    return Reply(503, {"error": {"status": 503, "message": "database unavailable; the callback was not stored"}})
+    return Reply.error(503, "database unavailable; the callback was not stored")
 
 
 def _stored(label: str, stored: ingest.Stored, status: str) -> Reply:
@@ -230,7 +228,7 @@ class CallbackRoute:
             reply = receive_gladia_callback(self.cfg, token, environ)
         except Exception:  # noqa: BLE001 - as the app's error handler: logged, and a JSON 500
             log.exception("unhandled error")
-            reply = Reply(500, {"error": {"status": 500, "message": "internal server error"}})
+            reply = Reply.error(500, "internal server error")
         data = reply.json()
         start_response(f"{reply.status} {HTTPStatus(reply.status).phrase}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *self.HEADERS])
@@ -262,7 +260,7 @@ def _receive_webhook(cfg: Settings) -> Reply:
     received_at = utcnow()
     if not cfg.gladia_webhook_secret:
         # Unsigned webhooks would let anyone schedule work and fill the inbox: without a secret the route is off.
-        return Reply(404, {"error": {"status": 404, "message": "not found"}})
+        return Reply.error(404, "not found")
     limit = cfg.max_callback_bytes
     try:
         raw = _read_body(request.environ, limit)

@@ -32,6 +32,10 @@ def close_db(_exc: BaseException | None) -> None:
         session.close()
 
 
+def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of every error answer: ``{"error": {"status", "message", ...}}``."""
+    return {"error": {"status": status, "message": message, **extra}}
+
+
 def json_error(status: int, message: str, **extra: Any):
-    body = {"error": {"status": status, "message": message, **extra}}
-    return jsonify(body), status
+    return jsonify(error_body(status, message, **extra)), status
