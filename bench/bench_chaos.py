@@ -26,13 +26,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT))
 
-from stack_setup import drop_database, prepare  # noqa: E402
+from stack_setup import prepare, tear_down  # noqa: E402
 from test_e2e_chaos import (  # noqa: E402
     ChaosConfig,
     ChaosRun,
     EmulatorProcess,
     isolated_redis_url,
-    release_redis,
     verify,
 )
 
@@ -99,11 +98,7 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     finally:
-        run.stop()
-        emulator.stop()
-        release_redis(broker)
-        drop_database(args.database, pg_name)
-        print(f"logs in {run.logs}", file=sys.stderr)
+        tear_down(run, emulator, broker, args.database, pg_name)
 
 
 def summarize(database_url: str, emulator: EmulatorProcess, run: ChaosRun, states) -> dict:

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT))
 
-from stack_setup import drop_database, prepare  # noqa: E402
+from stack_setup import prepare, tear_down  # noqa: E402
 from test_e2e_chaos import ChaosConfig, ChaosRun, EmulatorProcess, release_redis  # noqa: E402
 
 from webhook_service.audio import synth_speechlike  # noqa: E402
@@ -119,11 +119,7 @@ def main() -> int:
         makespan = max(r["done_at"] for r in rows) - started_wall
         rows = wait(database_url, run.job_ids, ("reconciled",), args.timeout, "reconciled_at") or rows
     finally:
-        run.stop()
-        emulator.stop()
-        release_redis(broker)
-        drop_database(args.database, pg_name)
-        print(f"logs in {workdir / 'logs'}", file=sys.stderr)
+        tear_down(run, emulator, broker, args.database, pg_name)
 
     ideal = args.files * args.seconds / args.slots / (args.speed or 1.0)
     freed = sorted(r["stream_closed_at"] for r in rows)
