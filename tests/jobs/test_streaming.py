@@ -124,9 +124,11 @@ def test_pacing_follows_the_schedule(stream_settings, emulator, audio_dir):
     elapsed = time.monotonic() - started
 
     assert result.outcome == "complete"
-    assert len(lateness.samples) == 21  # 20 chunks of 50 ms, then the end-of-file check
+    # 20 chunks of 50 ms, each paced; the end of the file is seen when the last chunk is read, without
+    # waiting one more chunk's time.
+    assert len(lateness.samples) == 20
     assert min(lateness.samples) >= -0.001  # never sent before its due time (clock resolution aside)
-    assert elapsed >= 1.0 / 2.0 * 0.95  # 1 s of audio at twice real time cannot take less than 0.5 s
+    assert elapsed >= 19 * 0.050 / 2.0 * 0.95  # the 20th chunk is due 19 chunks (at twice real time) after the first
     assert emulator.received_audio(session["id"]) == decoded(path, fmt)
 
 
@@ -321,8 +323,8 @@ def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_setting
     with caplog.at_level("INFO", logger="webhook_service.jobs.streaming"):
         waiting = threading.Thread(target=run, args=(second,))  # takes the one standby place
         waiting.start()
-        while load_job(settings, second).worker_id is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while streamer._standby.new < 1 and time.monotonic() < deadline:  # on standby, not just claimed
+            time.sleep(0.01)
         assert load_job(settings, first).state == "streaming"
         run(third)  # no standby place left: back to the broker, its thread given back
         for thread in (streaming, waiting):

@@ -73,7 +73,7 @@ class LiveStream:
                  speed: float = 1.0, close_mode: str = "close", window_s: float = WINDOW_S,
                  max_duration_s: float = 3 * 3600, session_alive: Optional[Callable[[], Any]] = None,
                  lateness: Optional[LatencyRecorder] = None, label: str = "", reconnects_before: int = 0,
-                 on_message: Optional[Callable[[dict[str, Any]], None]] = None):
+                 on_message: Optional[Callable[[dict[str, Any]], None]] = None, fresh: bool = False):
         self.url = url
         self.path = path
         self.fmt = fmt
@@ -97,9 +97,12 @@ class LiveStream:
         self.lost_claim = False  # set by the heartbeat when another run owns the job
         self.interrupted = False  # set when the worker shuts down
         self._fence_at: Optional[float] = None  # monotonic time after which this run must stop sending
+        # A session this run just created holds no audio: its first connection has nothing to align on.
+        self._aligned = fresh and start == 0
         self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
         self._sent_at: deque[tuple[int, float]] = deque()  # (end byte, send time) of this connection's chunks
         self._reader: Optional[PcmReader] = None
+        self._read_ahead: Optional[bytes] = None  # the reader's next chunk, read before its send time
         self._acked = asyncio.Event()
         self._probe = asyncio.Event()
         self._probe_total: Optional[int] = None
@@ -303,13 +306,17 @@ class LiveStream:
             assert self._reader is not None
             self._reader.close()
             self._reader = await self._open_reader(total)
+            self._read_ahead = None
             self._unacked.clear()
             self.bytes_acked = self.bytes_sent = total
         self._acked.set()
 
     async def _send_all(self, ws) -> Optional[str]:
         """Resend the unacknowledged tail, stream the rest of the file, end. None means: reconnect."""
-        await self._align_with_server(ws)
+        if self._aligned:
+            self._aligned = False  # a later connection (after a cut) asks the server again
+        else:
+            await self._align_with_server(ws)
         # Session-relative offsets make the resend exact.
         pending = bytes(self._unacked)
         limit = MAX_FRAME_BYTES // self.fmt.bytes_per_frame * self.fmt.bytes_per_frame
@@ -341,6 +348,14 @@ class LiveStream:
                     self._acked.clear()
                     await self._acked.wait()
                 self.window_wait_s += loop.time() - waited_from
+            # Read before the pause: the file's end is known at once, not one chunk's wait later
+            # (a slot is held for the audio, not for an empty pause after it). A chunk read but not
+            # sent yet (the connection dropped during the pause) is the next connection's first.
+            if self._read_ahead is None:
+                self._read_ahead = reader.read(self.chunk_bytes)
+            if not self._read_ahead:
+                self.bytes_total = self.bytes_sent
+                break
             if rate > 0:
                 due = t0 + (self.bytes_sent - base) / rate
                 delay = due - loop.time()
@@ -348,10 +363,7 @@ class LiveStream:
                     await asyncio.sleep(delay)
                 if self.lateness is not None:
                     self.lateness.add(loop.time() - due)
-            chunk = reader.read(self.chunk_bytes)
-            if not chunk:
-                self.bytes_total = self.bytes_sent
-                break
+            chunk, self._read_ahead = self._read_ahead, None
             self._unacked += chunk
             self.bytes_sent += len(chunk)
             self._sent_at.append((self.bytes_sent, loop.time()))

@@ -45,40 +45,46 @@ def acquire_slot(database_url: str, job_id: str, limit: int, lease_s: float,
     one (jobs whose session is recorded, in ``starting``/``streaming``, that
     hold no live slot: their worker died or handed them back).
     """
+    with session_scope(database_url) as session:
+        return acquire_slot_in(session, job_id, limit, lease_s, now, new_session=new_session)
+
+
+def acquire_slot_in(session: Session, job_id: str, limit: int, lease_s: float,
+                    now: Optional[datetime] = None, *, new_session: bool = False) -> Optional[int]:
+    """:func:`acquire_slot` within the caller's transaction (e.g. the one counting the run's attempt)."""
     now = now or utcnow()
     expires = now + timedelta(seconds=lease_s)
-    with session_scope(database_url) as session:
-        held = session.execute(
-            update(ConcurrencySlot).where(ConcurrencySlot.job_id == job_id)
-            .values(expires_at=expires).returning(ConcurrencySlot.slot)
-        ).scalar_one_or_none()
-        if held is not None:
-            return held
-        taken = dict(session.execute(
-            select(ConcurrencySlot.slot, ConcurrencySlot.expires_at).where(ConcurrencySlot.slot < limit)
-        ).all())
-        if new_session:
-            free = limit - sum(1 for expires_at in taken.values() if expires_at >= now)
-            if free <= 0 or _waiting_resumptions(session, job_id, now) >= free:
-                return None
-        # In random order: runs starting together (a batch just submitted) would otherwise all try slot 0,
-        # each waiting on PostgreSQL for the previous one's uncommitted row, then all try slot 1...
-        for slot in random.sample(range(limit), limit):
-            if slot not in taken:
-                inserted = session.execute(
-                    _insert(session).values(slot=slot, job_id=job_id, acquired_at=now, expires_at=expires)
-                    .on_conflict_do_nothing().returning(ConcurrencySlot.slot)
-                ).scalar_one_or_none()
-                if inserted is not None:
-                    return slot
-            elif taken[slot] < now:
-                result = session.execute(
-                    update(ConcurrencySlot)
-                    .where(ConcurrencySlot.slot == slot, ConcurrencySlot.expires_at < now)
-                    .values(job_id=job_id, acquired_at=now, expires_at=expires)
-                )
-                if result.rowcount == 1:
-                    return slot
+    held = session.execute(
+        update(ConcurrencySlot).where(ConcurrencySlot.job_id == job_id)
+        .values(expires_at=expires).returning(ConcurrencySlot.slot)
+    ).scalar_one_or_none()
+    if held is not None:
+        return held
+    taken = dict(session.execute(
+        select(ConcurrencySlot.slot, ConcurrencySlot.expires_at).where(ConcurrencySlot.slot < limit)
+    ).all())
+    if new_session:
+        free = limit - sum(1 for expires_at in taken.values() if expires_at >= now)
+        if free <= 0 or _waiting_resumptions(session, job_id, now) >= free:
+            return None
+    # In random order: runs starting together (a batch just submitted) would otherwise all try slot 0,
+    # each waiting on PostgreSQL for the previous one's uncommitted row, then all try slot 1...
+    for slot in random.sample(range(limit), limit):
+        if slot not in taken:
+            inserted = session.execute(
+                _insert(session).values(slot=slot, job_id=job_id, acquired_at=now, expires_at=expires)
+                .on_conflict_do_nothing().returning(ConcurrencySlot.slot)
+            ).scalar_one_or_none()
+            if inserted is not None:
+                return slot
+        elif taken[slot] < now:
+            result = session.execute(
+                update(ConcurrencySlot)
+                .where(ConcurrencySlot.slot == slot, ConcurrencySlot.expires_at < now)
+                .values(job_id=job_id, acquired_at=now, expires_at=expires)
+            )
+            if result.rowcount == 1:
+                return slot
     return None
 
 

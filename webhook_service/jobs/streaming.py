@@ -54,6 +54,7 @@ from ..gladia.client import (
 )
 from ..gladia.messages import parse_timestamp
 from ..gladia.stream import LiveStream, StreamResult, redact_ws_url
+from ..ingest.locks import ROW_LOCK
 from ..logging_setup import job_context, set_gladia_id
 from .. import metrics
 from ..metrics import JOBS_STATE_CHANGES
@@ -173,9 +174,13 @@ def _update_owned(settings: Settings, job_id: str, run_id: str, **values: Any) -
 
 
 def _with_job(settings: Settings, job_id: str, run_id: str, change: Callable[[Job], None]) -> bool:
-    """Apply ``change`` to the job row if this run still owns it (row locked on PostgreSQL)."""
+    """Apply ``change`` to the job row if this run still owns it (row locked on PostgreSQL).
+
+    FOR NO KEY UPDATE: it serializes with the job's other writers but does not wait for the
+    KEY SHARE locks of the rows being inserted for the job (callbacks at the session's end).
+    """
     with session_scope(settings.database_url) as session:
-        job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+        job = session.execute(select(Job).where(Job.id == job_id).with_for_update(**ROW_LOCK)).scalar_one_or_none()
         if job is None or job.worker_id != run_id:
             return False
         before = job.state
@@ -312,8 +317,10 @@ def _audio_facts(settings: Settings, job: Job, run_id: str) -> Optional[PcmForma
         return None
 
 
-def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
-    """Hold a concurrency slot; resumptions first (see :func:`slots.acquire_slot`).
+def _acquire_slot(settings: Settings, job: Job, run_id: str) -> int:
+    """Hold a concurrency slot, resumptions first (see :func:`slots.acquire_slot`); the job's attempts.
+
+    The slot and this run's attempt are taken in one commit (:func:`_take_slot`).
 
     A resumption (the job has a recorded session) races Gladia's reconnect
     grace, so it waits here for the next free slot, then is re-queued almost at
@@ -323,25 +330,45 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> None:
     :data:`SLOT_WAIT_S`, its task goes back to the broker, so that a backlog
     of new files never keeps resumptions from the threads they need.
     """
-    _wait_for_slot(settings, job, run_id, resuming=bool(job.gladia_id and job.ws_url))
+    return _wait_for_slot(settings, job, run_id, resuming=bool(job.gladia_id and job.ws_url))
 
 
-def _wait_for_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> None:
+def _take_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> Optional[int]:
+    """Take a slot and count this run's attempt, in one commit; the job's attempts, or None: every slot is busy.
+
+    The job's row is locked first, as every writer of a job and its slot does.
+    Raises :class:`ClaimLost` when another run owns the job: an attempt that
+    is not counted must not create a session (see :func:`_may_have_orphan`).
+    """
+    with session_scope(settings.database_url) as session:
+        row = session.execute(select(Job).where(Job.id == job.id).with_for_update(**ROW_LOCK)).scalar_one_or_none()
+        if row is None or row.worker_id != run_id:
+            raise ClaimLost("claim lost before the session was created")
+        slot = slots.acquire_slot_in(session, job.id, settings.max_concurrent_sessions, slots.lease_s(settings),
+                                     new_session=not resuming)
+        if slot is None:
+            return None
+        log.debug("holding concurrency slot %d", slot)
+        row.attempts = (row.attempts or 0) + 1
+        if row.advance("starting"):
+            JOBS_STATE_CHANGES.labels(row.state).inc()
+        return row.attempts
+
+
+def _wait_for_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> int:
     deadline = time.monotonic() + SLOT_WAIT_S
     beat_at = time.monotonic() + settings.heartbeat_interval_s
     delay = 0.1
     standby = woken = False
     try:
         while True:
-            slot = None
+            attempts = None
             if not standby or woken or slots.slots_in_use(settings.database_url) < settings.max_concurrent_sessions:
-                slot = slots.acquire_slot(settings.database_url, job.id, settings.max_concurrent_sessions,
-                                          slots.lease_s(settings), new_session=not resuming)
-            if slot is not None:
-                log.debug("holding concurrency slot %d", slot)
+                attempts = _take_slot(settings, job, run_id, resuming=resuming)
+            if attempts is not None:
                 if not job.attempts and job.created_at is not None:  # the job's first slot: its wait since submission
                     metrics.SLOT_WAIT_SECONDS.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
-                return
+                return attempts
             busy = f"all {settings.max_concurrent_sessions} session slots are busy"
             if not resuming and not standby:
                 standby = _standby.enter_new(settings.slot_standby)
@@ -402,6 +429,9 @@ def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[
     PostgreSQL it waits for a concurrent claim's row lock, so the owner read
     after it is current.
 
+    When the row takes this session and this run owns the job, the job moves
+    to ``streaming`` in the same commit.
+
     Returns the row's (gladia_id, ws_url) after the write and whether this
     run owns the job.
     """
@@ -414,8 +444,11 @@ def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[
         takes.append((Job.gladia_id.in_(sorted(replaces))) & (Job.worker_id == run_id))
     with session_scope(settings.database_url) as session:
         session.execute(update(Job).where(Job.id == job_id, or_(*takes)).values(**values))
-        row = session.execute(select(Job.gladia_id, Job.ws_url, Job.worker_id).where(Job.id == job_id)).one()
-    return row.gladia_id, row.ws_url, row.worker_id == run_id
+        job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
+        owner = job.worker_id == run_id
+        if owner and job.gladia_id == created["id"] and job.advance("streaming"):
+            JOBS_STATE_CHANGES.labels(job.state).inc()
+        return job.gladia_id, job.ws_url, owner
 
 
 def _names_job(client: GladiaClient, gladia_id: str, job_id: str) -> bool:
@@ -463,8 +496,11 @@ def _delete_quietly(client: GladiaClient, gladia_id: str, why: str, url: Optiona
         log.warning("could not end session %s: %s", gladia_id, exc)
 
 
-def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: str) -> Optional[tuple[str, str]]:
-    """(gladia_id, ws_url) of the job's one session, created if it has none. None: job failed.
+def _ensure_session(settings: Settings, client: GladiaClient, job: Job,
+                    run_id: str) -> Optional[tuple[str, str, bool]]:
+    """(gladia_id, ws_url, fresh) of the job's one session, created if it has none; the job is ``streaming``.
+
+    ``fresh``: this run's POST created the session, so it holds no audio yet. None: job failed.
 
     Raises :class:`ClaimLost` when another run owns the job (after recording
     any session this run created, for that run to adopt), :class:`Deferred`
@@ -472,17 +508,21 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
     """
     if job.gladia_id and job.ws_url:
         metrics.STREAM_SESSIONS.labels("resumed").inc()
-        return job.gladia_id, job.ws_url
+        _advance_to_streaming(settings, job.id, run_id)
+        return job.gladia_id, job.ws_url, False
     # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
     dead: set[str] = {job.gladia_id} if job.gladia_id else set()
-    created = _create_or_adopt(settings, client, job, run_id, dead)
-    if created is None:
+    found = _create_or_adopt(settings, client, job, run_id, dead)
+    if found is None:
         return None
+    created, posted = found
     gladia_id, url = created["id"], created["url"]
     dead.discard(gladia_id)
     recorded_id, recorded_url, owner = _record_session(settings, job.id, run_id, created, frozenset(dead))
     if recorded_id != gladia_id:
-        return _yield_to_recorded(client, job.id, created, recorded_id, recorded_url, owner)
+        adopted_id, adopted_url = _yield_to_recorded(client, job.id, created, recorded_id, recorded_url, owner)
+        _advance_to_streaming(settings, job.id, run_id)
+        return adopted_id, adopted_url, False
     set_gladia_id(gladia_id)
     for other in sorted(dead):
         _delete_quietly(client, other, "replaced: its socket URL was never recorded", job_id=job.id)
@@ -490,12 +530,19 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
         log.warning("session %s recorded for the job's new owner; this run lost its claim", gladia_id)
         raise ClaimLost("claim lost while creating the session")
     log.info("session %s created, socket %s", gladia_id, redact_ws_url(url))
-    return gladia_id, url
+    return gladia_id, url, posted
+
+
+def _advance_to_streaming(settings: Settings, job_id: str, run_id: str) -> None:
+    """Move a job whose session was recorded earlier to ``streaming`` (a lost claim shows at the heartbeat)."""
+    _with_job(settings, job_id, run_id, lambda row: row.advance("streaming"))
 
 
 def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id: str,
-                     dead: set[str]) -> Optional[dict[str, Any]]:
+                     dead: set[str]) -> Optional[tuple[dict[str, Any], bool]]:
     """POST /v2/live for the job, unless an orphan of a crashed run can be adopted. None: job failed.
+
+    Returns the session and whether this run's POST created it.
 
     Orphans that cannot be fed (no socket URL) are added to ``dead``. Gladia's
     429 and a lasting outage raise :class:`Deferred` (the slot is given back).
@@ -517,7 +564,7 @@ def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id:
 def _may_have_orphan(job: Job) -> bool:
     """Whether an earlier run of the job may have created a session it never recorded.
 
-    A run counts its attempt (``_start_attempt``) before its POST /v2/live, so
+    A run counts its attempt (``_take_slot``) before its POST /v2/live, so
     a job that comes to this run with no attempt, no re-run and no session
     (the first run of every new job) has none: its first POST needs no lookup
     before it. ``job`` is the row as claimed, before this run's attempt.
@@ -526,7 +573,7 @@ def _may_have_orphan(job: Job) -> bool:
 
 
 def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id: str, dead: set[str],
-                     body: dict[str, Any]) -> Optional[dict[str, Any]]:
+                     body: dict[str, Any]) -> Optional[tuple[dict[str, Any], bool]]:
     may_have_orphan = _may_have_orphan(job)
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         # From the second attempt on, this run's own failed POST may have created one.
@@ -535,7 +582,7 @@ def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id:
             if isinstance(orphan.get("url"), str):
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
                 metrics.STREAM_SESSIONS.labels("adopted").inc()
-                return orphan
+                return orphan, False
             # Gladia's list does not return the socket URL: unless its creator records it meanwhile (read
             # from the row afterwards), that session cannot be fed. It has received no audio: it is replaced
             # and deleted, so the job still ends up with exactly one session holding audio.
@@ -543,7 +590,7 @@ def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id:
         try:
             created = client.create_live(body)
             metrics.STREAM_SESSIONS.labels("created").inc()
-            return created
+            return created, True
         except GladiaRateLimited as exc:
             # Back-pressure (Gladia's own concurrency limit), not a failure.
             slots.release_slot(settings.database_url, job.id)
@@ -581,8 +628,7 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
     fmt = _audio_facts(settings, job, run_id)
     if fmt is None:
         return "failed"
-    _acquire_slot(settings, job, run_id)
-    if _start_attempt(settings, job.id, run_id) > max_attempts:
+    if _acquire_slot(settings, job, run_id) > max_attempts:
         _fail(settings, job.id, run_id, f"gave up after {max_attempts} attempts; last error: "
               f"{job.last_error or 'none recorded (each run was interrupted: its worker stopped or was killed)'}",
               reconcile=True)
@@ -592,32 +638,13 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
         found = _ensure_session(settings, client, job, run_id)
         if found is None:
             return "failed"
-        _with_job(settings, job.id, run_id, lambda row: row.advance("streaming"))
         return _stream_session(settings, client, job, run_id, fmt, *found)
     finally:
         client.close()
 
 
-def _start_attempt(settings: Settings, job_id: str, run_id: str) -> int:
-    """Count one more attempt and move the job to ``starting``; returns the job's attempts so far.
-
-    Raises :class:`ClaimLost` when another run owns the job: an attempt that is
-    not counted must not create a session (see :func:`_may_have_orphan`).
-    """
-    attempts = 0
-
-    def start(row: Job) -> None:
-        nonlocal attempts
-        row.attempts = attempts = (row.attempts or 0) + 1
-        row.advance("starting")
-
-    if not _with_job(settings, job_id, run_id, start):
-        raise ClaimLost("claim lost before the session was created")
-    return attempts
-
-
 def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: str, fmt: PcmFormat,
-                    gladia_id: str, url: str) -> str:
+                    gladia_id: str, url: str, fresh: bool) -> str:
     """Run the job's :class:`LiveStream` on the process's event loop, then record its outcome."""
     options = session_config.stream_options(job.session_config or {}, settings)
     rt = runtime(settings)
@@ -639,7 +666,8 @@ def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
         return LiveStream(url=url, path=job.source_path, fmt=fmt, start=job.bytes_acked or 0,
                           chunk_ms=options.chunk_ms, speed=options.speed, close_mode=settings.close_mode,
                           session_alive=session_alive, label=redact_ws_url(url) or gladia_id,
-                          reconnects_before=job.reconnects or 0, on_message=results.add if results else None)
+                          reconnects_before=job.reconnects or 0, on_message=results.add if results else None,
+                          fresh=fresh)
 
     async def stream_then_store() -> StreamResult:
         try:
