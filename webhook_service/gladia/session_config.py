@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from . import session_schema
 from .messages import flag_for
 
@@ -188,6 +186,16 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _parse_yaml(text: str) -> Any:
+    """YAML's data, or ValueError; PyYAML is imported here only (most runs read no YAML)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def load_file(path: str | os.PathLike) -> dict[str, Any]:
     """A configuration file: JSON, or YAML (``.yaml``/``.yml``; JSON is valid YAML too)."""
     path = Path(path)
@@ -196,11 +204,8 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     except OSError as exc:
         raise SessionConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
+        data = _parse_yaml(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except ValueError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SessionConfigError([f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({first})"]) from None
     if data is None:

@@ -11,7 +11,7 @@ import logging
 from celery import Celery, current_app
 
 from ..config import Settings
-from .app import RECONCILE_TASK, STREAM_TASK, celery_config
+from .config import RECONCILE_TASK, STREAM_TASK, celery_config
 
 # Sends from a command-line process: retried briefly, so that a broker starting up is waited for.
 _PATIENT = {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}}

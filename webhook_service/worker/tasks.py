@@ -15,7 +15,8 @@ from ..ingest import process_inbox_item
 from ..jobs.streaming import Deferred, run_job
 from ..jobs.sweeper import sweep as run_sweep
 from ..reconcile import JobNotFound, reconcile_job
-from .app import INBOX_TASK, RECONCILE_TASK, STREAM_TASK, SWEEP_TASK, current_settings
+from .app import current_settings
+from .config import INBOX_TASK, RECONCILE_TASK, STREAM_TASK, SWEEP_TASK
 from .dispatch import CeleryDispatcher
 
 log = logging.getLogger(__name__)
