@@ -339,6 +339,23 @@ def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_setting
     assert b.retry_at is None and b.attempts == 1  # never deferred: it waited on its thread
 
 
+def test_runs_on_standby_share_one_reading_of_the_slots_in_use(monkeypatch):
+    """However many runs of a process wait, the database is read once per poll interval for all of them."""
+    monkeypatch.setattr(streamer, "SLOT_POLL_MAX_S", 3600.0)
+    standby = streamer._Standby()
+    reads = []
+
+    def read_in_use() -> int:
+        reads.append(1)
+        return 3
+
+    assert all(standby.slot_free(read_in_use, 4) for _ in range(20))
+    assert len(reads) == 1
+    assert not standby.slot_free(read_in_use, 3)  # the same reading, judged against another limit
+    standby.forget_reading()  # a slot was tried for: the next waiter reads again
+    assert standby.slot_free(read_in_use, 4) and len(reads) == 2
+
+
 def test_two_slots_freed_at_once_wake_two_different_jobs(settings):
     ids = make_jobs_raw(settings, 3)
     far = utcnow() + timedelta(hours=1)

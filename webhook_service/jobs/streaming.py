@@ -87,7 +87,9 @@ class _Standby:
     A run that frees a slot wakes one of them at once (:func:`hand_off_slot`):
     that is the fastest hand-off, with no broker or database round trip before
     the waiting run takes the slot. Every waiter also checks the database on
-    its own (slots freed by other processes), so a wake-up is only a shortcut.
+    its own (slots freed by other processes), so a wake-up is only a shortcut;
+    they share one reading of the slots in use per :data:`SLOT_POLL_MAX_S`, so
+    the database sees the same few reads however many runs wait.
     ``new`` counts the new streams among them, which ``SLOT_STANDBY`` bounds.
     """
 
@@ -95,6 +97,22 @@ class _Standby:
         self._cond = threading.Condition()
         self.waiting = 0  # every waiting run: resumptions and new streams
         self.new = 0
+        self._reading = threading.Lock()
+        self._in_use: Optional[int] = None  # slots in use at the last reading (None: read again)
+        self._read_at = 0.0
+
+    def slot_free(self, read_in_use: Callable[[], int], limit: int) -> bool:
+        """Whether the slots in use, read at most once per :data:`SLOT_POLL_MAX_S` for the process, leave one free."""
+        with self._reading:
+            now = time.monotonic()
+            if self._in_use is None or now - self._read_at >= SLOT_POLL_MAX_S:
+                self._in_use, self._read_at = read_in_use(), now
+            return self._in_use < limit
+
+    def forget_reading(self) -> None:
+        """A slot was just tried for: the reading is out of date, the next waiter reads the database again."""
+        with self._reading:
+            self._in_use = None
 
     def enter_new(self, limit: int) -> bool:
         """Take one of the ``limit`` places for new streams; False when all are taken."""
@@ -363,8 +381,11 @@ def _wait_for_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool)
     try:
         while True:
             attempts = None
-            if not standby or woken or slots.slots_in_use(settings.database_url) < settings.max_concurrent_sessions:
+            if not standby or woken:
                 attempts = _take_slot(settings, job, run_id, resuming=resuming)
+            elif _standby.slot_free(lambda: slots.slots_in_use(settings.database_url), settings.max_concurrent_sessions):
+                attempts = _take_slot(settings, job, run_id, resuming=resuming)  # freed by another process
+                _standby.forget_reading()
             if attempts is not None:
                 if not job.attempts and job.created_at is not None:  # the job's first slot: its wait since submission
                     metrics.SLOT_WAIT_SECONDS.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
