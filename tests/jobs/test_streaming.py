@@ -356,6 +356,22 @@ def test_runs_on_standby_share_one_reading_of_the_slots_in_use(monkeypatch):
     assert standby.slot_free(read_in_use, 4) and len(reads) == 2
 
 
+def test_a_waiting_run_gets_one_wake_up_and_a_second_freed_slot_goes_elsewhere():
+    standby = streamer._Standby()
+    woken: list[bool] = []
+    waiter = threading.Thread(target=lambda: woken.append(standby.wait(30)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while standby.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert standby.wake_one()
+    assert not standby.wake_one()  # the one run waiting is already woken: this slot goes to the broker
+    waiter.join(10)
+    assert woken == [True]
+    assert not standby.wake_one()  # nobody waits any more
+    assert not standby.wait(0)  # and no wake-up is left over for a later run
+
+
 def test_two_slots_freed_at_once_wake_two_different_jobs(settings):
     ids = make_jobs_raw(settings, 3)
     far = utcnow() + timedelta(hours=1)

@@ -96,6 +96,7 @@ class _Standby:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.waiting = 0  # every waiting run: resumptions and new streams
+        self._wakes = 0  # wake-ups given and not yet taken by a waiting run
         self.new = 0
         self._reading = threading.Lock()
         self._in_use: Optional[int] = None  # slots in use at the last reading (None: read again)
@@ -129,17 +130,27 @@ class _Standby:
     def wait(self, timeout: float) -> bool:
         """Wait until woken or ``timeout``; whether woken (a slot was just freed in this process)."""
         with self._cond:
-            self.waiting += 1
-            try:
-                return self._cond.wait(timeout)
-            finally:
-                self.waiting -= 1
+            if not self._wakes:
+                self.waiting += 1
+                try:
+                    self._cond.wait_for(lambda: self._wakes > 0, timeout)
+                finally:
+                    self.waiting -= 1
+            if self._wakes:  # a wake-up that came as the wait timed out is taken all the same
+                self._wakes -= 1
+                return True
+            return False
 
     def wake_one(self) -> bool:
-        """Wake one waiting run, if any; whether one was waiting."""
+        """Wake one waiting run that no other wake-up is meant for; whether there was one.
+
+        Two slots freed at once with one run waiting: the second finds nobody and
+        goes to the broker, rather than to a run that is already woken.
+        """
         with self._cond:
-            if not self.waiting:
+            if self.waiting <= self._wakes:
                 return False
+            self._wakes += 1
             self._cond.notify()
             return True
 
