@@ -70,9 +70,10 @@ log = logging.getLogger(__name__)
 
 # A resumption waits this long for a free concurrency slot before its task is re-queued.
 SLOT_WAIT_S = 30.0
-# A run waiting for a slot checks again at most this often (seconds); a new stream on standby first with
-# one read of the slots in use, so that many of them waiting cost the database little.
-SLOT_POLL_MAX_S = 0.25
+# A run waiting for a slot checks again at most this often (seconds): a slot freed by another process
+# is found within about this. New streams on standby check the one reading of the slots in use that
+# their process shares (_Standby.slot_free), so the database sees one read per interval per process.
+SLOT_POLL_MAX_S = 0.1
 # POST /v2/live attempts within one run when Gladia is unreachable or answers 5xx.
 CREATE_ATTEMPTS = 4
 # Bound on how many times one job is (re)started by redelivery or the sweeper.
