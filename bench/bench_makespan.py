@@ -126,6 +126,11 @@ def main() -> int:
     created = sorted(r["gladia_created_at"] or r["starting_at"] for r in rows)
     handoffs = [(created[args.slots + i] - freed[i]) * 1000 for i in range(max(0, len(rows) - args.slots))]
     to_reconciled = [r["reconciled_at"] - r["stream_closed_at"] for r in rows if r["reconciled_at"]]
+    audio_s = args.seconds / (args.speed or 1.0)
+    # Where the makespan beyond the ideal goes: each session's life beyond its audio (POST to the
+    # stream's close), and each session's close until its end_session is stored (done).
+    beyond_audio = [r["stream_closed_at"] - (r["gladia_created_at"] or r["starting_at"]) - audio_s for r in rows]
+    close_to_done = [r["done_at"] - r["stream_closed_at"] for r in rows]
     report = {
         "files": args.files, "seconds": args.seconds, "slots": args.slots, "speed": args.speed,
         "workers": args.workers, "database": database_url.split(":")[0], "broker": broker.split(":")[0],
@@ -133,6 +138,9 @@ def main() -> int:
         "handoff_ms": {"n": len(handoffs), "p50": _r(percentile(handoffs, 0.5)), "p95": _r(percentile(handoffs, 0.95)),
                        "max": _r(max(handoffs, default=None))},
         "first_post_after_submit_s": round(created[0] - started_wall, 2),
+        "session_beyond_audio_s": {"p50": _r(percentile(beyond_audio, 0.5)),
+                                   "p95": _r(percentile(beyond_audio, 0.95))},
+        "close_to_done_s": {"p50": _r(percentile(close_to_done, 0.5)), "p95": _r(percentile(close_to_done, 0.95))},
         "to_reconciled_s": {"p50": _r(percentile(to_reconciled, 0.5)), "p95": _r(percentile(to_reconciled, 0.95))},
         "states": dict(_states(rows)), "load_average": os.getloadavg()[0],
     }
