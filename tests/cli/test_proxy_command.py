@@ -34,6 +34,16 @@ def test_the_config_follows_the_settings(tmp_path):
     assert "$request " not in text.split("log_format", 1)[1].split(";", 1)[0]
 
 
+def test_nginx_drops_an_idle_upstream_connection_before_gunicorn_does(tmp_path):
+    """Else a request sent as gunicorn closes the idle connection is reset: a 502 for the caller."""
+    from webhook_service import gunicorn_conf
+    from webhook_service.cli.nginx_conf import UPSTREAM_IDLE_S
+
+    upstream = render(tmp_path).split("upstream receiver {", 1)[1].split("}", 1)[0]
+    assert f"keepalive_timeout {UPSTREAM_IDLE_S}s;" in upstream
+    assert UPSTREAM_IDLE_S < gunicorn_conf.keepalive
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="needs nginx")
 @pytest.mark.parametrize("access_log", ["/dev/stdout", "off"])
 def test_nginx_accepts_the_config(tmp_path, access_log):

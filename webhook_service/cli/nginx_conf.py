@@ -42,6 +42,10 @@ PROXY_ERRORS = {
     504: "receiver did not answer in time",
 }
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+# nginx closes an idle connection to gunicorn before gunicorn does (gunicorn_conf.keepalive, 5 s). The other
+# way round, a request sent on a connection that gunicorn is closing gets a reset, and the client a 502: a
+# callback every 5 s or so met that race.
+UPSTREAM_IDLE_S = 4
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ http {{
     upstream receiver {{
         server {upstream};
         keepalive 16;
+        keepalive_timeout {UPSTREAM_IDLE_S}s;
     }}
 
     server {{
