@@ -298,8 +298,13 @@ def test_a_run_that_frees_its_slot_wakes_the_oldest_waiting_job(stream_settings,
     assert recorder.woken == [second, third]  # nobody left waiting: no wake-up
 
 
-def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_settings, emulator, audio_dir, caplog):
+def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_settings, emulator, audio_dir, caplog,
+                                                                  monkeypatch):
     """The fastest hand-off: the run that frees the slot wakes a run of its own process waiting on its thread."""
+    # The waiting run's own check of the slots would find the freed slot too, a moment later: keep the
+    # reading it takes while the first run streams, so that the wake-up is the only way the slot reaches it.
+    monkeypatch.setattr(streamer, "SLOT_POLL_MAX_S", 600.0)
+    monkeypatch.setattr(streamer, "_standby", streamer._Standby())
     settings = replace(stream_settings, max_concurrent_sessions=1, slot_retry_s=3600, slot_standby=1,
                        stream_speed=2.0, stale_heartbeat_s=10.0)
     # The first file is long enough (3 s at this speed) for the other two runs to start while it streams.
