@@ -366,23 +366,25 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> int:
 def _take_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> Optional[int]:
     """Take a slot and count this run's attempt, in one commit; the job's attempts, or None: every slot is busy.
 
-    The job's row is locked first, as every writer of a job and its slot does.
+    The job's row is locked first (:func:`_with_job`), as every writer of a job and its slot does.
     Raises :class:`ClaimLost` when another run owns the job: an attempt that
     is not counted must not create a session (see :func:`_may_have_orphan`).
     """
-    with session_scope(settings.database_url) as session:
-        row = session.execute(select(Job).where(Job.id == job.id).with_for_update(**ROW_LOCK)).scalar_one_or_none()
-        if row is None or row.worker_id != run_id:
-            raise ClaimLost("claim lost before the session was created")
-        slot = slots.acquire_slot_in(session, job.id, settings.max_concurrent_sessions, slots.lease_s(settings),
-                                     new_session=not resuming)
+    attempts = None
+
+    def take(row: Job) -> None:
+        nonlocal attempts
+        slot = slots.acquire_slot_in(object_session(row), row.id, settings.max_concurrent_sessions,
+                                     slots.lease_s(settings), new_session=not resuming)
         if slot is None:
-            return None
+            return
         log.debug("holding concurrency slot %d", slot)
-        row.attempts = (row.attempts or 0) + 1
-        if row.advance("starting"):
-            JOBS_STATE_CHANGES.labels(row.state).inc()
-        return row.attempts
+        row.attempts = attempts = (row.attempts or 0) + 1
+        row.advance("starting")
+
+    if not _with_job(settings, job.id, run_id, take):
+        raise ClaimLost("claim lost before the session was created")
+    return attempts
 
 
 def _wait_for_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> int:

@@ -142,8 +142,6 @@ def _probe_all(paths: list[Path]) -> list[AudioInfo | AudioError]:
         except AudioError as exc:
             return exc
 
-    if len(paths) < 2:
-        return [one(path) for path in paths]
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
         return list(pool.map(one, paths))
 
