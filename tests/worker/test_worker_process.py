@@ -195,7 +195,9 @@ def test_a_freed_slot_wakes_a_waiting_job_without_the_sweeper(settings, emulator
 
         def waiting_one():
             rows = [job_row(settings.database_url, job_id) for job_id in jobs]
-            if standby:  # claimed by its run, which waits on its thread
+            if standby:  # claimed by its run, which waits on its thread while the other job holds the slot
+                if not any(r.state != "queued" for r in rows):
+                    return []  # both runs may still be between their claim and the slot
                 return [r for r in rows if r.state == "queued" and r.retry_at is None and r.worker_id is not None]
             return [r for r in rows if r.state == "queued" and r.retry_at is not None and r.worker_id is None]
 
