@@ -19,8 +19,8 @@ from webhook_service.db import session_scope
 from webhook_service.models import InboxItem, Job
 from webhook_service.tokens import callback_token
 
-TRICKLE_S = 60.0
-CALLBACK_EVERY_S = 5.0
+TRICKLE_S = 30.0
+CALLBACK_EVERY_S = 2.5
 ANSWER_BOUND_S = 5.0  # generous on purpose: the point is that the callback is not starved
 
 
@@ -60,7 +60,7 @@ def test_fifty_trickling_connections_do_not_starve_a_callback(db_url, stack):
     finally:
         tricklers.stop()
 
-    # The attack was real: 50 connections sent a byte a second for the whole minute.
+    # The attack was real: 50 connections sent a byte a second the whole time.
     assert tricklers.bytes_sent >= 50 * (TRICKLE_S - 10), tricklers.bytes_sent
     assert len(answers) >= 10
     delays = [round(delay, 3) for _, _, delay in answers]
