@@ -539,6 +539,38 @@ def test_a_session_created_by_a_run_that_lost_its_claim_is_recorded_and_streamed
     assert emulator.received_audio(job.gladia_id) == decoded(path, job_format(stream_settings, job_id))
 
 
+def test_a_job_cancelled_while_its_session_is_created_takes_none_and_the_session_ends_at_once(
+        stream_settings, emulator, audio_dir):
+    """Cancel lands while POST /v2/live is in flight: nobody will feed that session, so it must not wait for audio."""
+    from webhook_service.jobs.redrive import cancel
+    from webhook_service.jobs.streaming import ClaimLost, _ensure_session, claim_job
+
+    path = audio_file(audio_dir, "cancelled-in-flight.wav", 1.0)
+    [job_id] = make_jobs(stream_settings, path)
+    job, why = claim_job(stream_settings, job_id, "host:1:run")
+    assert job is not None, why
+
+    class CancelledDuringThePost(GladiaClient):
+        def create_live(self, body):
+            created = super().create_live(body)
+            assert [d["job_id"] for d in cancel(stream_settings, job=job_id).done] == [job_id]
+            return created
+
+    client = CancelledDuringThePost(emulator.url, emulator.api_key)
+    with pytest.raises(ClaimLost, match="cancelled"):
+        _ensure_session(stream_settings, client, job, "host:1:run")
+
+    row = load_job(stream_settings, job_id)
+    assert (row.state, row.gladia_id, row.ws_url) == ("failed", None, None)
+    assert row.cancelled_at is not None
+    [created] = client.list_live(custom_metadata={"job_id": job_id})["items"]
+    deadline = time.monotonic() + 10
+    while client.get_live(created["id"])["status"] in ("queued", "processing") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get_live(created["id"])["status"] in ("done", "error")  # ended at once, not after Gladia's grace
+    assert emulator.received_audio(created["id"]) == b""
+
+
 def test_a_run_that_finds_another_session_recorded_ends_its_own_and_stops(stream_settings, emulator, audio_dir):
     """Two runs POSTed for one job: the session recorded first is the job's; the other ends without audio."""
     from sqlalchemy import update

@@ -460,7 +460,10 @@ def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[
     (a row written without the socket URL), or
     when it names a session in ``replaces`` (orphans without a socket URL that
     this run found and deletes) and this run still owns the job, so nobody can
-    have streamed into them. The UPDATE comes first in the transaction: on
+    have streamed into them. A failed job (cancelled while the POST was in
+    flight) takes none: nobody would feed it, so the caller ends it at once
+    rather than let it hold one of Gladia's concurrent sessions until its grace
+    runs out. The UPDATE comes first in the transaction: on
     PostgreSQL it waits for a concurrent claim's row lock, so the owner read
     after it is current.
 
@@ -478,7 +481,7 @@ def _record_session(settings: Settings, job_id: str, run_id: str, created: dict[
     if replaces:
         takes.append((Job.gladia_id.in_(sorted(replaces))) & (Job.worker_id == run_id))
     with session_scope(settings.database_url) as session:
-        session.execute(update(Job).where(Job.id == job_id, or_(*takes)).values(**values))
+        session.execute(update(Job).where(Job.id == job_id, Job.state != "failed", or_(*takes)).values(**values))
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
         owner = job.worker_id == run_id
         if owner and job.gladia_id == created["id"] and job.advance("streaming"):
@@ -644,16 +647,19 @@ def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id:
 
 def _yield_to_recorded(client: GladiaClient, job_id: str, created: dict[str, Any], recorded_id: Optional[str],
                        recorded_url: Optional[str], owner: bool) -> tuple[str, str]:
-    """Another session is the job's: end the one this run created, and adopt, stop or wait.
+    """Another session is the job's, or none will be: end the one this run created, and adopt, stop or wait.
 
-    Another run recorded it: the session this run created must hold no audio.
+    Another run recorded one, or the job failed (cancelled) meanwhile: the
+    session this run created must hold no audio.
     """
-    _delete_quietly(client, created["id"], f"the job already has session {recorded_id}", created["url"],
-                    job_id=job_id)
+    why = f"the job already has session {recorded_id}" if recorded_id else "the job failed or was cancelled meanwhile"
+    _delete_quietly(client, created["id"], why, created["url"], job_id=job_id)
     if owner and recorded_id and recorded_url:
         log.warning("adopting session %s recorded by another run", recorded_id)
         set_gladia_id(recorded_id)
         return recorded_id, recorded_url
+    if recorded_id is None:
+        raise ClaimLost("the job failed or was cancelled while its session was created")
     if not owner:
         raise ClaimLost(f"another run owns the job (session {recorded_id})")
     raise Deferred(f"session {recorded_id} of another run is being recorded", random.uniform(0.5, 1.5))
