@@ -117,10 +117,17 @@ def test_delete_refuses_a_streaming_job_and_a_gladia_refusal_erases_nothing(site
     server = LiveServer(app).start()
     try:
         refused = requests.delete(f"{server.url}/api/sessions/{A}", headers=bearer(admin_token), timeout=30)
+        # The dashboard's delete says the same: Gladia's refusal is a 502, as in the API, not a conflict.
+        admin = requests.Session()
+        login(admin, server.url, admin_token)
+        confirm = admin.get(f"{server.url}/dashboard/sessions/{A}/delete", timeout=10)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', confirm.text).group(1)
+        page = admin.post(f"{server.url}/dashboard/sessions/{A}/delete", data={"csrf_token": csrf}, timeout=30)
     finally:
         server.stop()
     assert refused.status_code == 502
     assert "nothing was deleted here" in refused.json()["error"]["message"]
+    assert page.status_code == 502 and "nothing was deleted here" in page.text
     assert count(settings, Utterance, A) == 4
 
 

@@ -200,12 +200,14 @@ def confirm_delete(session_id: str):
 @bp.post("/dashboard/sessions/<session_id>/delete")
 @admin_required
 def delete_session(session_id: str):
-    from ..retention import DeleteRefused, delete_session as erase
+    from ..retention import DeleteRefused, GladiaRefused, delete_session as erase
 
     if not _storable(session_id, MAX_ID_LENGTH):
         return _error_page(404, f"No session with job id or Gladia id {session_id[:MAX_ID_LENGTH]!r}.")
     try:
         erased = erase(settings(), session_id, actor=f"dashboard:{g.operator.name}")
+    except GladiaRefused as exc:  # Gladia's answer, not this request's fault: as the API says it
+        return _error_page(502, str(exc))
     except DeleteRefused as exc:
         return _error_page(409, str(exc))
     except LookupError as exc:
