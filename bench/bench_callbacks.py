@@ -8,9 +8,10 @@ What it does, in one run:
 1. creates a fresh database (a SQLite file, or a new PostgreSQL database next
    to the one named) and applies the migrations;
 2. creates ``--sessions`` jobs, each with its Gladia session id;
-3. starts gunicorn with the options of the Procfile's ``web`` line (``webhook-service
-   web``'s: ``$WEB_CONCURRENCY`` processes, one per core by default, of ``gunicorn_conf.threads``
-   threads) on the real app, plus one bare Flask route
+3. starts gunicorn as the Procfile's ``web`` line does (``webhook-service web``'s
+   ``gunicorn_conf``: ``$WEB_CONCURRENCY`` processes, one per core by default, of
+   ``gunicorn_conf.threads`` threads, an access-log line per request, multiprocess
+   metrics; ``--plain-gunicorn``: without them) on the real app, plus one bare Flask route
    (``POST /_bench/bare`` answering 200) registered on the same app, so both
    are served by the same processes;
 4. sends ``--requests`` POSTs to the bare route and ``--requests`` distinct
@@ -199,11 +200,24 @@ def procfile_web_options() -> tuple[str, str]:
     return os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)), str(gunicorn_conf.threads)
 
 
-def start_gunicorn(url: str, port: int, workdir: Path, workers: str, threads: str) -> subprocess.Popen:
+def start_gunicorn(url: str, port: int, workdir: Path, workers: str, threads: str, *,
+                   plain: bool = False) -> subprocess.Popen:
+    """The Procfile's `web` line, with the bench route added to the same app.
+
+    As `webhook-service web` runs it: gunicorn's options from ``gunicorn_conf`` (an access-log line per
+    request, tokens redacted) and prometheus-client in multiprocess mode (its samples in files, one folder
+    per surface). ``plain``: gunicorn's defaults and in-memory metrics (how the first rounds measured).
+    """
     env = dict(os.environ, DATABASE_URL=url, CALLBACK_SIGNING_KEY=SIGNING_KEY, DATA_DIR=str(workdir / "data"),
                CELERY_BROKER_URL="memory://", LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
-    # The Procfile's `web` line, with the bench route added to the same app.
-    cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", workers,
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    config = []
+    if not plain:
+        metrics = workdir / "data" / "metrics" / "web-all"
+        metrics.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+        config = ["-c", "python:webhook_service.gunicorn_conf"]
+    cmd = [sys.executable, "-m", "gunicorn", *config, "--bind", f"127.0.0.1:{port}", "--workers", workers,
            "--threads", threads, "bench.bench_wsgi:app"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
@@ -396,6 +410,8 @@ def main() -> int:
                         help="alternate slices of the bare route and the callbacks, so both meet the same load")
     parser.add_argument("--without-stale-triggers", action="store_true",
                         help="PostgreSQL: disable the reporting triggers of migration 0002 (to measure their cost)")
+    parser.add_argument("--plain-gunicorn", action="store_true",
+                        help="gunicorn without the service's gunicorn_conf (no access log) and in-memory metrics")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--prefill", type=int, default=0, metavar="N",
                         help="PostgreSQL: N rows already in the inbox and N in events before the run")
@@ -416,7 +432,7 @@ def main() -> int:
         jobs = create_jobs(url, args.sessions)
         prefill_s = prefill(url, args.prefill) if args.prefill else 0.0
         port = free_port()
-        proc = start_gunicorn(url, port, workdir, workers, threads)
+        proc = start_gunicorn(url, port, workdir, workers, threads, plain=args.plain_gunicorn)
 
         paths = {job_id: "/callbacks/gladia/" + callback_token(job_id, SIGNING_KEY) for job_id, _ in jobs}
         callbacks = [(paths[jobs[i % len(jobs)][0]], transcript_body(jobs[i % len(jobs)][1], i))
@@ -451,7 +467,8 @@ def main() -> int:
         result = {
             "load_average_1m": round(os.getloadavg()[0], 2),
             "database": "sqlite" if args.db == "sqlite" else "postgresql",
-            "server": f"gunicorn --workers {workers} --threads {threads}",
+            "server": f"gunicorn --workers {workers} --threads {threads}"
+                      + (" (plain)" if args.plain_gunicorn else " -c python:webhook_service.gunicorn_conf"),
             "stale_triggers": not args.without_stale_triggers,
             "connections": args.connections,
             "callbacks": cb_result,
