@@ -83,7 +83,9 @@ class Settings:
     # Worker and streaming
     max_concurrent_sessions: int = 30
     slot_retry_s: float = 30.0  # a new stream with no free slot retries after about this, unless a freed slot wakes it
-    slot_standby: int = 10  # per worker process: new streams that wait on their thread for the next free slot
+    # Per worker process: new streams that wait on their thread for the next free slot. As many as the
+    # default slots, so that every slot freed in a process can find its successor there (bench/README.md).
+    slot_standby: int = 30
     chunk_ms: int = 100
     stream_speed: float = 1.0  # 1.0 = real time; 0 = as fast as acknowledgements allow
     close_mode: str = "close"  # "close": close 1000 after the last ack; "stop": stop_recording and wait
