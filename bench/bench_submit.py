@@ -30,7 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -146,7 +145,7 @@ def main() -> int:
                CALLBACK_SIGNING_KEY=secrets.token_urlsafe(48))
     checkouts = {"working tree": ROOT}
     if args.ref:
-        checkouts[args.ref] = export_ref(args.ref, Path(tempfile.mkdtemp(prefix="bench-submit-ref-")))
+        checkouts[args.ref] = export_ref(args.ref, workdir)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in checkouts}
     try:
         for number in range(args.runs):
@@ -158,6 +157,7 @@ def main() -> int:
     finally:
         release_redis(broker)
         drop_database(args.database, pg_name)
+        shutil.rmtree(workdir, ignore_errors=True)  # the audio files (over a GB with --files 300 --seconds 120)
     report = {"files": args.files, "runs": args.runs, "database": database_url.split(":")[0],
               "broker": broker.split(":")[0], "python_s": round(python_floor(sys.executable, 5), 3),
               "load_average": round(os.getloadavg()[0], 2)}
