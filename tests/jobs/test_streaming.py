@@ -510,17 +510,34 @@ def test_audio_that_breaks_mid_stream_ends_the_session_cleanly(stream_settings, 
     assert 0 < len(emulator.received_audio(session["id"])) <= 16000
 
 
+def claimed_job(settings: Settings, audio_dir: Path, name: str, run_id: str) -> tuple[Path, str, Job]:
+    """A 1 s file's job, claimed by ``run_id`` as a worker's run claims it: (audio path, job id, claimed row)."""
+    from webhook_service.jobs.streaming import claim_job
+
+    path = audio_file(audio_dir, name, 1.0)
+    [job_id] = make_jobs(settings, path)
+    job, why = claim_job(settings, job_id, run_id)
+    assert job is not None, why
+    return path, job_id, job
+
+
+def assert_ended_without_audio(client: GladiaClient, emulator, session_id: str) -> None:
+    """The session ended at once (not after Gladia's reconnect grace), and no audio ever reached it."""
+    deadline = time.monotonic() + 10
+    while client.get_live(session_id)["status"] in ("queued", "processing") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get_live(session_id)["status"] in ("done", "error")
+    assert emulator.received_audio(session_id) == b""
+
+
 def test_a_session_created_by_a_run_that_lost_its_claim_is_recorded_and_streamed_by_the_next_owner(
         stream_settings, emulator, audio_dir):
     """A run whose claim is taken while POST /v2/live is in flight leaves no orphan: the next owner adopts it."""
     from sqlalchemy import update
 
-    from webhook_service.jobs.streaming import ClaimLost, _ensure_session, claim_job
+    from webhook_service.jobs.streaming import ClaimLost, _ensure_session
 
-    path = audio_file(audio_dir, "lost-claim.wav", 1.0)
-    [job_id] = make_jobs(stream_settings, path)
-    job, why = claim_job(stream_settings, job_id, "old-host:1:run")
-    assert job is not None, why
+    path, job_id, job = claimed_job(stream_settings, audio_dir, "lost-claim.wav", "old-host:1:run")
     # Its heartbeat looked stale: the sweeper released the claim (a new run is on its way).
     with session_scope(stream_settings.database_url) as session:
         session.execute(update(Job).where(Job.id == job_id).values(worker_id=None))
@@ -543,12 +560,9 @@ def test_a_job_cancelled_while_its_session_is_created_takes_none_and_the_session
         stream_settings, emulator, audio_dir):
     """Cancel lands while POST /v2/live is in flight: nobody will feed that session, so it must not wait for audio."""
     from webhook_service.jobs.redrive import cancel
-    from webhook_service.jobs.streaming import ClaimLost, _ensure_session, claim_job
+    from webhook_service.jobs.streaming import ClaimLost, _ensure_session
 
-    path = audio_file(audio_dir, "cancelled-in-flight.wav", 1.0)
-    [job_id] = make_jobs(stream_settings, path)
-    job, why = claim_job(stream_settings, job_id, "host:1:run")
-    assert job is not None, why
+    _, job_id, job = claimed_job(stream_settings, audio_dir, "cancelled-in-flight.wav", "host:1:run")
 
     class CancelledDuringThePost(GladiaClient):
         def create_live(self, body):
@@ -564,23 +578,16 @@ def test_a_job_cancelled_while_its_session_is_created_takes_none_and_the_session
     assert (row.state, row.gladia_id, row.ws_url) == ("failed", None, None)
     assert row.cancelled_at is not None
     [created] = client.list_live(custom_metadata={"job_id": job_id})["items"]
-    deadline = time.monotonic() + 10
-    while client.get_live(created["id"])["status"] in ("queued", "processing") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.get_live(created["id"])["status"] in ("done", "error")  # ended at once, not after Gladia's grace
-    assert emulator.received_audio(created["id"]) == b""
+    assert_ended_without_audio(client, emulator, created["id"])
 
 
 def test_a_run_that_finds_another_session_recorded_ends_its_own_and_stops(stream_settings, emulator, audio_dir):
     """Two runs POSTed for one job: the session recorded first is the job's; the other ends without audio."""
     from sqlalchemy import update
 
-    from webhook_service.jobs.streaming import ClaimLost, _ensure_session, claim_job
+    from webhook_service.jobs.streaming import ClaimLost, _ensure_session
 
-    path = audio_file(audio_dir, "two-posts.wav", 1.0)
-    [job_id] = make_jobs(stream_settings, path)
-    job, why = claim_job(stream_settings, job_id, "old-host:1:run")
-    assert job is not None, why
+    _, job_id, job = claimed_job(stream_settings, audio_dir, "two-posts.wav", "old-host:1:run")
     client = GladiaClient(emulator.url, emulator.api_key)
     # The job's next owner created and recorded its session while this run's POST was in flight.
     theirs = client.create_live({"encoding": "wav/pcm", "sample_rate": 16000, "bit_depth": 16, "channels": 1})
@@ -595,8 +602,4 @@ def test_a_run_that_finds_another_session_recorded_ends_its_own_and_stops(stream
     assert (row.gladia_id, row.ws_url) == (theirs["id"], theirs["url"])
     [own] = client.list_live(custom_metadata={"job_id": job_id})["items"]
     assert own["id"] != theirs["id"]
-    deadline = time.monotonic() + 10
-    while client.get_live(own["id"])["status"] in ("queued", "processing") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.get_live(own["id"])["status"] in ("done", "error")  # ended at once, not after Gladia's grace
-    assert emulator.received_audio(own["id"]) == b""
+    assert_ended_without_audio(client, emulator, own["id"])
