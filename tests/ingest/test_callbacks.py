@@ -288,6 +288,26 @@ def test_normalization_failure_keeps_the_raw_row_and_answers_2xx(client, setting
     assert counts(settings) == {"inbox": 1, "events": 1, "utterances": 1}
 
 
+def test_a_normalization_that_ends_the_whole_transaction_still_keeps_the_raw_row(client, settings, job):
+    """SQLite: a failure that rolls back the receiver's whole transaction (not only its savepoint) while a
+    callback is stored and normalized in one; the raw row is then stored on its own, as for any failure."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("RAISE(ROLLBACK) is SQLite's; PostgreSQL stores a callback in one statement")
+    with session_scope(settings.database_url) as s:
+        s.execute(text("CREATE TRIGGER wst_rollback BEFORE INSERT ON utterances "
+                       "BEGIN SELECT RAISE(ROLLBACK, 'utterances roll everything back'); END"))
+    try:
+        r = post(client, url_for(job.id, settings), callback_body(transcript()))
+        assert r.status_code == 200 and r.get_json()["normalized"] == "failed"
+        with session_scope(settings.database_url) as s:
+            row = s.scalars(select(InboxItem)).one()
+            assert row.status == "failed" and "roll everything back" in row.error
+        assert counts(settings) == {"inbox": 1, "events": 0, "utterances": 0}
+    finally:
+        with session_scope(settings.database_url) as s:
+            s.execute(text("DROP TRIGGER IF EXISTS wst_rollback"))
+
+
 def _stored_rows(settings) -> tuple[list[tuple], list[tuple]]:
     """Events and utterances as the two receiver paths must both write them (ids and clocks aside)."""
     with session_scope(settings.database_url) as s:
@@ -299,18 +319,25 @@ def _stored_rows(settings) -> tuple[list[tuple], list[tuple]]:
     return events, utterances
 
 
-def test_the_one_statement_path_stores_what_the_general_path_stores(client, settings, job):
-    """On PostgreSQL a callback is stored and normalized by one statement; normalizing the same raw rows
-    again through the general path (the sweeper's) must give the very same rows."""
-    from webhook_service.ingest import process_inbox_item
+def test_the_one_statement_path_stores_what_the_general_path_stores(client, settings, job, monkeypatch):
+    """A common callback is stored and normalized in one transaction (one statement on PostgreSQL, one
+    savepoint on SQLite); normalizing the same raw rows again through the general path (the sweeper's)
+    must give the very same rows."""
+    from webhook_service.ingest import process_inbox_item, receive
+
+    def second_step(*args, **kwargs):
+        raise AssertionError("a common callback took the two-step path")
 
     bare = transcript("00_00000009")
     bare["data"]["utterance"].pop("words")
     bare["data"]["utterance"]["language"] = None
     bodies = [callback_body(transcript("00_00000001")), callback_body(bare), callback_body(msg("speech_start"))]
-    for body in bodies:
-        r = post(client, url_for(job.id, settings), body)
-        assert r.status_code == 200 and r.get_json()["normalized"] == "processed"
+    with monkeypatch.context() as patched:
+        patched.setattr(receive, "normalize_inbox", second_step)
+        patched.setattr(receive, "_normalize_single", second_step)
+        for body in bodies:
+            r = post(client, url_for(job.id, settings), body)
+            assert r.status_code == 200 and r.get_json()["normalized"] == "processed"
     fast = _stored_rows(settings)
     assert len(fast[0]) == 3 and len(fast[1]) == 2 and {u[10] == [] for u in fast[1]} == {True, False}
 

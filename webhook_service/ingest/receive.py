@@ -8,10 +8,11 @@ processed). The raw row is committed first and a normalization failure never
 raises (``delivery``), so a :class:`~sqlalchemy.exc.DBAPIError` out of here
 means the delivery was not stored.
 
-This is the hot path (one callback per message of every live session). On
-PostgreSQL a common callback takes one statement and one commit (see
-:func:`_receive_callback_pg`); its statements and round trips are what
-``bench/bench_callbacks.py`` measures.
+This is the hot path (one callback per message of every live session). A
+common callback takes one commit: on PostgreSQL one statement (see
+:func:`_receive_callback_pg`), on SQLite three statements under a savepoint
+of the transaction that admits it (:func:`_store_normalized_sqlite`); what
+they cost is what ``bench/bench_callbacks.py`` measures.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
@@ -47,7 +49,15 @@ from .inbox import (
 )
 from .locks import ATTEMPTS, retryable, write_lock
 from .handlers import handler_for
-from .statements import event_values, pg_receive_statements, pg_single_statements, utterance_row, utterance_values
+from .statements import (
+    event_values,
+    pg_receive_statements,
+    pg_single_statements,
+    sqlite_receive_statements,
+    sqlite_time,
+    utterance_row,
+    utterance_values,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +115,41 @@ def receive_webhook(settings: Settings, *, raw: bytes, body: Any, headers: Mappi
 def _store_and_normalize(settings: Settings, *, kind: str, raw: bytes, body: Any, headers: Mapping[str, str],
                          item: Callback | Webhook, job_id: Optional[str],
                          received_at: datetime) -> tuple[Stored, str]:
-    """The general path (SQLite, and webhooks everywhere): the raw row's transaction, then normalization's."""
+    """The general path (SQLite, and webhooks everywhere): the raw row's transaction, then normalization's.
+
+    On SQLite a common callback is stored already normalized in the first
+    transaction (:func:`_store_normalized_sqlite`) and the second is skipped.
+    """
     url = settings.database_url
     bound = True
     with get_engine(url).connect() as conn:
+        in_one = conn.dialect.name == "sqlite"  # try storing and normalizing in one transaction
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 with write_lock(conn), conn.begin():
-                    open_after = None
+                    open_after = stored = None
                     if kind == "callback":
                         assert job_id is not None and isinstance(item, Callback)
                         bound = _admit(conn, settings, job_id, item, received_at) is not None
                         open_after = open_cutoff(received_at, settings.callback_grace_s)
-                    stored = store_inbox(conn, kind=kind, raw=raw, body=body, headers=headers, event=item.event,
-                                         gladia_id=item.gladia_id, job_id=job_id, received_at=received_at,
-                                         open_after=open_after)
+                        if bound and in_one:
+                            stored = _store_normalized_sqlite(conn, item, raw, body, headers, job_id=job_id,
+                                                              received_at=received_at, open_after=open_after)
+                    if stored is None:
+                        stored = store_inbox(conn, kind=kind, raw=raw, body=body, headers=headers,
+                                             event=item.event, gladia_id=item.gladia_id, job_id=job_id,
+                                             received_at=received_at, open_after=open_after)
                 break
+            except _TransactionLost as lost:
+                log.warning("storing and normalizing a callback in one transaction lost the transaction (%s); "
+                            "storing it first", lost)
+                in_one = False
             except OperationalError as exc:
                 if attempt == ATTEMPTS or not retryable(exc):
                     raise
                 log.info("storing a callback hit %s; trying again", type(exc.orig).__name__)
-        if stored.duplicate and stored.status == "processed":
-            return stored, "duplicate"
+        if stored.status == "processed":
+            return stored, "duplicate" if stored.duplicate else "processed"
         if kind == "callback" and not bound:
             return stored, "pending"
         status = normalize_inbox(settings, stored.inbox_id, kind=kind, body=body, job_id=job_id,
@@ -147,6 +170,70 @@ def _admit(conn: Connection, settings: Settings, job_id: str, item: Callback,
     if facts.audio_duration_s is not None:
         check_within_audio(item.payload, facts.audio_duration_s, facts.audio_channels or 1)
     return facts if facts.gladia_id is not None else None
+
+
+class _TransactionLost(Exception):
+    """SQLite ended the receiver's transaction itself while it stored a callback in one (nothing is written)."""
+
+
+def _store_normalized_sqlite(conn: Connection, item: Callback, raw: bytes, body: Any, headers: Mapping[str, str], *,
+                             job_id: str, received_at: datetime, open_after: datetime) -> Optional[Stored]:
+    """SQLite: a callback's raw row, already processed, and its normalized rows, in the admitting transaction.
+
+    What :func:`_store_normalized` does on PostgreSQL, for the message types
+    of :data:`~.handlers.SINGLE_STATEMENT_TYPES`: the statements of
+    :func:`~.statements.sqlite_receive_statements` under a savepoint, so one
+    commit (the caller's) writes everything. None when they wrote nothing (a
+    duplicate delivery, or the job closed meanwhile) or failed: the savepoint
+    is rolled back and the caller stores the raw row on its own, then
+    normalizes it in a transaction of its own, as for any other message (a
+    normalization failure then leaves the row ``failed``, never lost).
+    Raises :class:`_TransactionLost` when SQLite rolled the whole transaction
+    back, so that the caller begins again that way.
+    """
+    message = item.payload
+    single_statement = handler_for(message["type"]).single_statement
+    if single_statement is None:
+        return None
+    payload_json = canonical_json(message)
+    now = utcnow()
+    params: dict[str, Any] = {
+        "i_key": callback_key(body, payload_json), "i_at": sqlite_time(received_at), "i_event": item.event,
+        "i_body": raw, "i_headers": json.dumps(headers, separators=(",", ":")), "gladia": item.gladia_id,
+        "job": job_id, "now": sqlite_time(now), "cutoff": sqlite_time(open_after),
+        "e_key": sha256_hex(payload_json), "e_type": message["type"],
+        "created": sqlite_time(parse_timestamp(message.get("created_at"))), "e_payload": payload_json,
+    }
+    statements = sqlite_receive_statements()
+    # The sqlite3 connection itself, in the transaction SQLAlchemy began (BEGIN IMMEDIATE).
+    driver = conn.connection.driver_connection
+    driver.execute("SAVEPOINT receive_callback")
+    try:
+        inbox = driver.execute(statements.inbox, params).fetchall()
+        if inbox:
+            params["inbox_id"] = inbox[0][0]
+            new_event = driver.execute(statements.event, params).fetchall()
+            if new_event and single_statement == "transcript":
+                utt = utterance_values(message["data"])
+                params.update(u_id=utt["utterance_id"], u_final=utt["is_final"], u_channel=utt["channel"],
+                              u_start=utt["start_s"], u_end=utt["end_s"], u_text=utt["text"],
+                              u_language=utt["language"], u_confidence=utt["confidence"], u_count=utt["word_count"])
+                driver.execute(statements.utterance, params)
+    except sqlite3.Error as exc:
+        try:
+            driver.execute("ROLLBACK TO receive_callback")
+            driver.execute("RELEASE receive_callback")
+        except sqlite3.Error:
+            # SQLite rolled the whole transaction back itself (a trigger's RAISE(ROLLBACK), an I/O
+            # error): nothing is stored, and the caller begins again with the raw row on its own.
+            raise _TransactionLost(f"{type(exc).__name__}: {exc}") from exc
+        log.warning("storing and normalizing a callback in one transaction failed (%s); storing it first",
+                    type(exc).__name__)
+        return None
+    if not inbox:
+        driver.execute("ROLLBACK TO receive_callback")
+    driver.execute("RELEASE receive_callback")
+    return _processed(inbox[0][0], now, received_at) if inbox else None
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
 from ..gladia.keys import message_key
@@ -260,6 +261,64 @@ def pg_receive_statements() -> SimpleNamespace:
     )
     return SimpleNamespace(event_only=inbox + " SELECT id FROM inbox",
                            transcript=inbox + utterance + " SELECT id FROM inbox")
+
+
+@functools.lru_cache(maxsize=None)
+def sqlite_receive_statements() -> SimpleNamespace:
+    """SQLite: what :func:`pg_receive_statements` does, as three statements for the driver in one transaction.
+
+    ``inbox`` inserts the raw row already ``processed`` if its job is still
+    open (no row: a duplicate delivery or a closed job), ``event`` the event
+    row with the inbox row's id (``inbox_id``; no row: a duplicate message),
+    ``utterance`` upserts a transcript's utterance with the ranking of
+    :func:`utterance_upsert`. The receiver runs them under a savepoint of
+    the write transaction that admitted the callback, on the sqlite3
+    connection itself (SQLAlchemy's execution context would cost more than
+    the statements), so a failure rolls all of them back and the raw row is
+    then stored on its own. Parameters are named as in
+    :func:`pg_receive_statements`, with times already in the column's stored
+    form (:func:`sqlite_time`); the payload arrives as its canonical JSON text
+    and the utterance's words are read from it by SQLite.
+    """
+    settled = ", ".join(f"'{state}'" for state in SETTLED_STATES)
+    epoch = f"'{sqlite_time(_EPOCH)}'"
+    words = "json_extract(:e_payload, '$.data.utterance.words')"
+    ranked = ("excluded.is_final > utterances.is_final OR (excluded.is_final = utterances.is_final AND "
+              f"(coalesce(excluded.created_at, {epoch}) > coalesce(utterances.created_at, {epoch}) OR "
+              f"(coalesce(excluded.created_at, {epoch}) = coalesce(utterances.created_at, {epoch}) "
+              "AND excluded.text >= utterances.text)))")
+    replaced = ", ".join(f"{c} = excluded.{c}" for c in (
+        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
+        "source", "created_at", "updated_at"))
+    return SimpleNamespace(
+        inbox=(
+            "INSERT INTO callback_inbox (dedupe_key, kind, received_at, headers, body, event, gladia_id, job_id, "
+            "status, attempts, duplicates, processed_at) "
+            "SELECT :i_key, 'callback', :i_at, :i_headers, :i_body, :i_event, :gladia, :job, 'processed', 1, 0, :now "
+            f"WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = :job AND jobs.state NOT IN ({settled}) "
+            "AND (jobs.done_at IS NULL OR jobs.done_at > :cutoff OR jobs.updated_at > :cutoff)) "
+            "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"),
+        event=(
+            "INSERT INTO events (gladia_id, job_id, message_key, type, source, created_at, received_at, inbox_id, "
+            "payload) VALUES (:gladia, :job, :e_key, :e_type, 'callback', :created, :i_at, :inbox_id, :e_payload) "
+            "ON CONFLICT (gladia_id, message_key) DO NOTHING RETURNING id"),
+        utterance=(
+            "INSERT INTO utterances (gladia_id, job_id, utterance_id, is_final, channel, start_s, end_s, text, "
+            "language, confidence, words, word_count, source, created_at, received_at, updated_at) "
+            "SELECT :gladia, :job, :u_id, :u_final, :u_channel, :u_start, :u_end, :u_text, :u_language, "
+            f":u_confidence, CASE WHEN json_type({words}) = 'array' THEN {words} ELSE '[]' END, :u_count, "
+            "'callback', :created, :i_at, :now WHERE true "
+            f"ON CONFLICT (gladia_id, utterance_id) DO UPDATE SET job_id = coalesce(excluded.job_id, utterances.job_id), "
+            f"{replaced} WHERE {ranked}"),
+    )
+
+
+_sqlite_time_processor = UTCDateTime().dialect_impl(sqlite_dialect.dialect()).bind_processor(sqlite_dialect.dialect())
+
+
+def sqlite_time(value: Optional[datetime]) -> Optional[str]:
+    """A time as SQLite's ``UTCDateTime`` columns store it (what SQLAlchemy would bind)."""
+    return _sqlite_time_processor(value)
 
 
 # ------------------------------------------------------------------------- rows
