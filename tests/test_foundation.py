@@ -10,10 +10,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from webhook_service.config import ConfigError, Settings
-from webhook_service.db import get_engine, session_scope
+from webhook_service.db import get_engine, make_engine, session_scope
 from webhook_service.migrate import heads
 from webhook_service.models import (
     AddonResult,
@@ -46,6 +46,32 @@ def test_migrations_match_models(database_url):
 
 
 # -------------------------------------------------------------------- models
+
+@pytest.mark.dbless
+def test_a_sqlite_transaction_that_cannot_take_the_write_lock_raises_sqlalchemys_error(tmp_path):
+    """BEGIN IMMEDIATE runs on the sqlite3 connection itself; a locked database still raises
+    SQLAlchemy's OperationalError, which the writers' retry loops catch."""
+    import sqlite3
+
+    path = tmp_path / "locked.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")  # as the service's connections have it
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA busy_timeout=0")
+            with pytest.raises(OperationalError, match="database is locked"):
+                conn.begin()
+        holder.execute("ROLLBACK")
+        with engine.connect() as conn, conn.begin():  # free again: the write lock is taken
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert holder.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    finally:
+        engine.dispose()
+        holder.close()
+
 
 def test_job_round_trip_keeps_utc_and_json(settings):
     started = datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=timezone(timedelta(hours=2)))
