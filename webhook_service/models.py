@@ -265,7 +265,9 @@ class InboxItem(Base):
     __tablename__ = "callback_inbox"
     __table_args__ = (
         CheckConstraint("status IN ('pending','processed','failed','rejected')", name="status_valid"),
-        Index("ix_callback_inbox_status_received_at", "status", "received_at"),
+        # What the sweeper, the gauges and the error report look for; on PostgreSQL only those rows (0007).
+        Index("ix_callback_inbox_status_received_at", "status", "received_at",
+              postgresql_where=text("status <> 'processed'")),
         Index("ix_callback_inbox_gladia_id_event", "gladia_id", "event"),
         # Requests that still hold their raw body (INBOX_RETENTION_DAYS blanks it): migration 0006.
         Index("ix_callback_inbox_body_kept", "received_at", sqlite_where=text("length(body) > 0"),
@@ -276,7 +278,7 @@ class InboxItem(Base):
     # sha256 of the canonical body (Gladia sends no delivery id).
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="callback")  # callback | webhook
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     event: Mapped[Optional[str]] = mapped_column(String(64))
@@ -302,7 +304,6 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("gladia_id", "message_key"),
         CheckConstraint("source IN ('callback','websocket','reconcile')", name="source_valid"),
-        Index("ix_events_gladia_id_type", "gladia_id", "type"),
         Index("ix_events_received_at", "received_at"),
     )
 
