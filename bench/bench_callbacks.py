@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import re
@@ -120,6 +121,17 @@ def transcript_body(gladia_id: str, n: int) -> bytes:
             "text": "".join(w["word"] for w in words), "language": "en"}},
     }
     return json.dumps({"id": gladia_id, "event": "live.transcript", "payload": payload}).encode()
+
+
+def post_environ(path: str, body: bytes) -> dict:
+    """The WSGI environ of a JSON POST of ``body`` to ``path``, for the benchmarks that call the app in process."""
+    return {
+        "REQUEST_METHOD": "POST", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": True,
+        "wsgi.run_once": False, "wsgi.version": (1, 0)}
 
 
 def prefill(url: str, rows: int) -> float:

@@ -66,14 +66,7 @@ def main() -> int:
             statuses[status[:3]] = statuses.get(status[:3], 0) + 1
 
         def call(path: str, body: bytes) -> None:
-            environ = {
-                "REQUEST_METHOD": "POST", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-                "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-                "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-                "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
-                "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": True,
-                "wsgi.run_once": False, "wsgi.version": (1, 0)}
-            b"".join(app(environ, start_response))
+            b"".join(app(bc.post_environ(path, body), start_response))
 
         for path, body in bodies[:200]:  # warm-up: pools, prepared statements, caches
             call(path, body)

@@ -23,7 +23,6 @@ callback adds to them on disk).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -89,14 +88,7 @@ def run_variant(variant: str, args, workdir: Path) -> dict:
                 with lock:
                     statuses[status[:3]] = statuses.get(status[:3], 0) + 1
 
-            environ = {
-                "REQUEST_METHOD": "POST", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-                "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-                "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-                "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
-                "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False,
-                "wsgi.run_once": False, "wsgi.version": (1, 0)}
-            b"".join(app(environ, start_response))
+            b"".join(app(bc.post_environ(path, body), start_response))
 
         def send(chunk: list[tuple[str, bytes]]) -> None:
             threads = [threading.Thread(target=lambda part=chunk[k::args.threads]: [call(*r) for r in part])
