@@ -206,6 +206,21 @@ def pg_single_statements() -> SimpleNamespace:
     )
 
 
+def _utterance_on_conflict(*, epoch: str) -> str:
+    """The ``ON CONFLICT`` clause of the receivers' plain-SQL utterance upserts: :func:`utterance_upsert`'s ranking.
+
+    ``epoch``: the SQL literal of the time a missing ``created_at`` ranks as.
+    """
+    created = (f"coalesce(excluded.created_at, {epoch})", f"coalesce(utterances.created_at, {epoch})")
+    ranked = ("excluded.is_final > utterances.is_final OR (excluded.is_final = utterances.is_final AND "
+              f"({created[0]} > {created[1]} OR ({created[0]} = {created[1]} AND excluded.text >= utterances.text)))")
+    replaced = ", ".join(f"{c} = excluded.{c}" for c in (
+        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
+        "source", "created_at", "updated_at"))
+    return ("ON CONFLICT (gladia_id, utterance_id) DO UPDATE SET "
+            f"job_id = coalesce(excluded.job_id, utterances.job_id), {replaced} WHERE {ranked}")
+
+
 @functools.lru_cache(maxsize=None)
 def pg_receive_statements() -> SimpleNamespace:
     """PostgreSQL: a callback stored AND normalized by ONE statement (one round trip, one commit).
@@ -242,13 +257,7 @@ def pg_receive_statements() -> SimpleNamespace:
         "ON CONFLICT (gladia_id, message_key) DO NOTHING RETURNING id)"
     )
     words = "(%(e_payload)s::jsonb #> '{data,utterance,words}')"
-    ranked = ("excluded.is_final > utterances.is_final OR (excluded.is_final = utterances.is_final AND "
-              "(coalesce(excluded.created_at, 'epoch') > coalesce(utterances.created_at, 'epoch') OR "
-              "(coalesce(excluded.created_at, 'epoch') = coalesce(utterances.created_at, 'epoch') "
-              "AND excluded.text >= utterances.text)))")
-    replaced = ", ".join(f"{c} = excluded.{c}" for c in (
-        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
-        "source", "created_at", "updated_at"))
+    on_conflict = _utterance_on_conflict(epoch="'epoch'")
     utterance = (
         ", utterance AS (INSERT INTO utterances (gladia_id, job_id, utterance_id, is_final, channel, start_s, end_s, "
         "text, language, confidence, words, word_count, source, created_at, received_at, updated_at) "
@@ -256,8 +265,7 @@ def pg_receive_statements() -> SimpleNamespace:
         "%(u_start)s::float8, %(u_end)s::float8, %(u_text)s::text, %(u_language)s::text, %(u_confidence)s::float8, "
         f"CASE WHEN jsonb_typeof({words}) = 'array' THEN {words} ELSE '[]'::jsonb END, %(u_count)s::int, "
         "'callback', %(created)s::timestamptz, %(i_at)s::timestamptz, %(now)s::timestamptz "
-        "WHERE EXISTS (SELECT 1 FROM new_event) ON CONFLICT (gladia_id, utterance_id) DO UPDATE SET "
-        f"job_id = coalesce(excluded.job_id, utterances.job_id), {replaced} WHERE {ranked})"
+        f"WHERE EXISTS (SELECT 1 FROM new_event) {on_conflict})"
     )
     return SimpleNamespace(event_only=inbox + " SELECT id FROM inbox",
                            transcript=inbox + utterance + " SELECT id FROM inbox")
@@ -281,15 +289,8 @@ def sqlite_receive_statements() -> SimpleNamespace:
     and the utterance's words are read from it by SQLite.
     """
     settled = ", ".join(f"'{state}'" for state in SETTLED_STATES)
-    epoch = f"'{sqlite_time(_EPOCH)}'"
     words = "json_extract(:e_payload, '$.data.utterance.words')"
-    ranked = ("excluded.is_final > utterances.is_final OR (excluded.is_final = utterances.is_final AND "
-              f"(coalesce(excluded.created_at, {epoch}) > coalesce(utterances.created_at, {epoch}) OR "
-              f"(coalesce(excluded.created_at, {epoch}) = coalesce(utterances.created_at, {epoch}) "
-              "AND excluded.text >= utterances.text)))")
-    replaced = ", ".join(f"{c} = excluded.{c}" for c in (
-        "is_final", "channel", "start_s", "end_s", "text", "language", "confidence", "words", "word_count",
-        "source", "created_at", "updated_at"))
+    on_conflict = _utterance_on_conflict(epoch=f"'{sqlite_time(_EPOCH)}'")
     return SimpleNamespace(
         inbox=(
             "INSERT INTO callback_inbox (dedupe_key, kind, received_at, headers, body, event, gladia_id, job_id, "
@@ -307,9 +308,7 @@ def sqlite_receive_statements() -> SimpleNamespace:
             "language, confidence, words, word_count, source, created_at, received_at, updated_at) "
             "SELECT :gladia, :job, :u_id, :u_final, :u_channel, :u_start, :u_end, :u_text, :u_language, "
             f":u_confidence, CASE WHEN json_type({words}) = 'array' THEN {words} ELSE '[]' END, :u_count, "
-            "'callback', :created, :i_at, :now WHERE true "
-            f"ON CONFLICT (gladia_id, utterance_id) DO UPDATE SET job_id = coalesce(excluded.job_id, utterances.job_id), "
-            f"{replaced} WHERE {ranked}"),
+            f"'callback', :created, :i_at, :now WHERE true {on_conflict}"),
     )
 
 
