@@ -161,6 +161,21 @@ def assert_in_order(finals: list[str], expected: list[str]) -> None:
     assert finals and all(text.strip() in remaining for text in finals), (finals, expected)
 
 
+def between_sockets_ok(call, *args) -> None:
+    """``call(*args)`` (a session's ``send_audio`` or ``stop_recording``), as a client must make it with gladiaio-sdk 2.2.
+
+    When a cut socket has closed and its replacement is not yet connecting, the SDK's socket still says
+    OPEN without a socket and raises ``RuntimeError("readyState is open but ws is not initialized")``.
+    The session has already kept the chunk (or the stop) by then, and sends it on the next connection,
+    so the client goes on; any other error still fails the test.
+    """
+    try:
+        call(*args)
+    except RuntimeError as exc:
+        if "ws is not initialized" not in str(exc):
+            raise
+
+
 def listen(session, on_ended) -> tuple[list[str], list[int]]:
     """The text of each final the SDK session emits, and each connection attempt (the first and every resume)."""
     finals: list[str] = []
@@ -190,9 +205,9 @@ def test_official_sdk_resumes_over_cut_sockets_to_the_full_transcript(emulator_f
     finals, connections = listen(session, ended.set)
     assert session.wait_until_ready(30)
     for i in range(0, len(audio), CHUNK):
-        session.send_audio(audio[i:i + CHUNK])
+        between_sockets_ok(session.send_audio, audio[i:i + CHUNK])
         time.sleep(PACE_S)
-    session.stop_recording()
+    between_sockets_ok(session.stop_recording)
     assert ended.wait(90)
 
     assert len(connections) >= 3  # cut, and resumed, several times
@@ -216,9 +231,9 @@ def test_official_async_sdk_resumes_over_cut_sockets_to_the_full_transcript(emul
         ended = asyncio.Event()
         finals, connections = listen(session, ended.set)
         for i in range(0, len(audio), CHUNK):
-            session.send_audio(audio[i:i + CHUNK])
+            between_sockets_ok(session.send_audio, audio[i:i + CHUNK])
             await asyncio.sleep(PACE_S)
-        session.stop_recording()
+        between_sockets_ok(session.stop_recording)
         await asyncio.wait_for(ended.wait(), 90)
         job = await client.get(session.session_id)
         return session.session_id, finals, connections, job.result.transcription.full_transcript
