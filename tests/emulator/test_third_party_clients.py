@@ -23,6 +23,8 @@ import pytest
 import requests
 from speech_fixtures import RATE, speech, sphinx_finals
 
+pytestmark = pytest.mark.dbless  # the emulator and the clients only: run once, in the SQLite pass
+
 CHUNK = RATE * 2 // 10  # 100 ms of 16-bit mono
 
 
@@ -156,9 +158,11 @@ PACE_S = 0.02
 
 def assert_in_order(finals: list[str], expected: list[str]) -> None:
     """The finals the socket delivered are the engine's, in order. A final produced while the socket was
-    cut is not sent again on the next connection (the session's result has it): some may be missing."""
+    cut is not sent again on the next connection (the session's result has it): some may be missing, all
+    of them when each lands while a socket is cut (seen on a loaded machine). That finals reach a client
+    over the socket is checked without cuts by the pipecat and LiveKit tests above."""
     remaining = iter(expected)
-    assert finals and all(text.strip() in remaining for text in finals), (finals, expected)
+    assert all(text.strip() in remaining for text in finals), (finals, expected)
 
 
 def between_sockets_ok(call, *args) -> None:
