@@ -22,7 +22,7 @@ import json
 import logging
 import sqlite3
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import psycopg
 from sqlalchemy import Connection, Engine
@@ -197,13 +197,8 @@ def _store_normalized_sqlite(conn: Connection, item: Callback, raw: bytes, body:
         return None
     payload_json = canonical_json(message)
     now = utcnow()
-    params: dict[str, Any] = {
-        "i_key": callback_key(body, payload_json), "i_at": sqlite_time(received_at), "i_event": item.event,
-        "i_body": raw, "i_headers": json.dumps(headers, separators=(",", ":")), "gladia": item.gladia_id,
-        "job": job_id, "now": sqlite_time(now), "cutoff": sqlite_time(open_after),
-        "e_key": sha256_hex(payload_json), "e_type": message["type"],
-        "created": sqlite_time(parse_timestamp(message.get("created_at"))), "e_payload": payload_json,
-    }
+    params = _receive_params(item, raw, headers, payload_json, dedupe_key=callback_key(body, payload_json),
+                             job_id=job_id, received_at=received_at, now=now, cutoff=open_after, time=sqlite_time)
     statements = sqlite_receive_statements()
     # The sqlite3 connection itself, in the transaction SQLAlchemy began (BEGIN IMMEDIATE).
     driver = conn.connection.driver_connection
@@ -214,10 +209,7 @@ def _store_normalized_sqlite(conn: Connection, item: Callback, raw: bytes, body:
             params["inbox_id"] = inbox[0][0]
             new_event = driver.execute(statements.event, params).fetchall()
             if new_event and single_statement == "transcript":
-                utt = utterance_values(message["data"])
-                params.update(u_id=utt["utterance_id"], u_final=utt["is_final"], u_channel=utt["channel"],
-                              u_start=utt["start_s"], u_end=utt["end_s"], u_text=utt["text"],
-                              u_language=utt["language"], u_confidence=utt["confidence"], u_count=utt["word_count"])
+                params.update(_utterance_params(message["data"]))
                 driver.execute(statements.utterance, params)
     except sqlite3.Error as exc:
         try:
@@ -324,19 +316,11 @@ def _store_normalized(conn: Connection, item: Callback, raw: bytes, headers: Map
     (a normalization failure leaves the row ``failed``, never lost). A lost
     connection is raised, for the caller's retry on a fresh one.
     """
-    message = item.payload
     now = utcnow()
-    params: dict[str, Any] = {
-        "i_key": dedupe_key, "i_at": received_at, "i_event": item.event, "i_body": raw,
-        "i_headers": json.dumps(headers, separators=(",", ":")), "gladia": item.gladia_id, "job": job_id,
-        "now": now, "cutoff": open_cutoff(received_at, grace_s), "e_key": sha256_hex(payload_json),
-        "e_type": message["type"], "created": parse_timestamp(message.get("created_at")), "e_payload": payload_json,
-    }
+    params = _receive_params(item, raw, headers, payload_json, dedupe_key=dedupe_key, job_id=job_id,
+                             received_at=received_at, now=now, cutoff=open_cutoff(received_at, grace_s))
     if single_statement == "transcript":
-        utt = utterance_values(message["data"])
-        params.update(u_id=utt["utterance_id"], u_final=utt["is_final"], u_channel=utt["channel"],
-                      u_start=utt["start_s"], u_end=utt["end_s"], u_text=utt["text"], u_language=utt["language"],
-                      u_confidence=utt["confidence"], u_count=utt["word_count"])
+        params.update(_utterance_params(item.payload["data"]))
     statement = getattr(pg_receive_statements(), single_statement)
     try:
         # On psycopg's connection itself: SQLAlchemy's execution context would cost as much as the
@@ -353,6 +337,31 @@ def _store_normalized(conn: Connection, item: Callback, raw: bytes, headers: Map
                     type(exc).__name__)
         return None
     return None if row is None else _processed(row[0], now, received_at)
+
+
+def _receive_params(item: Callback, raw: bytes, headers: Mapping[str, str], payload_json: str, *, dedupe_key: str,
+                    job_id: str, received_at: datetime, now: datetime, cutoff: datetime,
+                    time: Callable[[Optional[datetime]], Any] = lambda value: value) -> dict[str, Any]:
+    """The named parameters of the inbox and event statements of :mod:`.statements`, on either database.
+
+    ``time`` converts each timestamp to what the driver binds: PostgreSQL
+    takes datetimes as they are, SQLite its text form (``sqlite_time``).
+    """
+    message = item.payload
+    return {
+        "i_key": dedupe_key, "i_at": time(received_at), "i_event": item.event, "i_body": raw,
+        "i_headers": json.dumps(headers, separators=(",", ":")), "gladia": item.gladia_id, "job": job_id,
+        "now": time(now), "cutoff": time(cutoff), "e_key": sha256_hex(payload_json), "e_type": message["type"],
+        "created": time(parse_timestamp(message.get("created_at"))), "e_payload": payload_json,
+    }
+
+
+def _utterance_params(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``u_*`` parameters of the utterance upsert, for a transcript message's ``data``."""
+    utt = utterance_values(data)
+    return {"u_id": utt["utterance_id"], "u_final": utt["is_final"], "u_channel": utt["channel"],
+            "u_start": utt["start_s"], "u_end": utt["end_s"], "u_text": utt["text"], "u_language": utt["language"],
+            "u_confidence": utt["confidence"], "u_count": utt["word_count"]}
 
 
 def _processed(inbox_id: int, now: datetime, received_at: datetime) -> Stored:
