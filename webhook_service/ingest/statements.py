@@ -238,8 +238,10 @@ def pg_receive_statements() -> SimpleNamespace:
 
     Plain SQL for the driver (``exec_driver_sql``), kept under psycopg's
     4096-byte limit for caching a statement's parsing; the payload arrives
-    once, as its canonical JSON text (``e_payload``), and the utterance's
-    words are read from it in the database rather than serialized twice.
+    once, as its canonical JSON text (``e_payload``), parsed once by the
+    event's INSERT: the utterance reads its words from the event row that
+    INSERT returns (none on a duplicate message, so no utterance either)
+    rather than from the text again.
     ``tests/ingest`` checks that both paths store the same rows.
     """
     settled = ", ".join(f"'{state}'" for state in SETTLED_STATES)
@@ -254,9 +256,9 @@ def pg_receive_statements() -> SimpleNamespace:
         "new_event AS (INSERT INTO events (gladia_id, job_id, message_key, type, source, created_at, received_at, "
         "inbox_id, payload) SELECT %(gladia)s::text, %(job)s::text, %(e_key)s::text, %(e_type)s::text, 'callback', "
         "%(created)s::timestamptz, %(i_at)s::timestamptz, inbox.id, %(e_payload)s::jsonb FROM inbox "
-        "ON CONFLICT (gladia_id, message_key) DO NOTHING RETURNING id)"
+        "ON CONFLICT (gladia_id, message_key) DO NOTHING RETURNING id, payload)"
     )
-    words = "(%(e_payload)s::jsonb #> '{data,utterance,words}')"
+    words = "(new_event.payload #> '{data,utterance,words}')"
     on_conflict = _utterance_on_conflict(epoch="'epoch'")
     utterance = (
         ", utterance AS (INSERT INTO utterances (gladia_id, job_id, utterance_id, is_final, channel, start_s, end_s, "
@@ -265,7 +267,7 @@ def pg_receive_statements() -> SimpleNamespace:
         "%(u_start)s::float8, %(u_end)s::float8, %(u_text)s::text, %(u_language)s::text, %(u_confidence)s::float8, "
         f"CASE WHEN jsonb_typeof({words}) = 'array' THEN {words} ELSE '[]'::jsonb END, %(u_count)s::int, "
         "'callback', %(created)s::timestamptz, %(i_at)s::timestamptz, %(now)s::timestamptz "
-        f"WHERE EXISTS (SELECT 1 FROM new_event) {on_conflict})"
+        f"FROM new_event {on_conflict})"
     )
     return SimpleNamespace(event_only=inbox + " SELECT id FROM inbox",
                            transcript=inbox + utterance + " SELECT id FROM inbox")
