@@ -344,6 +344,29 @@ def test_a_new_stream_on_standby_takes_the_slot_its_process_frees(stream_setting
     assert b.retry_at is None and b.attempts == 1  # never deferred: it waited on its thread
 
 
+def test_a_new_stream_stays_on_standby_longer_than_a_resumption_waits(stream_settings, emulator, audio_dir,
+                                                                      monkeypatch):
+    # The runs waiting behind a wave of sessions must still be on standby when it ends: a new stream waits
+    # up to STANDBY_WAIT_S (scaled down here), not the resumption's SLOT_WAIT_S, then goes back to the broker.
+    monkeypatch.setattr(streamer, "SLOT_WAIT_S", 0.2)
+    monkeypatch.setattr(concurrency, "STANDBY_WAIT_S", 1.5)
+    monkeypatch.setattr(streamer, "_standby", streamer._Standby())
+    settings = replace(stream_settings, max_concurrent_sessions=1, slot_standby=1)
+    busy, waiting = make_jobs(settings, audio_file(audio_dir, "busy.wav", 1.0), audio_file(audio_dir, "long.wav", 1.0))
+    assert concurrency.acquire_slot(settings.database_url, busy, 1, 60) == 0
+
+    started = time.monotonic()
+    with pytest.raises(Deferred) as deferred:
+        run_job(settings, waiting)
+
+    assert time.monotonic() - started >= 1.5
+    low, high = streamer.new_session_backoff(settings)
+    assert low <= deferred.value.countdown <= high
+    assert streamer._standby.new == 0  # its standby place is given back
+    job = load_job(settings, waiting)
+    assert job.worker_id is None and job.gladia_id is None and job.retry_at is not None
+
+
 def test_runs_on_standby_share_one_reading_of_the_slots_in_use(monkeypatch):
     """However many runs of a process wait, the database is read once per poll interval for all of them."""
     monkeypatch.setattr(streamer, "SLOT_POLL_MAX_S", 3600.0)

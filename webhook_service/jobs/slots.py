@@ -26,6 +26,12 @@ from ..config import Settings
 from ..db import session_scope
 from ..models import ACTIVE_STATES, ConcurrencySlot, Job, utcnow
 
+# A new stream on standby (``SLOT_STANDBY``) waits on its thread this long for a slot, then its task goes
+# back to the broker. Longer than most sessions, so that the runs waiting behind a wave of sessions are
+# still on standby when the wave ends, and each freed slot is handed over within the process; bounded,
+# so that a stream task's time limits (worker.config) cover the wait plus Gladia's session cap.
+STANDBY_WAIT_S = 300.0
+
 
 def _insert(session: Session):
     dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql

@@ -68,7 +68,8 @@ from .socket_results import SocketResults
 
 log = logging.getLogger(__name__)
 
-# A resumption waits this long for a free concurrency slot before its task is re-queued.
+# A resumption waits this long for a free concurrency slot before its task is re-queued (a new stream on
+# standby waits up to slots.STANDBY_WAIT_S).
 SLOT_WAIT_S = 30.0
 # A run waiting for a slot checks again at most this often (seconds): a slot freed by another process
 # is found within about this. New streams on standby check the one reading of the slots in use that
@@ -354,11 +355,12 @@ def _acquire_slot(settings: Settings, job: Job, run_id: str) -> int:
 
     A resumption (the job has a recorded session) races Gladia's reconnect
     grace, so it waits here for the next free slot, then is re-queued almost at
-    once. A new session can wait too, on standby, as long as fewer than
-    ``SLOT_STANDBY`` new streams of this process already do: a run of the
-    process that frees a slot wakes it at once. Beyond that, or after
-    :data:`SLOT_WAIT_S`, its task goes back to the broker, so that a backlog
-    of new files never keeps resumptions from the threads they need.
+    once (after :data:`SLOT_WAIT_S`). A new session can wait too, on standby,
+    as long as fewer than ``SLOT_STANDBY`` new streams of this process
+    already do: a run of the process that frees a slot wakes it at once.
+    Beyond that its task goes back to the broker at once, so that a backlog
+    of new files never keeps resumptions from the threads they need; after
+    :data:`~.slots.STANDBY_WAIT_S` on standby, too.
     """
     return _wait_for_slot(settings, job, run_id, resuming=bool(job.gladia_id and job.ws_url))
 
@@ -388,7 +390,7 @@ def _take_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> 
 
 
 def _wait_for_slot(settings: Settings, job: Job, run_id: str, *, resuming: bool) -> int:
-    deadline = time.monotonic() + SLOT_WAIT_S
+    deadline = time.monotonic() + (SLOT_WAIT_S if resuming else slots.STANDBY_WAIT_S)
     beat_at = time.monotonic() + settings.heartbeat_interval_s
     delay = 0.1
     standby = woken = False

@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 
 from ..config import Settings
+from ..jobs.slots import STANDBY_WAIT_S
 from .fs_broker import register as _register_filesystem_broker
 
 # Every process that talks to Celery imports this module: the embedded
 # filesystem broker gets atomic message files before any connection opens.
 _register_filesystem_broker()
 
-# Gladia ends a live session after 3 hours; a streaming task must be allowed to outlive it a little.
+# Gladia ends a live session after 3 hours; a streaming task must be allowed to outlive it a little,
+# after waiting on standby for its slot.
 SESSION_CAP_S = 3 * 3600
-STREAM_SOFT_LIMIT_S = SESSION_CAP_S + 10 * 60
-STREAM_HARD_LIMIT_S = SESSION_CAP_S + 20 * 60
+STREAM_SOFT_LIMIT_S = STANDBY_WAIT_S + SESSION_CAP_S + 10 * 60
+STREAM_HARD_LIMIT_S = STANDBY_WAIT_S + SESSION_CAP_S + 20 * 60
 # Task names: the tasks register under them, the dispatcher sends by them, the config routes by them.
 STREAM_TASK = "webhook_service.stream_job"
 RECONCILE_TASK = "webhook_service.reconcile"
