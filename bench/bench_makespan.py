@@ -22,6 +22,10 @@ Reports, as one JSON line:
     .venv/bin/python bench/bench_makespan.py --files 60 --seconds 60 --slots 30
     .venv/bin/python bench/bench_makespan.py --files 30 --seconds 10 --slots 10 --speed 4
 
+``--emulator-nice N`` (a diagnostic) runs the emulator at a lower CPU
+priority: on one machine it shares the cores with the service, where the real
+Gladia would not, and this shows how much of the hand-off is its share.
+
 ``--database`` names an existing PostgreSQL database next to which a fresh one
 is created (and dropped afterwards), or ``sqlite``; ``--redis URL`` uses that
 Redis database (emptied before and after), ``--redis ''`` the filesystem broker.
@@ -71,6 +75,9 @@ def main() -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra setting for every process (repeatable)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
+    parser.add_argument("--emulator-nice", type=int, default=0, metavar="N",
+                        help="diagnostic: run the emulator at this niceness (1-19), so that the service's processes "
+                             "come first on the shared cores, as when Gladia runs elsewhere")
     args = parser.parse_args()
 
     workdir, database_url, pg_name = prepare(args.workdir, args.database, "makespan")
@@ -86,6 +93,8 @@ def main() -> int:
                          web_workers=2, max_sessions=args.slots, stream_speed=args.speed, kill_workers=0,
                          restart_receiver=0, timeout_s=args.timeout, faults={})
     emulator = EmulatorProcess(workdir, engine="vad", max_sessions=args.slots, log_level="INFO")
+    if args.emulator_nice:
+        os.setpriority(os.PRIO_PROCESS, emulator.proc.pid, args.emulator_nice)
     run = ChaosRun(config, database_url=database_url, broker_url=broker, emulator=emulator, workdir=workdir)
     # The service's own timings, not the chaos run's short ones.
     for name in ("STALE_HEARTBEAT_S", "STALE_QUEUED_S", "SWEEP_INTERVAL_S", "RECONCILE_DELAY_S",
@@ -142,7 +151,7 @@ def main() -> int:
                                    "p95": _r(percentile(beyond_audio, 0.95))},
         "close_to_done_s": {"p50": _r(percentile(close_to_done, 0.5)), "p95": _r(percentile(close_to_done, 0.95))},
         "to_reconciled_s": {"p50": _r(percentile(to_reconciled, 0.5)), "p95": _r(percentile(to_reconciled, 0.95))},
-        "states": dict(_states(rows)), "load_average": os.getloadavg()[0],
+        "states": dict(_states(rows)), "load_average": os.getloadavg()[0], "emulator_nice": args.emulator_nice,
     }
     print(json.dumps(report))
     return 0
