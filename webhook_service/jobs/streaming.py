@@ -105,12 +105,21 @@ class _Standby:
         self._read_at = 0.0
 
     def slot_free(self, read_in_use: Callable[[], int], limit: int) -> bool:
-        """Whether the slots in use, read at most once per :data:`SLOT_POLL_MAX_S` for the process, leave one free."""
+        """Whether the slots in use, read at most once per :data:`SLOT_POLL_MAX_S` for the process, leave one free.
+
+        A True answer counts the caller as taking that slot in the reading, so
+        that one slot freed by another process is tried for by one waiting run
+        of this process, not by every run that checks before the next reading
+        (each would wait on the database for the first one's row, then fail).
+        """
         with self._reading:
             now = time.monotonic()
             if self._in_use is None or now - self._read_at >= SLOT_POLL_MAX_S:
                 self._in_use, self._read_at = read_in_use(), now
-            return self._in_use < limit
+            if self._in_use >= limit:
+                return False
+            self._in_use += 1
+            return True
 
     def forget_reading(self) -> None:
         """A slot was just tried for: the reading is out of date, the next waiter reads the database again."""
