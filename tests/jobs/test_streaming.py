@@ -239,23 +239,33 @@ def test_concurrency_limit_is_global(stream_settings, emulator, audio_dir):
     assert later.starting_at >= earlier.stream_closed_at  # never two live sessions at once
 
 
-def test_a_new_stream_without_a_slot_gives_its_thread_back(stream_settings, emulator, audio_dir):
-    # A backlog of new files must not hold worker threads that resumptions need: beyond the standby places
-    # (none here), no waiting.
-    settings = replace(stream_settings, max_concurrent_sessions=1, slot_standby=0)
+def run_while_the_slot_is_busy(settings: Settings, audio_dir: Path) -> tuple[str, str, float]:
+    """A new job run while another holds the only slot: (busy, waiting, seconds the run took).
+
+    Checks what every such run ends with: its task goes back to the broker with a new session's
+    backoff, the job unclaimed, without a session, and due again (the sweeper's cue if the task is lost).
+    """
     busy, waiting = make_jobs(settings, audio_file(audio_dir, "busy.wav", 1.0), audio_file(audio_dir, "wait.wav", 1.0))
     assert concurrency.acquire_slot(settings.database_url, busy, 1, 60) == 0
-
     started = time.monotonic()
     with pytest.raises(Deferred) as deferred:
         run_job(settings, waiting)
-
-    assert time.monotonic() - started < streamer.SLOT_WAIT_S
+    waited_s = time.monotonic() - started
     low, high = streamer.new_session_backoff(settings)
     assert low <= deferred.value.countdown <= high
     job = load_job(settings, waiting)
     assert job.worker_id is None and job.gladia_id is None
-    assert job.retry_at is not None  # when the deferred task is due back (the sweeper's cue if lost)
+    assert job.retry_at is not None
+    return busy, waiting, waited_s
+
+
+def test_a_new_stream_without_a_slot_gives_its_thread_back(stream_settings, emulator, audio_dir):
+    # A backlog of new files must not hold worker threads that resumptions need: beyond the standby places
+    # (none here), no waiting.
+    settings = replace(stream_settings, max_concurrent_sessions=1, slot_standby=0)
+    busy, waiting, waited_s = run_while_the_slot_is_busy(settings, audio_dir)
+
+    assert waited_s < streamer.SLOT_WAIT_S
     assert GladiaClient.from_settings(settings).list_live(custom_metadata={"job_id": waiting})["items"] == []
     concurrency.release_slot(settings.database_url, busy)
     assert run_job(settings, waiting) == "stream_closed"
@@ -352,19 +362,10 @@ def test_a_new_stream_stays_on_standby_longer_than_a_resumption_waits(stream_set
     monkeypatch.setattr(concurrency, "STANDBY_WAIT_S", 1.5)
     monkeypatch.setattr(streamer, "_standby", streamer._Standby())
     settings = replace(stream_settings, max_concurrent_sessions=1, slot_standby=1)
-    busy, waiting = make_jobs(settings, audio_file(audio_dir, "busy.wav", 1.0), audio_file(audio_dir, "long.wav", 1.0))
-    assert concurrency.acquire_slot(settings.database_url, busy, 1, 60) == 0
+    _, _, waited_s = run_while_the_slot_is_busy(settings, audio_dir)
 
-    started = time.monotonic()
-    with pytest.raises(Deferred) as deferred:
-        run_job(settings, waiting)
-
-    assert time.monotonic() - started >= 1.5
-    low, high = streamer.new_session_backoff(settings)
-    assert low <= deferred.value.countdown <= high
+    assert waited_s >= 1.5
     assert streamer._standby.new == 0  # its standby place is given back
-    job = load_job(settings, waiting)
-    assert job.worker_id is None and job.gladia_id is None and job.retry_at is not None
 
 
 def test_runs_on_standby_share_one_reading_of_the_slots_in_use(monkeypatch):
