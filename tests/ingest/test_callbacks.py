@@ -75,6 +75,26 @@ def test_every_event_type_is_accepted_and_stored(client, settings, job):
         assert j.state == "done" and j.reconcile_after is not None
 
 
+def test_end_session_schedules_reconciliation_once_callbacks_in_flight_have_landed(client, settings, job):
+    """An end_session scheduled reconciliation at once: its run only fetched the whole session to learn it had
+    completed less than RECONCILE_DELAY_S ago, stored it and scheduled itself again (30 such runs at once when
+    a wave of sessions ended, on the cores that start the next wave)."""
+    with session_scope(settings.database_url) as s:
+        s.get(Job, job.id).reconcile_after = datetime.now(timezone.utc) + timedelta(seconds=1)  # as the close set it
+    before = datetime.now(timezone.utc)
+    assert post(client, url_for(job.id, settings), callback_body(msg("end_session", 3.0))).status_code == 200
+    after = datetime.now(timezone.utc)
+    delay = timedelta(seconds=settings.reconcile_delay_s)
+    assert delay > timedelta(seconds=1)
+    with session_scope(settings.database_url) as s:
+        due = s.get(Job, job.id).reconcile_after.replace(tzinfo=timezone.utc)
+    assert before + delay <= due <= after + delay  # later than the close's time, which could only come too soon
+    # The same message again (Gladia retrying it) changes nothing.
+    assert post(client, url_for(job.id, settings), callback_body(msg("end_session", 3.0))).status_code == 200
+    with session_scope(settings.database_url) as s:
+        assert s.get(Job, job.id).reconcile_after.replace(tzinfo=timezone.utc) == due
+
+
 def test_same_body_twice_is_one_row(client, settings, job):
     body = callback_body(transcript())
     first = post(client, url_for(job.id, settings), body)
@@ -512,17 +532,29 @@ def signed_client(settings):
 
 def test_signed_end_session_webhook_schedules_reconciliation(signed_client, settings, job):
     body = json.dumps({"event": "live.end_session", "payload": {"id": GID}}).encode()
+    before = datetime.now(timezone.utc)
     r = signed_client.post("/webhooks/gladia", data=body, content_type="application/json", headers=_signed(body))
     assert r.status_code == 200, r.get_json()
+    delay = timedelta(seconds=settings.reconcile_delay_s)
     with session_scope(settings.database_url) as s:
         j = s.get(Job, job.id)
-        # A webhook moves no job (this one is streaming): it only schedules reconciliation.
-        assert j.state == "streaming" and j.reconcile_after is not None
+        # A webhook moves no job (this one is streaming): it only schedules reconciliation, RECONCILE_DELAY_S on.
+        assert j.state == "streaming"
+        assert before + delay <= j.reconcile_after.replace(tzinfo=timezone.utc) <= datetime.now(timezone.utc) + delay
         row = s.scalars(select(InboxItem)).one()
         assert (row.kind, row.event, row.gladia_id, row.job_id, row.status) == (
             "webhook", "live.end_session", GID, job.id, "processed")
     again = signed_client.post("/webhooks/gladia", data=body, content_type="application/json", headers=_signed(body))
     assert again.get_json()["status"] == "duplicate"
+    # Another delivery never postpones a reconciliation already due sooner.
+    sooner = datetime.now(timezone.utc) + timedelta(seconds=1)
+    with session_scope(settings.database_url) as s:
+        s.get(Job, job.id).reconcile_after = sooner
+    body = json.dumps({"event": "live.end_session", "payload": {"id": GID}, "again": True}).encode()
+    r = signed_client.post("/webhooks/gladia", data=body, content_type="application/json", headers=_signed(body))
+    assert r.get_json()["status"] != "duplicate"
+    with session_scope(settings.database_url) as s:
+        assert s.get(Job, job.id).reconcile_after.replace(tzinfo=timezone.utc) == sooner
 
 
 def test_svix_headers_are_accepted(signed_client, settings, job):

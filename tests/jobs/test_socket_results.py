@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
+from message_fixtures import GID, msg
 from webhook_service.audio import synth_speechlike
 from webhook_service.config import ConfigError, Settings
 from webhook_service.db import session_scope
@@ -22,6 +24,7 @@ from webhook_service.gladia.client import GladiaClient
 from webhook_service.gladia.session_config import callback_flags, is_expected
 from webhook_service.ingest import message_key
 from webhook_service.jobs import submit
+from webhook_service.jobs.socket_results import SocketResults
 from webhook_service.jobs.streaming import run_job
 from webhook_service.models import Event, InboxItem, Job, Utterance
 from webhook_service.reconcile import reconcile_job
@@ -124,6 +127,23 @@ def test_the_setting_can_turn_socket_storage_off(settings, emulator, speech):
     params = GladiaClient(emulator.url, emulator.api_key).get_live(gladia_id)["request_params"]
     assert params["messages_config"]["receive_final_transcripts"] is False  # the socket is not asked for results
     assert stored(settings, gladia_id)[0] == Counter()
+
+
+def test_an_end_session_off_the_socket_schedules_reconciliation_as_its_callback_does(settings, speech):
+    job_id = make_job(settings, speech)
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        job.gladia_id, job.ws_url = GID, "wss://api.gladia.io/v2/live?token=test"
+        job.advance("starting")
+        job.advance("streaming")
+    results = SocketResults(settings.database_url, job_id, GID, {}, executor=None, reconcile_delay_s=45.0)
+    before = datetime.now(timezone.utc)
+    assert results._store([(msg("end_session", 3.0), before)]) == 1
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job.state == "done"
+        due = job.reconcile_after.replace(tzinfo=timezone.utc)
+    assert before + timedelta(seconds=45) <= due <= datetime.now(timezone.utc) + timedelta(seconds=45)
 
 
 @pytest.mark.parametrize("raw, value", [("off", False), ("on", True), ("false", False), ("1", True)])

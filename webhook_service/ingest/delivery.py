@@ -80,7 +80,8 @@ def normalize_inbox(
                 # before, stays synchronous.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             job_id = _normalize_stored(conn, inbox_id, kind=kind, body=body, job_id=job_id,
-                                       received_at=received_at, item=item)
+                                       received_at=received_at, item=item,
+                                       reconcile_delay_s=settings.reconcile_delay_s)
 
     return guarded(conn, transaction, inbox_id=inbox_id, event=event, received_at=received_at)
 
@@ -127,7 +128,8 @@ def _mark_failed(conn: Connection, inbox_id: int, exc: Exception) -> str:
 
 
 def _normalize_stored(conn: Connection, inbox_id: int, *, kind: str, body: Any, job_id: Optional[str],
-                      received_at: datetime, item: Callback | Webhook | None) -> Optional[str]:
+                      received_at: datetime, item: Callback | Webhook | None,
+                      reconcile_delay_s: float) -> Optional[str]:
     """One normalization transaction's statements; returns the job id it settled on.
 
     Lock order, the same in every transaction of the receiver so that none
@@ -150,10 +152,11 @@ def _normalize_stored(conn: Connection, inbox_id: int, *, kind: str, body: Any, 
             conn.execute(statements(conn.dialect.name).inbox_processed,
                          {"b_id": inbox_id, "b_now": utcnow(), "b_job": job_id})
             if isinstance(item, Webhook):
-                apply_webhook(session, item, job_id)
+                apply_webhook(session, item, job_id, reconcile_delay_s=reconcile_delay_s)
             else:
                 normalize(session, item.payload, source="callback", job_id=job_id, gladia_id=item.gladia_id,
-                          inbox_id=inbox_id, received_at=received_at, validated=True)
+                          inbox_id=inbox_id, received_at=received_at, validated=True,
+                          reconcile_delay_s=reconcile_delay_s)
             session.flush()
     finally:
         session.close()

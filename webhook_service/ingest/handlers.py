@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
@@ -59,6 +59,7 @@ class Normalizing:
     received_at: datetime
     now: datetime
     new: bool  # the event row was inserted by this message (not a duplicate)
+    reconcile_delay_s: float = 0.0  # RECONCILE_DELAY_S: see :func:`schedule_reconciliation`
 
     @property
     def type(self) -> str:
@@ -123,7 +124,7 @@ def _lifecycle(m: Normalizing) -> None:
     if m.job_id is None:
         return
     apply_lifecycle(m.session, m.job_id, m.type, m.created_at or m.received_at,
-                    schedule=m.new and m.source != "reconcile")
+                    reconcile_in=m.reconcile_delay_s if m.new and m.source != "reconcile" else None)
 
 
 @handles(families=(TRANSCRIPT,), single_statement="transcript")
@@ -174,8 +175,14 @@ SINGLE_STATEMENT_TYPES = frozenset(name for name in CATALOGUE if handler_for(nam
 # ------------------------------------------------------------ what they write
 
 
-def apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, *, schedule: bool) -> None:
-    """Advance the job to the state a lifecycle message (or webhook) proves was reached."""
+def apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, *,
+                    reconcile_in: Optional[float]) -> None:
+    """Advance the job to the state a lifecycle message proves was reached.
+
+    ``reconcile_in``: an ``end_session`` schedules the job's reconciliation
+    that many seconds from now (:func:`schedule_reconciliation`); None, it
+    schedules nothing (the message came from reconciliation itself).
+    """
     # Lock the job row (PostgreSQL; SQLite transactions are serialized anyway)
     # and re-read it, so concurrent callbacks of one session cannot lose each
     # other's transition. Pending changes of the caller are flushed first.
@@ -194,9 +201,23 @@ def apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, *
         return
     if job.advance(state, when=when):
         metrics.JOBS_STATE_CHANGES.labels(state).inc()
-    if mtype == "end_session" and schedule:
-        job.reconcile_after = utcnow()
+    if mtype == "end_session" and reconcile_in is not None:
+        schedule_reconciliation(job, reconcile_in)
     session.flush()
+
+
+def schedule_reconciliation(job: Job, delay_s: float) -> None:
+    """The session ended (``end_session``): reconcile it ``delay_s`` (RECONCILE_DELAY_S) from now.
+
+    Not at once: the reconciler leaves a session completed less than
+    RECONCILE_DELAY_S ago for later, so that callbacks still in flight land
+    first and are not counted missing; a run sooner than that would only fetch
+    the whole session from Gladia to learn it. Gladia completes a session before
+    it sends its ``end_session``, so the run due then finds it settled. It
+    replaces an earlier time (the worker's, from its close of the stream,
+    before Gladia's post-processing ended): that one could only come too soon.
+    """
+    job.reconcile_after = utcnow() + timedelta(seconds=delay_s)
 
 
 def _store_transcription(session: Session, gladia_id: str, job_id: Optional[str], mtype: str,

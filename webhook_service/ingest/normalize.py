@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..gladia.messages import parse_timestamp
 from ..gladia.validation import Webhook, validate_message
 from ..models import EVENT_SOURCES, SETTLED_STATES, Job, utcnow
-from .handlers import Normalizing, handler_for
+from .handlers import Normalizing, handler_for, schedule_reconciliation
 from .locks import ROW_LOCK
 from .statements import event_values, statements
 
@@ -35,6 +35,7 @@ def normalize_message(
     gladia_id: str,
     inbox_id: Optional[int] = None,
     received_at: Optional[datetime] = None,
+    reconcile_delay_s: float = 0.0,
 ) -> bool:
     """Store one Gladia message and everything derived from it; True when it was new.
 
@@ -43,10 +44,13 @@ def normalize_message(
     the caller commits. A message already stored for this session changes
     nothing except the job's state, in case the first copy arrived before the
     job was known. Raises :class:`InvalidMessage` (nothing written) for a
-    message that lacks what normalization needs.
+    message that lacks what normalization needs. ``reconcile_delay_s``: the
+    service's RECONCILE_DELAY_S, for an ``end_session`` to schedule the job's
+    reconciliation (:func:`~.handlers.schedule_reconciliation`).
     """
     return normalize(session, message, source=source, job_id=job.id if job is not None else None,
-                     gladia_id=gladia_id, inbox_id=inbox_id, received_at=received_at)
+                     gladia_id=gladia_id, inbox_id=inbox_id, received_at=received_at,
+                     reconcile_delay_s=reconcile_delay_s)
 
 
 def normalize(
@@ -59,6 +63,7 @@ def normalize(
     inbox_id: Optional[int],
     received_at: Optional[datetime],
     validated: bool = False,
+    reconcile_delay_s: float = 0.0,
 ) -> bool:
     """:func:`normalize_message` given the job's id; ``validated``: the caller ran ``validate_message``."""
     if source not in EVENT_SOURCES:
@@ -83,24 +88,28 @@ def normalize(
     if new or handler.moves_job:
         handler.apply(Normalizing(session=session, conn=conn, sql=sql, message=message, gladia_id=gladia_id,
                                   job_id=job_id, source=source, created_at=created_at, received_at=received_at,
-                                  now=now, new=new))
+                                  now=now, new=new, reconcile_delay_s=reconcile_delay_s))
     return new
 
 
-def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str]) -> None:
+def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str], *, reconcile_delay_s: float = 0.0) -> None:
     """An account webhook says a lifecycle step happened; it carries no message content and moves nothing.
 
     Its word is not the reference (a webhook secret is one more credential
     that can leak, and a signed ``live.end_session`` for a job still streaming
-    must not end it): ``live.end_session`` only schedules reconciliation now,
-    whose ``GET /v2/live/:id`` decides. Other events are kept in the inbox only.
+    must not end it): ``live.end_session`` only schedules reconciliation,
+    ``reconcile_delay_s`` from now as a callback's does (whose ``GET /v2/live/:id``
+    decides), and never later than it was already due: webhooks are not
+    deduplicated, and a repeated one must not keep postponing it. Other events
+    are kept in the inbox only.
     """
     if job_id is None or hook.event != "live.end_session":
         return
     job = session.get(Job, job_id, with_for_update=ROW_LOCK, populate_existing=True)
     if job is None or job.state in SETTLED_STATES:
         return
-    now = utcnow()
-    if job.reconcile_after is None or job.reconcile_after > now:
-        job.reconcile_after = now
+    due = job.reconcile_after
+    schedule_reconciliation(job, reconcile_delay_s)
+    if due is not None and due < job.reconcile_after:
+        job.reconcile_after = due
     session.flush()

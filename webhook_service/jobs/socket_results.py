@@ -36,8 +36,9 @@ class SocketResults:
     """One job's socket messages, filtered by what the session wants and written in the background."""
 
     def __init__(self, database_url: str, job_id: str, gladia_id: str, session_config: Optional[dict[str, Any]],
-                 executor: Executor):
+                 executor: Executor, *, reconcile_delay_s: float = 0.0):
         self.database_url = database_url
+        self.reconcile_delay_s = reconcile_delay_s  # for an end_session to schedule the job's reconciliation
         self.job_id = job_id
         self.gladia_id = gladia_id
         self.flags = callback_flags(session_config)
@@ -79,7 +80,8 @@ class SocketResults:
             for message, received_at in batch:
                 try:
                     new += normalize_message(session, message, source="websocket", job=job,
-                                             gladia_id=self.gladia_id, received_at=received_at)
+                                             gladia_id=self.gladia_id, received_at=received_at,
+                                             reconcile_delay_s=self.reconcile_delay_s)
                 except InvalidMessage as exc:  # checked before any write: the transaction is intact
                     log.warning("socket message of session %s not stored: %s", self.gladia_id, exc)
         return new

@@ -711,7 +711,8 @@ def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
                 return True
         return await asyncio.get_running_loop().run_in_executor(rt.db_pool, check)
 
-    results = (SocketResults(settings.database_url, job.id, gladia_id, job.session_config, rt.results_pool)
+    results = (SocketResults(settings.database_url, job.id, gladia_id, job.session_config, rt.results_pool,
+                             reconcile_delay_s=settings.reconcile_delay_s)
                if settings.store_socket_messages else None)
 
     async def build() -> LiveStream:
