@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from message_fixtures import GID, all_messages, callback_body, msg, transcript
 from webhook_service.db import session_scope
+from webhook_service.ingest.handlers import schedule_reconciliation
 from webhook_service.models import Event, InboxItem, Job, Utterance
 from webhook_service.tokens import callback_token
 
@@ -81,18 +82,26 @@ def test_end_session_schedules_reconciliation_once_callbacks_in_flight_have_land
     a wave of sessions ended, on the cores that start the next wave)."""
     with session_scope(settings.database_url) as s:
         s.get(Job, job.id).reconcile_after = datetime.now(timezone.utc) + timedelta(seconds=1)  # as the close set it
-    before = datetime.now(timezone.utc)
-    assert post(client, url_for(job.id, settings), callback_body(msg("end_session", 3.0))).status_code == 200
-    after = datetime.now(timezone.utc)
+    sent = datetime.now(timezone.utc) - timedelta(seconds=2)
+    sent = sent.replace(microsecond=sent.microsecond // 1000 * 1000)  # Gladia's timestamps are to the millisecond
+    end_session = {**msg("end_session"), "created_at": sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+    assert post(client, url_for(job.id, settings), callback_body(end_session)).status_code == 200
     delay = timedelta(seconds=settings.reconcile_delay_s)
-    assert delay > timedelta(seconds=1)
+    assert delay > timedelta(seconds=3)
     with session_scope(settings.database_url) as s:
         due = s.get(Job, job.id).reconcile_after.replace(tzinfo=timezone.utc)
-    assert before + delay <= due <= after + delay  # later than the close's time, which could only come too soon
+    assert due == sent + delay  # later than the close's time, which could only come too soon
     # The same message again (Gladia retrying it) changes nothing.
-    assert post(client, url_for(job.id, settings), callback_body(msg("end_session", 3.0))).status_code == 200
+    assert post(client, url_for(job.id, settings), callback_body(end_session)).status_code == 200
     with session_scope(settings.database_url) as s:
         assert s.get(Job, job.id).reconcile_after.replace(tzinfo=timezone.utc) == due
+
+
+def test_an_end_session_from_a_clock_ahead_is_reconciled_no_later_than_the_delay_from_now():
+    job = Job()
+    before = datetime.now(timezone.utc)
+    schedule_reconciliation(job, 10.0, ended_at=before + timedelta(hours=1))
+    assert before + timedelta(seconds=10) <= job.reconcile_after <= datetime.now(timezone.utc) + timedelta(seconds=10)
 
 
 def test_same_body_twice_is_one_row(client, settings, job):

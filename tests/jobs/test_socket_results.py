@@ -137,13 +137,14 @@ def test_an_end_session_off_the_socket_schedules_reconciliation_as_its_callback_
         job.advance("starting")
         job.advance("streaming")
     results = SocketResults(settings.database_url, job_id, GID, {}, executor=None, reconcile_delay_s=45.0)
-    before = datetime.now(timezone.utc)
-    assert results._store([(msg("end_session", 3.0), before)]) == 1
+    sent = datetime.now(timezone.utc) - timedelta(seconds=2)
+    sent = sent.replace(microsecond=sent.microsecond // 1000 * 1000)
+    end_session = {**msg("end_session"), "created_at": sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+    assert results._store([(end_session, datetime.now(timezone.utc))]) == 1
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         assert job.state == "done"
-        due = job.reconcile_after.replace(tzinfo=timezone.utc)
-    assert before + timedelta(seconds=45) <= due <= datetime.now(timezone.utc) + timedelta(seconds=45)
+        assert job.reconcile_after.replace(tzinfo=timezone.utc) == sent + timedelta(seconds=45)
 
 
 @pytest.mark.parametrize("raw, value", [("off", False), ("on", True), ("false", False), ("1", True)])

@@ -180,8 +180,8 @@ def apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, *
     """Advance the job to the state a lifecycle message proves was reached.
 
     ``reconcile_in``: an ``end_session`` schedules the job's reconciliation
-    that many seconds from now (:func:`schedule_reconciliation`); None, it
-    schedules nothing (the message came from reconciliation itself).
+    that many seconds after it was sent (:func:`schedule_reconciliation`);
+    None, it schedules nothing (the message came from reconciliation itself).
     """
     # Lock the job row (PostgreSQL; SQLite transactions are serialized anyway)
     # and re-read it, so concurrent callbacks of one session cannot lose each
@@ -202,22 +202,26 @@ def apply_lifecycle(session: Session, job_id: str, mtype: str, when: datetime, *
     if job.advance(state, when=when):
         metrics.JOBS_STATE_CHANGES.labels(state).inc()
     if mtype == "end_session" and reconcile_in is not None:
-        schedule_reconciliation(job, reconcile_in)
+        schedule_reconciliation(job, reconcile_in, ended_at=when)
     session.flush()
 
 
-def schedule_reconciliation(job: Job, delay_s: float) -> None:
-    """The session ended (``end_session``): reconcile it ``delay_s`` (RECONCILE_DELAY_S) from now.
+def schedule_reconciliation(job: Job, delay_s: float, *, ended_at: Optional[datetime] = None) -> None:
+    """The session ended (``end_session``): reconcile it ``delay_s`` (RECONCILE_DELAY_S) after that.
 
     Not at once: the reconciler leaves a session completed less than
     RECONCILE_DELAY_S ago for later, so that callbacks still in flight land
     first and are not counted missing; a run sooner than that would only fetch
-    the whole session from Gladia to learn it. Gladia completes a session before
-    it sends its ``end_session``, so the run due then finds it settled. It
-    replaces an earlier time (the worker's, from its close of the stream,
+    the whole session from Gladia to learn it. Gladia completes a session
+    before it sends ``end_session``, so the run due ``delay_s`` after the
+    message's own time (``ended_at``, its ``created_at``; never later than now,
+    whatever Gladia's clock says) finds it settled, and a message delivered
+    late (retried, or stored while the receiver was away) does not wait again.
+    It replaces an earlier time (the worker's, from its close of the stream,
     before Gladia's post-processing ended): that one could only come too soon.
     """
-    job.reconcile_after = utcnow() + timedelta(seconds=delay_s)
+    now = utcnow()
+    job.reconcile_after = min(ended_at or now, now) + timedelta(seconds=delay_s)
 
 
 def _store_transcription(session: Session, gladia_id: str, job_id: Optional[str], mtype: str,
