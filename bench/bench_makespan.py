@@ -16,7 +16,10 @@ Reports, as one JSON line:
   ``POST /v2/live`` (Gladia's ``created_at`` of the session): the slots freed
   (``stream_closed_at``, sorted) matched in order with the sessions created
   after the first S;
-* ``to_reconciled_s`` p50/p95: a session's end (``stream_closed_at``) until its job is ``reconciled``.
+* ``to_reconciled_s`` p50/p95: a session's end (``stream_closed_at``) until its job is ``reconciled``;
+* ``reconcile_runs``: the workers' reconciliation runs by outcome (from their
+  logs, one line a run), each a ``GET /v2/live/:id``; ``retry`` counts the
+  runs that found the session completed too recently and looked again later.
 
     .venv/bin/python bench/bench_makespan.py --files 30 --seconds 10 --slots 10
     .venv/bin/python bench/bench_makespan.py --files 60 --seconds 60 --slots 30
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -151,7 +155,8 @@ def main() -> int:
                                    "p95": _r(percentile(beyond_audio, 0.95))},
         "close_to_done_s": {"p50": _r(percentile(close_to_done, 0.5)), "p95": _r(percentile(close_to_done, 0.95))},
         "to_reconciled_s": {"p50": _r(percentile(to_reconciled, 0.5)), "p95": _r(percentile(to_reconciled, 0.95))},
-        "states": dict(_states(rows)), "load_average": os.getloadavg()[0], "emulator_nice": args.emulator_nice,
+        "states": dict(_states(rows)), "reconcile_runs": _reconcile_runs(run.logs, args.workers),
+        "load_average": os.getloadavg()[0], "emulator_nice": args.emulator_nice,
     }
     print(json.dumps(report))
     return 0
@@ -159,6 +164,19 @@ def main() -> int:
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def _reconcile_runs(logs: Path, workers: int) -> dict[str, int]:
+    """Reconciliation runs by outcome: each logs ``reconciliation OUTCOME: expected=...``."""
+    from collections import Counter
+
+    runs: Counter = Counter()
+    for i in range(workers):
+        for line in (logs / f"worker{i}.log").read_text(errors="replace").splitlines():
+            found = re.search(r" reconciliation (\w+): expected=", line)
+            if found:
+                runs[found.group(1)] += 1
+    return dict(runs)
 
 
 def _states(rows):
