@@ -99,9 +99,9 @@ def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str], *, rec
     that can leak, and a signed ``live.end_session`` for a job still streaming
     must not end it): ``live.end_session`` only schedules reconciliation,
     ``reconcile_delay_s`` from now as a callback's does (whose ``GET /v2/live/:id``
-    decides), and never later than it was already due: webhooks are not
-    deduplicated, and a repeated one must not keep postponing it. Other events
-    are kept in the inbox only.
+    decides), and never later than it was already due: a repeated webhook
+    whose body differs is no duplicate, and must not keep postponing it. Other
+    events are kept in the inbox only.
     """
     if job_id is None or hook.event != "live.end_session":
         return
