@@ -12,9 +12,13 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 # ------------------------------------------------------------------ payload builders
 
 
-def ts(offset_s: float = 0.0) -> str:
+def gladia_time(when: datetime) -> str:
     """Gladia's created_at format: ISO-8601, millisecond precision, Z."""
-    return (T0 + timedelta(seconds=offset_s)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def ts(offset_s: float = 0.0) -> str:
+    return gladia_time(T0 + timedelta(seconds=offset_s))
 
 
 def utterance(text: str = " Hello world", start: float = 0.188, end: float = 1.284, language: str = "en",
@@ -33,6 +37,13 @@ def utterance(text: str = " Hello world", start: float = 0.188, end: float = 1.2
 
 def msg(mtype: str, at: float = 0.0, gid: str = GID, **fields: Any) -> dict[str, Any]:
     return {"session_id": gid, "created_at": ts(at), "type": mtype, **fields}
+
+
+def sent_ago(mtype: str, seconds: float, gid: str = GID) -> tuple[dict[str, Any], datetime]:
+    """A message Gladia sent ``seconds`` ago, and that time (to the millisecond its created_at keeps)."""
+    sent = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    sent = sent.replace(microsecond=sent.microsecond // 1000 * 1000)
+    return {**msg(mtype, gid=gid), "created_at": gladia_time(sent)}, sent
 
 
 def transcript(uid: str = "00_00000000", is_final: bool = True, text: str = " Hello world", at: float = 1.0,

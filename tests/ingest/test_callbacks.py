@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from sqlalchemy import func, select, text
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from message_fixtures import GID, all_messages, callback_body, msg, transcript
+from message_fixtures import GID, all_messages, callback_body, msg, sent_ago, transcript
 from webhook_service.db import session_scope
 from webhook_service.ingest.handlers import schedule_reconciliation
 from webhook_service.models import Event, InboxItem, Job, Utterance
@@ -82,9 +82,7 @@ def test_end_session_schedules_reconciliation_once_callbacks_in_flight_have_land
     a wave of sessions ended, on the cores that start the next wave)."""
     with session_scope(settings.database_url) as s:
         s.get(Job, job.id).reconcile_after = datetime.now(timezone.utc) + timedelta(seconds=1)  # as the close set it
-    sent = datetime.now(timezone.utc) - timedelta(seconds=2)
-    sent = sent.replace(microsecond=sent.microsecond // 1000 * 1000)  # Gladia's timestamps are to the millisecond
-    end_session = {**msg("end_session"), "created_at": sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+    end_session, sent = sent_ago("end_session", 2.0)
     assert post(client, url_for(job.id, settings), callback_body(end_session)).status_code == 200
     delay = timedelta(seconds=settings.reconcile_delay_s)
     assert delay > timedelta(seconds=3)

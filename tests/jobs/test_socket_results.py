@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from message_fixtures import GID, msg
+from message_fixtures import GID, sent_ago
 from webhook_service.audio import synth_speechlike
 from webhook_service.config import ConfigError, Settings
 from webhook_service.db import session_scope
@@ -137,9 +137,7 @@ def test_an_end_session_off_the_socket_schedules_reconciliation_as_its_callback_
         job.advance("starting")
         job.advance("streaming")
     results = SocketResults(settings.database_url, job_id, GID, {}, executor=None, reconcile_delay_s=45.0)
-    sent = datetime.now(timezone.utc) - timedelta(seconds=2)
-    sent = sent.replace(microsecond=sent.microsecond // 1000 * 1000)
-    end_session = {**msg("end_session"), "created_at": sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+    end_session, sent = sent_ago("end_session", 2.0)
     assert results._store([(end_session, datetime.now(timezone.utc))]) == 1
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
