@@ -108,8 +108,8 @@ def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str], *, rec
     job = session.get(Job, job_id, with_for_update=ROW_LOCK, populate_existing=True)
     if job is None or job.state in SETTLED_STATES:
         return
-    due = job.reconcile_after
+    already_due = job.reconcile_after
     schedule_reconciliation(job, reconcile_delay_s)
-    if due is not None and due < job.reconcile_after:
-        job.reconcile_after = due
+    if already_due is not None:
+        job.reconcile_after = min(already_due, job.reconcile_after)
     session.flush()
