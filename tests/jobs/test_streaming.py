@@ -16,6 +16,7 @@ from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
 from webhook_service.config import Settings
 from webhook_service.db import session_scope
 from webhook_service.gladia.client import GladiaClient
+from webhook_service.gladia import stream as stream_module
 from webhook_service.gladia.stream import LatencyRecorder, LiveStream
 from webhook_service.jobs.runtime import runtime
 from webhook_service.jobs.streaming import Deferred, run_job
@@ -129,6 +130,29 @@ def test_pacing_follows_the_schedule(stream_settings, emulator, audio_dir):
     assert len(lateness.samples) == 20
     assert min(lateness.samples) >= -0.001  # never sent before its due time (clock resolution aside)
     assert elapsed >= 19 * 0.050 / 2.0 * 0.95  # the 20th chunk is due 19 chunks (at twice real time) after the first
+    assert emulator.received_audio(session["id"]) == decoded(path, fmt)
+
+
+@pytest.mark.parametrize("set_up_s", [0.4, 30.0])
+def test_a_new_session_is_paced_from_its_creation_up_to_one_window(stream_settings, emulator, audio_dir, set_up_s):
+    """Its slot is held from the POST on: audio due while the socket opened goes at once, up to MAX_CATCH_UP_S."""
+    path = audio_file(audio_dir, "pace.wav", 1.0)
+    client = GladiaClient(emulator.url, emulator.api_key)
+    fmt = PcmFormat(16000, 1, 16)
+    session = client.create_live({"encoding": "wav/pcm", "sample_rate": 16000, "bit_depth": 16, "channels": 1})
+    lateness = LatencyRecorder()
+    stream = LiveStream(url=session["url"], path=str(path), fmt=fmt, chunk_ms=50, speed=1.0, lateness=lateness,
+                        created_at=time.monotonic() - set_up_s)
+    result = runtime(stream_settings).run(stream.run())
+
+    assert result.outcome == "complete"
+    caught_up = min(set_up_s, stream_module.MAX_CATCH_UP_S)
+    # The first chunk was due when the session was created (or one window before the socket opened), not
+    # when the socket opened: it went at least that late against its schedule, at once.
+    assert lateness.samples[0] >= caught_up - 0.001
+    if set_up_s > stream_module.MAX_CATCH_UP_S:
+        assert lateness.samples[0] < set_up_s / 2  # one window made up, not the whole 30 s
+    assert min(lateness.samples) >= -0.001  # still never ahead of the schedule
     assert emulator.received_audio(session["id"]) == decoded(path, fmt)
 
 

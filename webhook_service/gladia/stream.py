@@ -35,6 +35,9 @@ PROBE_TIMEOUT_S = 5.0
 MAX_FRAME_BYTES = 1 << 20  # Gladia closes the socket with 1009 above 1 MiB
 # Unacknowledged audio a stream may hold (and so resend) before it waits for acknowledgements.
 WINDOW_S = 1.0
+# A session's audio clock starts at its creation (see LiveStream's ``created_at``): the audio due by the
+# time its socket opens goes at once, up to this much (a slow start is not made up beyond one window).
+MAX_CATCH_UP_S = WINDOW_S
 # Per-connection reconnect attempts before the run gives up and the job is re-driven later.
 MAX_RECONNECT_ATTEMPTS = 8
 RECONNECT_MAX_DELAY_S = 5.0
@@ -73,7 +76,8 @@ class LiveStream:
                  speed: float = 1.0, close_mode: str = "close", window_s: float = WINDOW_S,
                  max_duration_s: float = 3 * 3600, session_alive: Optional[Callable[[], Any]] = None,
                  lateness: Optional[LatencyRecorder] = None, label: str = "", reconnects_before: int = 0,
-                 on_message: Optional[Callable[[dict[str, Any]], None]] = None, fresh: bool = False):
+                 on_message: Optional[Callable[[dict[str, Any]], None]] = None,
+                 created_at: Optional[float] = None):
         self.url = url
         self.path = path
         self.fmt = fmt
@@ -97,8 +101,12 @@ class LiveStream:
         self.lost_claim = False  # set by the heartbeat when another run owns the job
         self.interrupted = False  # set when the worker shuts down
         self._fence_at: Optional[float] = None  # monotonic time after which this run must stop sending
-        # A session this run just created holds no audio: its first connection has nothing to align on.
-        self._aligned = fresh and start == 0
+        # ``created_at``: when this run created the session (``time.monotonic()``), None if it existed before.
+        # Such a session holds no audio: its first connection has nothing to align on. And its slot is
+        # held from then on, so its audio is paced from then on: what fell due while the socket opened
+        # goes at once, as a live source that kept recording while it connected would send it.
+        self._aligned = created_at is not None and start == 0
+        self._paced_from = created_at if start == 0 else None
         self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
         self._sent_at: deque[tuple[int, float]] = deque()  # (end byte, send time) of this connection's chunks
         self._reader: Optional[PcmReader] = None
@@ -330,10 +338,14 @@ class LiveStream:
         """Send the file from ``bytes_sent`` to its end; False when this run must stop (fenced).
 
         Paced against a monotonic clock: chunk k is due at t0 + k * chunk_duration / speed,
-        so sleeping late never accumulates drift.
+        so sleeping late never accumulates drift. t0 is when this connection starts sending, or, on
+        the first connection of a session this run created, up to ``MAX_CATCH_UP_S`` earlier: its creation.
         """
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        if self._paced_from is not None:  # the session's first connection: catch up on its set-up
+            t0 -= min(max(0.0, time.monotonic() - self._paced_from), MAX_CATCH_UP_S)
+            self._paced_from = None
         base = self.bytes_sent
         rate = self.fmt.bytes_per_second * self.speed
         reader = self._reader

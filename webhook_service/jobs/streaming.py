@@ -547,9 +547,10 @@ def _delete_quietly(client: GladiaClient, gladia_id: str, why: str, url: Optiona
 
 def _ensure_session(settings: Settings, client: GladiaClient, job: Job,
                     run_id: str) -> Optional[tuple[str, str, bool]]:
-    """(gladia_id, ws_url, fresh) of the job's one session, created if it has none; the job is ``streaming``.
+    """(gladia_id, ws_url, created_at) of the job's one session, created if it has none; the job is ``streaming``.
 
-    ``fresh``: this run's POST created the session, so it holds no audio yet. None: job failed.
+    ``created_at``: when this run's POST created the session (``time.monotonic()``), so that it holds
+    no audio yet; None when the session existed before. None instead of the tuple: job failed.
 
     Raises :class:`ClaimLost` when another run owns the job (after recording
     any session this run created, for that run to adopt), :class:`Deferred`
@@ -558,20 +559,20 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job,
     if job.gladia_id and job.ws_url:
         metrics.STREAM_SESSIONS.labels("resumed").inc()
         _advance_to_streaming(settings, job.id, run_id)
-        return job.gladia_id, job.ws_url, False
+        return job.gladia_id, job.ws_url, None
     # Sessions of this job that can never be fed (their socket URL was never recorded): replaced, then deleted.
     dead: set[str] = {job.gladia_id} if job.gladia_id else set()
     found = _create_or_adopt(settings, client, job, run_id, dead)
     if found is None:
         return None
-    created, posted = found
+    created, created_at = found
     gladia_id, url = created["id"], created["url"]
     dead.discard(gladia_id)
     recorded_id, recorded_url, owner = _record_session(settings, job.id, run_id, created, frozenset(dead))
     if recorded_id != gladia_id:
         adopted_id, adopted_url = _yield_to_recorded(client, job.id, created, recorded_id, recorded_url, owner)
         _advance_to_streaming(settings, job.id, run_id)
-        return adopted_id, adopted_url, False
+        return adopted_id, adopted_url, None
     set_gladia_id(gladia_id)
     for other in sorted(dead):
         _delete_quietly(client, other, "replaced: its socket URL was never recorded", job_id=job.id)
@@ -579,7 +580,7 @@ def _ensure_session(settings: Settings, client: GladiaClient, job: Job,
         log.warning("session %s recorded for the job's new owner; this run lost its claim", gladia_id)
         raise ClaimLost("claim lost while creating the session")
     log.info("session %s created, socket %s", gladia_id, redact_ws_url(url))
-    return gladia_id, url, posted
+    return gladia_id, url, created_at
 
 
 def _advance_to_streaming(settings: Settings, job_id: str, run_id: str) -> None:
@@ -588,10 +589,10 @@ def _advance_to_streaming(settings: Settings, job_id: str, run_id: str) -> None:
 
 
 def _create_or_adopt(settings: Settings, client: GladiaClient, job: Job, run_id: str,
-                     dead: set[str]) -> Optional[tuple[dict[str, Any], bool]]:
+                     dead: set[str]) -> Optional[tuple[dict[str, Any], Optional[float]]]:
     """POST /v2/live for the job, unless an orphan of a crashed run can be adopted. None: job failed.
 
-    Returns the session and whether this run's POST created it.
+    Returns the session and when this run's POST created it (``time.monotonic()``; None: adopted).
 
     Orphans that cannot be fed (no socket URL) are added to ``dead``. Gladia's
     429 and a lasting outage raise :class:`Deferred` (the slot is given back).
@@ -622,7 +623,7 @@ def _may_have_orphan(job: Job) -> bool:
 
 
 def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id: str, dead: set[str],
-                     body: dict[str, Any]) -> Optional[tuple[dict[str, Any], bool]]:
+                     body: dict[str, Any]) -> Optional[tuple[dict[str, Any], Optional[float]]]:
     may_have_orphan = _may_have_orphan(job)
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         # From the second attempt on, this run's own failed POST may have created one.
@@ -631,7 +632,7 @@ def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id:
             if isinstance(orphan.get("url"), str):
                 log.warning("adopting session %s created by a run that crashed before recording it", orphan["id"])
                 metrics.STREAM_SESSIONS.labels("adopted").inc()
-                return orphan, False
+                return orphan, None
             # Gladia's list does not return the socket URL: unless its creator records it meanwhile (read
             # from the row afterwards), that session cannot be fed. It has received no audio: it is replaced
             # and deleted, so the job still ends up with exactly one session holding audio.
@@ -639,7 +640,7 @@ def _create_attempts(settings: Settings, client: GladiaClient, job: Job, run_id:
         try:
             created = client.create_live(body)
             metrics.STREAM_SESSIONS.labels("created").inc()
-            return created, True
+            return created, time.monotonic()
         except GladiaRateLimited as exc:
             # Back-pressure (Gladia's own concurrency limit), not a failure.
             slots.release_slot(settings.database_url, job.id)
@@ -696,7 +697,7 @@ def _run_claimed(settings: Settings, job: Job, run_id: str, max_attempts: int) -
 
 
 def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: str, fmt: PcmFormat,
-                    gladia_id: str, url: str, fresh: bool) -> str:
+                    gladia_id: str, url: str, created_at: Optional[float]) -> str:
     """Run the job's :class:`LiveStream` on the process's event loop, then record its outcome."""
     options = session_config.stream_options(job.session_config or {}, settings)
     rt = runtime(settings)
@@ -720,7 +721,7 @@ def _stream_session(settings: Settings, client: GladiaClient, job: Job, run_id: 
                           chunk_ms=options.chunk_ms, speed=options.speed, close_mode=settings.close_mode,
                           session_alive=session_alive, label=redact_ws_url(url) or gladia_id,
                           reconnects_before=job.reconnects or 0, on_message=results.add if results else None,
-                          fresh=fresh)
+                          created_at=created_at)
 
     async def stream_then_store() -> StreamResult:
         try:
