@@ -15,8 +15,8 @@ from webhook_service.jobs import slots as concurrency, streaming as streamer, su
 from webhook_service.audio import PcmFormat, PcmReader, synth_speechlike
 from webhook_service.config import Settings
 from webhook_service.db import session_scope
-from webhook_service.gladia.client import GladiaClient
 from webhook_service.gladia import stream as stream_module
+from webhook_service.gladia.client import GladiaClient
 from webhook_service.gladia.stream import LatencyRecorder, LiveStream
 from webhook_service.jobs.runtime import runtime
 from webhook_service.jobs.streaming import Deferred, run_job

@@ -546,7 +546,7 @@ def _delete_quietly(client: GladiaClient, gladia_id: str, why: str, url: Optiona
 
 
 def _ensure_session(settings: Settings, client: GladiaClient, job: Job,
-                    run_id: str) -> Optional[tuple[str, str, bool]]:
+                    run_id: str) -> Optional[tuple[str, str, Optional[float]]]:
     """(gladia_id, ws_url, created_at) of the job's one session, created if it has none; the job is ``streaming``.
 
     ``created_at``: when this run's POST created the session (``time.monotonic()``), so that it holds
