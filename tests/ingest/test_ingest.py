@@ -40,7 +40,8 @@ def apply(settings, messages, *, source="callback", job_id=None, gid=GID) -> lis
     with session_scope(settings.database_url) as s:
         j = s.get(Job, job_id) if job_id else None
         for m in messages:
-            out.append(ingest.normalize_message(s, m, source=source, job=j, gladia_id=gid))
+            out.append(ingest.normalize_message(s, m, source=source, job=j, gladia_id=gid,
+                                                reconcile_delay_s=settings.reconcile_delay_s))
     return out
 
 

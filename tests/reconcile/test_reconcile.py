@@ -154,11 +154,11 @@ def make_job(url: str, gid: str | None = GID, *, state: str = "stream_closed",
 
 
 def deliver(url: str, job_id: str, messages: list[dict[str, Any]], gid: str = GID) -> None:
-    """Store messages as the receiver does for callbacks that arrived."""
+    """Store messages as the receiver does for callbacks that arrived (an end_session makes the job due at once)."""
     with session_scope(url) as session:
         job = session.get(Job, job_id)
         for message in messages:
-            normalize_message(session, message, source="callback", job=job, gladia_id=gid)
+            normalize_message(session, message, source="callback", job=job, gladia_id=gid, reconcile_delay_s=0.0)
 
 
 def stored_finals(url: str, gid: str = GID) -> list[tuple[str, int, float, float]]:

@@ -59,7 +59,7 @@ class Normalizing:
     received_at: datetime
     now: datetime
     new: bool  # the event row was inserted by this message (not a duplicate)
-    reconcile_delay_s: float = 0.0  # RECONCILE_DELAY_S: see :func:`schedule_reconciliation`
+    reconcile_delay_s: float  # RECONCILE_DELAY_S: see :func:`schedule_reconciliation`
 
     @property
     def type(self) -> str:

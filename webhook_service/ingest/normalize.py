@@ -35,7 +35,7 @@ def normalize_message(
     gladia_id: str,
     inbox_id: Optional[int] = None,
     received_at: Optional[datetime] = None,
-    reconcile_delay_s: float = 0.0,
+    reconcile_delay_s: float,
 ) -> bool:
     """Store one Gladia message and everything derived from it; True when it was new.
 
@@ -46,7 +46,9 @@ def normalize_message(
     job was known. Raises :class:`InvalidMessage` (nothing written) for a
     message that lacks what normalization needs. ``reconcile_delay_s``: the
     service's RECONCILE_DELAY_S, for an ``end_session`` to schedule the job's
-    reconciliation (:func:`~.handlers.schedule_reconciliation`).
+    reconciliation (:func:`~.handlers.schedule_reconciliation`); required, as a
+    caller that forgot it would have every session reconciled before its
+    callbacks in flight land.
     """
     return normalize(session, message, source=source, job_id=job.id if job is not None else None,
                      gladia_id=gladia_id, inbox_id=inbox_id, received_at=received_at,
@@ -63,7 +65,7 @@ def normalize(
     inbox_id: Optional[int],
     received_at: Optional[datetime],
     validated: bool = False,
-    reconcile_delay_s: float = 0.0,
+    reconcile_delay_s: float,
 ) -> bool:
     """:func:`normalize_message` given the job's id; ``validated``: the caller ran ``validate_message``."""
     if source not in EVENT_SOURCES:
@@ -92,7 +94,7 @@ def normalize(
     return new
 
 
-def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str], *, reconcile_delay_s: float = 0.0) -> None:
+def apply_webhook(session: Session, hook: Webhook, job_id: Optional[str], *, reconcile_delay_s: float) -> None:
     """An account webhook says a lifecycle step happened; it carries no message content and moves nothing.
 
     Its word is not the reference (a webhook secret is one more credential

@@ -36,7 +36,7 @@ class SocketResults:
     """One job's socket messages, filtered by what the session wants and written in the background."""
 
     def __init__(self, database_url: str, job_id: str, gladia_id: str, session_config: Optional[dict[str, Any]],
-                 executor: Executor, *, reconcile_delay_s: float = 0.0):
+                 executor: Executor, *, reconcile_delay_s: float):
         self.database_url = database_url
         self.reconcile_delay_s = reconcile_delay_s  # for an end_session to schedule the job's reconciliation
         self.job_id = job_id
