@@ -16,6 +16,8 @@ Reports, as one JSON line:
   ``POST /v2/live`` (Gladia's ``created_at`` of the session): the slots freed
   (``stream_closed_at``, sorted) matched in order with the sessions created
   after the first S;
+* ``first_wave_spread_s``: from the first session's creation to the S-th's (how long the first
+  wave takes to start: every slot idle until its session is created);
 * ``to_reconciled_s`` p50/p95: a session's end (``stream_closed_at``) until its job is ``reconciled``;
 * ``reconcile_runs``: the workers' reconciliation runs by outcome (from their
   logs, one line a run), each a ``GET /v2/live/:id``; ``retry`` counts the
@@ -151,6 +153,7 @@ def main() -> int:
         "handoff_ms": {"n": len(handoffs), "p50": _r(percentile(handoffs, 0.5)), "p95": _r(percentile(handoffs, 0.95)),
                        "max": _r(max(handoffs, default=None))},
         "first_post_after_submit_s": round(created[0] - started_wall, 2),
+        "first_wave_spread_s": round(created[min(args.slots, len(created)) - 1] - created[0], 2),
         "session_beyond_audio_s": {"p50": _r(percentile(beyond_audio, 0.5)),
                                    "p95": _r(percentile(beyond_audio, 0.95))},
         "close_to_done_s": {"p50": _r(percentile(close_to_done, 0.5)), "p95": _r(percentile(close_to_done, 0.95))},
