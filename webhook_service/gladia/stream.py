@@ -105,8 +105,8 @@ class LiveStream:
         # Such a session holds no audio: its first connection has nothing to align on. And its slot is
         # held from then on, so its audio is paced from then on: what fell due while the socket opened
         # goes at once, as a live source that kept recording while it connected would send it.
-        self._aligned = created_at is not None and start == 0
         self._paced_from = created_at if start == 0 else None
+        self._aligned = self._paced_from is not None
         self._unacked = bytearray()  # bytes [bytes_acked, bytes_sent)
         self._sent_at: deque[tuple[int, float]] = deque()  # (end byte, send time) of this connection's chunks
         self._reader: Optional[PcmReader] = None

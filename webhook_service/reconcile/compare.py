@@ -183,7 +183,7 @@ def _backfill(settings: Settings, view: JobView, missing: list[tuple[str, dict[s
             job = session.get(Job, view.id)
             for key, msg in missing[offset: offset + BACKFILL_BATCH]:
                 try:
-                    # A reconciliation's own messages schedule no reconciliation (handlers.apply_lifecycle).
+                    # A reconciliation's own messages schedule no reconciliation (the handlers' _lifecycle).
                     if normalize_message(session, msg, source="reconcile", job=job, gladia_id=view.gladia_id,
                                          reconcile_delay_s=settings.reconcile_delay_s):
                         done.repaired += 1
