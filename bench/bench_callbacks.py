@@ -22,7 +22,9 @@ What it does, in one run:
 5. checks the ledger: every callback answered 200 and sent = stored (inbox
    rows, events and utterances), or the run is void;
 6. prints callbacks/s, p50/p99 latency, the server's CPU per request (from
-   ``/proc``) and its ratio to the bare route's, overall and per round.
+   ``/proc``) and its ratio to the bare route's, overall and per round; on
+   PostgreSQL also the WAL written per callback and its full-page images
+   (``pg_stat_wal``: the whole server's, so on a quiet server).
 
 The client runs on the same machine and takes CPU from the server: on a
 2-core machine the figures are a floor, not a ceiling.
@@ -317,16 +319,30 @@ def _database_pids(url: str) -> list[int]:
     return pids
 
 
+def _wal(url: str) -> tuple[int, int]:
+    """PostgreSQL's WAL written so far (bytes, full-page images), for the whole server (``pg_stat_wal``)."""
+    if not url.startswith("postgresql"):
+        return 0, 0
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        written, fpi = conn.execute(text("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")).one()
+    engine.dispose()
+    return int(written), int(fpi)
+
+
 def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
               server: subprocess.Popen | None = None, url: str = "") -> dict:
     server_pids = _server_pids(server) if server else []
     db_pids = _database_pids(url) if url else []
+    wal0 = _wal(url)
     cpu0 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
     t0, client0 = time.perf_counter(), time.process_time()
     latencies, statuses = asyncio.run(_send_all(port, requests, connections))
     elapsed, client_cpu = time.perf_counter() - t0, time.process_time() - client0
     cpu1 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
+    wal1 = _wal(url)
     return {"server_cpu_s": cpu1[0] - cpu0[0], "database_cpu_s": cpu1[1] - cpu0[1], "client_cpu_s": client_cpu,
+            "wal_bytes": wal1[0] - wal0[0], "wal_fpi": wal1[1] - wal0[1],
             "requests": len(requests), "elapsed_s": elapsed, "latencies": latencies, "statuses": statuses}
 
 
@@ -343,6 +359,9 @@ def summarize(phases: list[dict]) -> dict:
         "server_cpu_ms_per_request": 1000 * sum(p["server_cpu_s"] for p in phases) / n,
         "database_cpu_ms_per_request": 1000 * sum(p["database_cpu_s"] for p in phases) / n,
         "client_cpu_ms_per_request": 1000 * sum(p["client_cpu_s"] for p in phases) / n,
+        # PostgreSQL: the WAL the server wrote during the phases (the whole server's: run it on a quiet one).
+        "wal_bytes_per_request": sum(p["wal_bytes"] for p in phases) / n,
+        "wal_fpi_per_request": sum(p["wal_fpi"] for p in phases) / n,
         "requests": n,
         "rps": n / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
@@ -505,6 +524,9 @@ def main() -> int:
                       f"CPU/request: server {r['server_cpu_ms_per_request']:.2f} ms, "
                       f"database {r['database_cpu_ms_per_request']:.2f} ms, client {r['client_cpu_ms_per_request']:.2f} ms   "
                       f"statuses {r['statuses']}")
+            if result["database"] == "postgresql":
+                print(f"WAL           {cb_result['wal_bytes_per_request'] / 1024:.1f} KiB per callback, "
+                      f"{cb_result['wal_fpi_per_request']:.2f} full-page images per callback (the whole server's WAL)")
             print(f"ratio         throughput {result['ratio']:.2f}; server CPU per callback / per bare request "
                   f"{result['cpu_ratio']:.2f}x (per round: {', '.join(f'{r:.2f}' for r in ratios)})   "
                   f"(load average at the end {result['load_average_1m']})")
