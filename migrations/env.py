@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import make_url, pool
 
 from webhook_service.config import Settings
 from webhook_service.db import make_engine
-from webhook_service.models import Base
+from webhook_service.models import Base, compared_on
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,7 +19,8 @@ def _url() -> str:
 
 def run_migrations_offline() -> None:
     context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True, compare_type=True)
+                      render_as_batch=True, compare_type=True,
+                      include_object=compared_on(make_url(_url()).get_backend_name()))
     with context.begin_transaction():
         context.run_migrations()
 
@@ -37,7 +38,7 @@ def run_migrations_online() -> None:
 
 def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=True, compare_type=True)
+                      render_as_batch=True, compare_type=True, include_object=compared_on(connection.dialect.name))
     with context.begin_transaction():
         context.run_migrations()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from sqlalchemy import (
     JSON,
@@ -257,6 +257,18 @@ class ConcurrencySlot(Base):
 # ------------------------------------------------------------------ callback inbox
 
 INBOX_STATUSES = ("pending", "processed", "failed", "rejected")
+# PostgreSQL: the inbox's unique key, and the expression of its first column (the conflict target of its inserts).
+INBOX_KEY_INDEX = "uq_callback_inbox_session_dedupe_key"
+INBOX_KEY_SESSION = "(coalesce(gladia_id, ''))"
+# Schema objects that exist on one database only (their ``ddl_if``), by name.
+DIALECT_ONLY = {"uq_callback_inbox_dedupe_key": "sqlite", INBOX_KEY_INDEX: "postgresql"}
+
+
+def compared_on(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` on ``dialect``: the models as that database has them (:data:`DIALECT_ONLY`)."""
+    def include(obj: Any, name: Optional[str], type_: str, reflected: bool, compare_to: Any) -> bool:
+        return DIALECT_ONLY.get(name or "", dialect) == dialect
+    return include
 
 
 class InboxItem(Base):
@@ -272,11 +284,20 @@ class InboxItem(Base):
         # Requests that still hold their raw body (INBOX_RETENTION_DAYS blanks it): migration 0006.
         Index("ix_callback_inbox_body_kept", "received_at", sqlite_where=text("length(body) > 0"),
               postgresql_where=text("length(body) > 0")),
+        # A delivery is known by its dedupe key (migration 0008). On PostgreSQL the unique index leads with the
+        # session, so that a session's callbacks share the index leaves they write: a key alone is random, and
+        # on a large inbox every callback would then change a leaf of its own, logged whole (a full-page image)
+        # as the first change after a checkpoint. The key hashes the body, which names the session, so both
+        # indexes refuse the same rows. SQLite keeps the constraint the table was created with.
+        UniqueConstraint("dedupe_key", name="uq_callback_inbox_dedupe_key")
+        .ddl_if(dialect=DIALECT_ONLY["uq_callback_inbox_dedupe_key"]),
+        Index(INBOX_KEY_INDEX, text(INBOX_KEY_SESSION), "dedupe_key", unique=True)
+        .ddl_if(dialect=DIALECT_ONLY[INBOX_KEY_INDEX]),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     # sha256 of the canonical body (Gladia sends no delivery id).
-    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64))  # unique: see __table_args__
     kind: Mapped[str] = mapped_column(String(16), default="callback")  # callback | webhook
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -114,6 +114,48 @@ def test_same_body_twice_is_one_row(client, settings, job):
     assert counts(settings) == {"inbox": 1, "events": 1, "utterances": 1}
 
 
+def test_a_delivery_without_a_session_is_deduplicated_too(settings):
+    """The inbox's unique key on PostgreSQL leads with the session; rows without one share the empty session."""
+    from webhook_service.ingest import store_inbox
+
+    body = {"event": "account.notice", "payload": {"text": "no session named"}}
+    raw = json.dumps(body).encode()
+    now = datetime.now(timezone.utc)
+    stored = []
+    for _ in range(2):
+        with session_scope(settings.database_url) as s:
+            stored.append(store_inbox(s, kind="webhook", raw=raw, body=body, headers={}, event=body["event"],
+                                      gladia_id=None, job_id=None, received_at=now))
+    assert [x.duplicate for x in stored] == [False, True] and stored[0].inbox_id == stored[1].inbox_id
+    with session_scope(settings.database_url) as s:
+        assert s.scalars(select(InboxItem.duplicates)).one() == 1
+
+
+def test_postgresql_deduplicates_the_inbox_on_a_key_led_by_the_session(settings, job):
+    """A key alone is random: on a large inbox each callback would change an index leaf of its own (a full-page
+    image in the WAL after every checkpoint). The receiver's statements must use the session-led index."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL: SQLite keeps the constraint on the key alone")
+    from webhook_service.ingest.statements import pg_receive_statements, statements
+    from webhook_service.models import INBOX_KEY_INDEX
+
+    with session_scope(settings.database_url) as s:
+        unique = {name for (name,) in s.execute(text(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indisunique "
+            "AND indrelid = 'callback_inbox'::regclass"))}
+        assert unique == {"pk_callback_inbox", INBOX_KEY_INDEX}
+        conn = s.connection().connection.driver_connection
+        conn.execute("SET LOCAL enable_seqscan = off")
+        lookup = statements("postgresql").inbox_duplicate.compile(dialect=s.get_bind().dialect)
+        params = {**lookup.params, "b_gladia": GID, "b_key": "k" * 64, "b_at": datetime.now(timezone.utc)}
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + str(lookup), params))
+        assert f"Index Scan using {INBOX_KEY_INDEX}" in plan
+        receive = "\n".join(row[0] for row in conn.execute("EXPLAIN " + pg_receive_statements().event_only, dict.fromkeys(
+            ("i_key", "i_at", "i_headers", "i_body", "i_event", "gladia", "job", "now", "cutoff", "e_key", "e_type",
+             "created", "e_payload"))))
+        assert f"Conflict Arbiter Indexes: {INBOX_KEY_INDEX}" in receive
+
+
 def test_same_body_concurrently_over_a_real_socket_is_one_row(live_app, settings, job):
     body = json.dumps(callback_body(transcript())).encode()
     url = live_app.url + url_for(job.id, settings)

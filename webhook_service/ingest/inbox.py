@@ -177,7 +177,7 @@ def store_inbox(
         inbox_id = conn.execute(sql.inbox_insert_open, {**values, "b_job": job_id, "b_cutoff": open_after}).scalar()
     if inbox_id is not None:
         return Stored(inbox_id=inbox_id, duplicate=False, status="pending")
-    row = conn.execute(sql.inbox_duplicate, {"b_key": dedupe_key, "b_at": received_at}).first()
+    row = conn.execute(sql.inbox_duplicate, {"b_gladia": gladia_id, "b_key": dedupe_key, "b_at": received_at}).first()
     if row is None:  # not a duplicate: the job closed since the receiver last read it
         raise Gone(job_id or "")
     return Stored(inbox_id=row.id, duplicate=True, status=row.status)

@@ -29,15 +29,27 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
 from ..gladia.keys import message_key
-from ..models import SETTLED_STATES, AddonResult, Event, InboxItem, Job, SessionResult, UTCDateTime, Utterance
+from ..models import (
+    INBOX_KEY_SESSION,
+    SETTLED_STATES,
+    AddonResult,
+    Event,
+    InboxItem,
+    Job,
+    SessionResult,
+    UTCDateTime,
+    Utterance,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -64,15 +76,19 @@ def statements(dialect: str) -> SimpleNamespace:
     else:
         from sqlalchemy.dialects.sqlite import insert
     ev, ut, ib, sr = (m.__table__ for m in (Event, Utterance, InboxItem, SessionResult))
+    inbox_key = _inbox_key_columns(dialect)
     return SimpleNamespace(
         event_insert=insert(ev).on_conflict_do_nothing(index_elements=["gladia_id", "message_key"]).returning(ev.c.id),
         utterance_upsert=utterance_upsert(insert(ut)),
         utterance_repair=utterance_upsert(insert(ut), reference_wins=True),
         addon_upsert=_addon_upsert(insert(AddonResult.__table__)),
         result_ensure=insert(sr).on_conflict_do_nothing(index_elements=["gladia_id"]),
-        inbox_insert=insert(ib).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(ib.c.id),
+        inbox_insert=insert(ib).on_conflict_do_nothing(index_elements=inbox_key).returning(ib.c.id),
+        # By the whole unique key (the session, then the key), so that PostgreSQL reads it through its index.
         inbox_duplicate=update(ib)
-        .where(ib.c.dedupe_key == bindparam("b_key"))
+        .where(func.coalesce(ib.c.gladia_id, literal_column("''"))
+               == func.coalesce(bindparam("b_gladia", type_=String()), literal_column("''")),
+               ib.c.dedupe_key == bindparam("b_key"))
         .values(duplicates=ib.c.duplicates + 1, last_duplicate_at=bindparam("b_at", type_=UTCDateTime()))
         .returning(ib.c.id, ib.c.status),
         inbox_processed=update(ib)
@@ -84,15 +100,20 @@ def statements(dialect: str) -> SimpleNamespace:
         .values(status="failed", error=bindparam("b_error", type_=Text()), attempts=ib.c.attempts + 1),
         job_session=select(*(Job.__table__.c[name] for name in JOB_FACT_COLUMNS))
         .where(Job.__table__.c.id == bindparam("b_job")),
-        inbox_insert_open=_inbox_insert_open(insert(ib)),
+        inbox_insert_open=_inbox_insert_open(insert(ib), inbox_key),
     )
+
+
+def _inbox_key_columns(dialect: str) -> list[Any]:
+    """The columns of the inbox's unique key on ``dialect``, as an ``ON CONFLICT`` target (see ``models.InboxItem``)."""
+    return [text(INBOX_KEY_SESSION), "dedupe_key"] if dialect == "postgresql" else ["dedupe_key"]
 
 
 # What the receiver reads (and caches) of a callback's job: its session, whether it is settled, its audio.
 JOB_FACT_COLUMNS = ("gladia_id", "state", "done_at", "updated_at", "audio_duration_s", "audio_channels")
 
 
-def _inbox_insert_open(insert_into_inbox):
+def _inbox_insert_open(insert_into_inbox, inbox_key: list[Any]):
     """The inbox INSERT of a callback, made conditional on its job being still open.
 
     ``INSERT ... SELECT <the row> WHERE <the job is neither settled nor past its
@@ -117,7 +138,7 @@ def _inbox_insert_open(insert_into_inbox):
     )
     row = select(*(bindparam(name, type_=ib.c[name].type) for name in columns)).where(open_job)
     return (insert_into_inbox.from_select(list(columns), row)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(ib.c.id))
+            .on_conflict_do_nothing(index_elements=inbox_key).returning(ib.c.id))
 
 
 def _addon_upsert(addon):
@@ -252,7 +273,7 @@ def pg_receive_statements() -> SimpleNamespace:
         "%(i_event)s::text, %(gladia)s::text, %(job)s::text, 'processed', 1, 0, %(now)s::timestamptz "
         f"WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = %(job)s::text AND jobs.state NOT IN ({settled}) "
         "AND (jobs.done_at IS NULL OR jobs.done_at > %(cutoff)s OR jobs.updated_at > %(cutoff)s)) "
-        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id), "
+        f"ON CONFLICT ({INBOX_KEY_SESSION}, dedupe_key) DO NOTHING RETURNING id), "
         "new_event AS (INSERT INTO events (gladia_id, job_id, message_key, type, source, created_at, received_at, "
         "inbox_id, payload) SELECT %(gladia)s::text, %(job)s::text, %(e_key)s::text, %(e_type)s::text, 'callback', "
         "%(created)s::timestamptz, %(i_at)s::timestamptz, inbox.id, %(e_payload)s::jsonb FROM inbox "
