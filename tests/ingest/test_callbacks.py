@@ -150,9 +150,9 @@ def test_postgresql_deduplicates_the_inbox_on_a_key_led_by_the_session(settings,
         params = {**lookup.params, "b_gladia": GID, "b_key": "k" * 64, "b_at": datetime.now(timezone.utc)}
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + str(lookup), params))
         assert f"Index Scan using {INBOX_KEY_INDEX}" in plan
-        receive = "\n".join(row[0] for row in conn.execute("EXPLAIN " + pg_receive_statements().event_only, dict.fromkeys(
-            ("i_key", "i_at", "i_headers", "i_body", "i_event", "gladia", "job", "now", "cutoff", "e_key", "e_type",
-             "created", "e_payload"))))
+        unbound = dict.fromkeys(("i_key", "i_at", "i_headers", "i_body", "i_event", "gladia", "job", "now", "cutoff",
+                                 "e_key", "e_type", "created", "e_payload"))
+        receive = "\n".join(row[0] for row in conn.execute("EXPLAIN " + pg_receive_statements().event_only, unbound))
         assert f"Conflict Arbiter Indexes: {INBOX_KEY_INDEX}" in receive
 
 
