@@ -11,7 +11,9 @@ other indexes of the inbox. Both refuse the same rows, since the body a key
 hashes names its session (rows without one share the empty session).
 
 It is built ``CONCURRENTLY`` before the constraint is dropped, so that the
-receiver keeps writing, and deduplicating, throughout. SQLite keeps the
+receiver keeps writing, and deduplicating, while it is built. Receivers of an
+earlier version name the dropped constraint in their ``ON CONFLICT``: they
+must be stopped before this runs (README, "Procfile"). SQLite keeps the
 constraint its table was created with (dropping it would rebuild the table).
 
 Revision ID: 0008
