@@ -10,8 +10,10 @@ What it does, in one run:
 2. creates ``--sessions`` jobs, each with its Gladia session id;
 3. starts gunicorn as the Procfile's ``web`` line does (``webhook-service web``'s
    ``gunicorn_conf``: ``$WEB_CONCURRENCY`` processes, one per core by default, of
-   ``gunicorn_conf.threads`` threads, an access-log line per request, multiprocess
-   metrics; ``--plain-gunicorn``: without them) on the real app, plus one bare Flask route
+   ``gunicorn_conf.threads`` threads, multiprocess metrics, and gunicorn's access log
+   only if that line asks for it (``--access-log``: an access-log line per request, as
+   ``webhook-service web`` writes it without the proxy; ``--plain-gunicorn``: gunicorn's
+   defaults and in-memory metrics) on the real app, plus one bare Flask route
    (``POST /_bench/bare`` answering 200) registered on the same app, so both
    are served by the same processes;
 4. sends ``--requests`` POSTs to the bare route and ``--requests`` distinct
@@ -201,26 +203,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def procfile_web_options() -> tuple[str, str]:
-    """(workers, threads) the Procfile's ``web`` line runs: ``webhook-service web``'s own defaults unless it names them.
+def procfile_web_options() -> tuple[str, str, bool]:
+    """(workers, threads, access log) the Procfile's ``web`` line runs: ``webhook-service web``'s own defaults
+    unless it names them.
 
-    ``--workers``: ``$WEB_CONCURRENCY``, else one per core; threads: ``gunicorn_conf.threads``.
+    ``--workers``: ``$WEB_CONCURRENCY``, else one per core; threads: ``gunicorn_conf.threads``; gunicorn's access
+    log unless the line says ``--no-access-log`` (the proxy in front of it logs every request).
     """
     line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("web:"))
     if "webhook-service web" not in line or re.search(r"--workers|--threads", line):
         raise SystemExit(f"the Procfile's web line sets its own options; read them here: {line}")
     from webhook_service import gunicorn_conf
 
-    return os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)), str(gunicorn_conf.threads)
+    return (os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)), str(gunicorn_conf.threads),
+            "--no-access-log" not in line)
 
 
-def start_gunicorn(url: str, port: int, workdir: Path, workers: str, threads: str, *,
+def start_gunicorn(url: str, port: int, workdir: Path, workers: str, threads: str, *, access_log: bool,
                    plain: bool = False) -> subprocess.Popen:
     """The Procfile's `web` line, with the bench route added to the same app.
 
-    As `webhook-service web` runs it: gunicorn's options from ``gunicorn_conf`` (an access-log line per
-    request, tokens redacted) and prometheus-client in multiprocess mode (its samples in files, one folder
-    per surface). ``plain``: gunicorn's defaults and in-memory metrics (how the first rounds measured).
+    As `webhook-service web` runs it: gunicorn's options from ``gunicorn_conf`` and prometheus-client in
+    multiprocess mode (its samples in files, one folder per surface); ``access_log``: an access-log line per
+    request (tokens redacted), as ``web --access-log`` writes it. ``plain``: gunicorn's defaults and in-memory
+    metrics (how the first rounds measured).
     """
     env = dict(os.environ, DATABASE_URL=url, CALLBACK_SIGNING_KEY=SIGNING_KEY, DATA_DIR=str(workdir / "data"),
                CELERY_BROKER_URL="memory://", LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
@@ -230,7 +236,7 @@ def start_gunicorn(url: str, port: int, workdir: Path, workers: str, threads: st
         metrics = workdir / "data" / "metrics" / "web-all"
         metrics.mkdir(parents=True, exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
-        config = ["-c", "python:webhook_service.gunicorn_conf"]
+        config = ["-c", "python:webhook_service.gunicorn_conf"] + (["--access-logfile", "-"] if access_log else [])
     cmd = [sys.executable, "-m", "gunicorn", *config, "--bind", f"127.0.0.1:{port}", "--workers", workers,
            "--threads", threads, "bench.bench_wsgi:app"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -443,6 +449,9 @@ def main() -> int:
                         help="PostgreSQL: disable the reporting triggers of migration 0002 (to measure their cost)")
     parser.add_argument("--plain-gunicorn", action="store_true",
                         help="gunicorn without the service's gunicorn_conf (no access log) and in-memory metrics")
+    parser.add_argument("--access-log", action="store_true",
+                        help="gunicorn's access log on, as `webhook-service web` writes it without the proxy "
+                             "(the Procfile's receiver runs with --no-access-log)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--prefill", type=int, default=0, metavar="N",
                         help="PostgreSQL: N rows already in the inbox and N in events before the run")
@@ -450,7 +459,8 @@ def main() -> int:
                         help="sample the gunicorn processes with py-spy during the callback phase; "
                              "write the collapsed stacks to FILE and print the top functions (CPU time inclusive)")
     args = parser.parse_args()
-    workers, threads = procfile_web_options()
+    workers, threads, access_log = procfile_web_options()
+    access_log = access_log or args.access_log
     threads = args.threads or threads
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
@@ -463,7 +473,7 @@ def main() -> int:
         jobs = create_jobs(url, args.sessions)
         prefill_s = prefill(url, args.prefill) if args.prefill else 0.0
         port = free_port()
-        proc = start_gunicorn(url, port, workdir, workers, threads, plain=args.plain_gunicorn)
+        proc = start_gunicorn(url, port, workdir, workers, threads, access_log=access_log, plain=args.plain_gunicorn)
 
         paths = {job_id: "/callbacks/gladia/" + callback_token(job_id, SIGNING_KEY) for job_id, _ in jobs}
         callbacks = [(paths[jobs[i % len(jobs)][0]], transcript_body(jobs[i % len(jobs)][1], i))
@@ -499,7 +509,8 @@ def main() -> int:
             "load_average_1m": round(os.getloadavg()[0], 2),
             "database": "sqlite" if args.db == "sqlite" else "postgresql",
             "server": f"gunicorn --workers {workers} --threads {threads}"
-                      + (" (plain)" if args.plain_gunicorn else " -c python:webhook_service.gunicorn_conf"),
+                      + (" (plain)" if args.plain_gunicorn else " -c python:webhook_service.gunicorn_conf")
+                      + (" --access-logfile -" if access_log and not args.plain_gunicorn else ""),
             "stale_triggers": not args.without_stale_triggers,
             "connections": args.connections,
             "callbacks": cb_result,

@@ -56,6 +56,22 @@ VARIANTS: dict[str, list[str]] = {
             "ix_callback_inbox_body_kept", "ix_callback_inbox_gladia_id_event", "ix_callback_inbox_job_id",
             "ix_callback_inbox_received_at", "ix_callback_inbox_status_received_at", "ix_events_gladia_id_type",
             "ix_events_job_id", "ix_events_received_at", "ix_utterances_job_id")],
+    "stale-once": ["""
+CREATE OR REPLACE FUNCTION session_stats_mark_stale() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.job_id IS DISTINCT FROM NEW.job_id) THEN
+        IF OLD.job_id IS NOT NULL THEN
+            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (OLD.job_id, now());
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.job_id IS NOT NULL
+            AND NEW.job_id IS DISTINCT FROM current_setting('webhook_service.stale_job', true) THEN
+        INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now());
+        PERFORM set_config('webhook_service.stale_job', NEW.job_id, true);
+    END IF;
+    RETURN NULL;
+END
+$body$"""],
     # Not durable (a commit returns before its WAL is on disk): only to price the WAL flush of each commit.
     "async-commit": ["ALTER DATABASE {database} SET synchronous_commit = off"],
 }

@@ -36,8 +36,9 @@ class ReceiverStack:
     """gunicorn (``workers`` processes, threads as ``gunicorn_conf``) on the database ``database_url``, behind nginx when ``proxy``."""
 
     def __init__(self, database_url: str, workdir: Path, *, key: str, proxy: bool = True, workers: int = 2,
-                 dev: bool = False):
+                 dev: bool = False, access_log: bool = True):
         self.workdir = workdir
+        self.access_log = access_log
         self.key = key
         self.proxy = proxy
         self.gunicorn_port = free_port()
@@ -77,7 +78,7 @@ class ReceiverStack:
 
     def start(self) -> "ReceiverStack":
         web = ["web", "--host", "127.0.0.1", "--port", str(self.gunicorn_port), "--workers", str(self.workers)]
-        self._spawn("web", web + (["--dev"] if self.dev else []))
+        self._spawn("web", web + (["--dev"] if self.dev else []) + ([] if self.access_log else ["--no-access-log"]))
         if self.proxy:
             self._spawn("proxy", ["proxy", "--listen", f"127.0.0.1:{self.proxy_port}",
                                   "--upstream", f"127.0.0.1:{self.gunicorn_port}"])

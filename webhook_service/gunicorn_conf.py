@@ -1,11 +1,14 @@
 """gunicorn's options for the receiver, in one place for `webhook-service web` and the Procfile.
 
-    gunicorn -c python:webhook_service.gunicorn_conf --bind HOST:PORT webhook_service.wsgi:app
+    gunicorn -c python:webhook_service.gunicorn_conf --bind HOST:PORT [--access-logfile -] webhook_service.wsgi:app
 
 Options given on the command line win over these. What matters for safety:
 
 * the access and error logs write callback paths as ``/callbacks/gladia/<redacted>``
-  (``RedactingLogger``): the token in the path is a write credential;
+  (``RedactingLogger``): the token in the path is a write credential. The access log is
+  `webhook-service web`'s ``--access-log`` (on by default; the Procfile's receiver leaves it to
+  the proxy in front of it, which logs every request it passes: a second line per callback cost
+  the receiver about 0.05 ms of CPU, bench/README.md);
 * ``X-Forwarded-Proto`` is trusted only from ``FORWARDED_ALLOW_IPS`` (default: from no one,
   where gunicorn's own default trusts loopback); the app applies the same list to
   ``X-Forwarded-For`` (``web/forwarded.py``);
@@ -54,7 +57,6 @@ threads = 4
 timeout = 30
 graceful_timeout = 20
 keepalive = 5  # longer than the proxy keeps an idle connection to gunicorn (cli/nginx_conf.UPSTREAM_IDLE_S)
-accesslog = "-"
 logger_class = RedactingLogger
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
 # gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl): the receiver

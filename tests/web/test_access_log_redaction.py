@@ -86,6 +86,20 @@ def test_gunicorn_and_nginx_logs_never_hold_the_token(db_url, tmp_path: Path):
     assert_redacted(stack, tokens, ["web.out", "proxy.out"])
 
 
+def test_behind_the_proxy_the_receiver_can_leave_the_access_log_to_it(db_url, tmp_path: Path):
+    """The Procfile's receiver runs `web --no-access-log`: one line per request, the proxy's."""
+    procfile = (Path(__file__).parents[2] / "Procfile").read_text()
+    assert "webhook-service web --surface receiver --no-access-log " in procfile
+    stack = ReceiverStack(db_url, tmp_path, key=signing_key(), access_log=False).start()
+    try:
+        tokens = post_callbacks(stack, *streaming_job(db_url))
+        assert stack.wait_log("proxy.out", REDACTED_PATH, 3) == 3, stack.log("proxy.out")
+    finally:
+        stack.stop()  # gunicorn has written every line it was going to
+    assert "POST " not in stack.log("web.out") and "POST " not in stack.log("web.err"), stack.log("web.out")
+    assert_redacted(stack, tokens, ["proxy.out"])
+
+
 def test_the_development_server_log_never_holds_the_token(db_url, tmp_path: Path):
     stack = ReceiverStack(db_url, tmp_path, key=signing_key(), proxy=False, dev=True).start()
     try:

@@ -38,7 +38,10 @@ GUNICORN_CONFIG = "python:webhook_service.gunicorn_conf"
 @click.option("--surface", type=click.Choice(["receiver", "operator", "all"]), default=None,
               help="Routes to serve: the public receiver, the private operator side, or all "
                    "(default WEB_SURFACE, else all).")
-def web(host: str, port: int, workers: int, dev: bool, surface: str | None) -> None:
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="gunicorn's access log on stdout, callback tokens redacted. Behind `webhook-service proxy`, "
+                   "whose log has a line for every request it passes, the Procfile's receiver turns it off.")
+def web(host: str, port: int, workers: int, dev: bool, surface: str | None, access_log: bool) -> None:
     """Run the receiver, JSON API and dashboard."""
     if surface:
         os.environ["WEB_SURFACE"] = surface  # read by webhook_service.wsgi in gunicorn's workers
@@ -57,7 +60,7 @@ def web(host: str, port: int, workers: int, dev: bool, surface: str | None) -> N
     os.execvp(
         sys.executable,
         [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", f"{host}:{port}",
-         "--workers", str(workers), "webhook_service.wsgi:app"],
+         "--workers", str(workers), *(["--access-logfile", "-"] if access_log else []), "webhook_service.wsgi:app"],
     )
 
 
