@@ -17,12 +17,14 @@ callback must be answered 200 and stored (inbox, events, utterances), or the
 run is void. The Python side is not measured here (``bench_receiver_cpu.py``
 is for that); the figure is what the database does per callback. Each run
 also prints the size of the three tables' indexes per callback (what every
-callback adds to them on disk).
+callback adds to them on disk) and the rows the reporting triggers logged per
+callback (``session_stats_stale``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -40,6 +42,15 @@ from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from webhook_service.models import Event, InboxItem, Utterance  # noqa: E402
 
+def _migration(name: str):
+    """A module of migrations/versions (not a package), for a variant that undoes one of them."""
+    path = BENCH.parent / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # What each variant takes out of the fresh schema (PostgreSQL statements, run after the migrations).
 VARIANTS: dict[str, list[str]] = {
     "as-is": [],
@@ -56,22 +67,8 @@ VARIANTS: dict[str, list[str]] = {
             "ix_callback_inbox_body_kept", "ix_callback_inbox_gladia_id_event", "ix_callback_inbox_job_id",
             "ix_callback_inbox_received_at", "ix_callback_inbox_status_received_at", "ix_events_gladia_id_type",
             "ix_events_job_id", "ix_events_received_at", "ix_utterances_job_id")],
-    "stale-once": ["""
-CREATE OR REPLACE FUNCTION session_stats_mark_stale() RETURNS trigger LANGUAGE plpgsql AS $body$
-BEGIN
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.job_id IS DISTINCT FROM NEW.job_id) THEN
-        IF OLD.job_id IS NOT NULL THEN
-            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (OLD.job_id, now());
-        END IF;
-    END IF;
-    IF TG_OP <> 'DELETE' AND NEW.job_id IS NOT NULL
-            AND NEW.job_id IS DISTINCT FROM current_setting('webhook_service.stale_job', true) THEN
-        INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now());
-        PERFORM set_config('webhook_service.stale_job', NEW.job_id, true);
-    END IF;
-    RETURN NULL;
-END
-$body$"""],
+    # Before migration 0009: the reporting triggers log a row for every row written, not once per transaction.
+    "stale-every-row": [_migration("0009_stale_log_once_per_transaction").EVERY_ROW],
     # Not durable (a commit returns before its WAL is on disk): only to price the WAL flush of each commit.
     "async-commit": ["ALTER DATABASE {database} SET synchronous_commit = off"],
 }
@@ -179,7 +176,8 @@ def main() -> int:
             r = run_variant(variant, args, workdir)
             results[variant].append(r)
             print(f"{variant:22} PostgreSQL CPU {r['database_ms']:.3f} ms per callback   {r['callbacks_per_s']:6.0f}/s   "
-                  f"indexes {r['index_bytes_per_callback']:.0f} B/callback   {'OK' if r['ok'] else 'VOID ' + str((r['statuses'], r['stored']))}   (load {os.getloadavg()[0]:.1f})",
+                  f"indexes {r['index_bytes_per_callback']:.0f} B/callback   stale log {r['stale_marks_per_callback']:.1f} rows/callback   "
+                  f"{'OK' if r['ok'] else 'VOID ' + str((r['statuses'], r['stored']))}   (load {os.getloadavg()[0]:.1f})",
                   flush=True)
     print("\nmedian PostgreSQL CPU per callback:")
     base = statistics.median(r["database_ms"] for r in results[variants[0]])

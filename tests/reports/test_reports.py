@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 
 import report_fixtures
 from report_fixtures import utterance
@@ -219,6 +219,50 @@ def test_cache_follows_inserts_updates_and_deletes(loaded):
         s.execute(delete(Utterance).where(Utterance.job_id == "job-a"))
     row = a_row()
     assert (row["utterances"], row["speech_s"], row["confidence_mean"], row["languages"]) == (0, 0.0, None, None)
+
+
+def test_postgresql_logs_a_session_once_per_transaction(loaded):
+    """Migration 0009: a transaction's first write to a session logs it; its later writes to it add no row."""
+    with session_scope(loaded) as s:
+        if not is_postgres(s):
+            pytest.skip("PostgreSQL: SQLite's triggers log every row")
+    before = next(r for r in rows(loaded, "session_summary") if r["job_id"] == "job-c")["utterances"]
+
+    def logged() -> list[str]:
+        with session_scope(loaded) as s:
+            return list(s.scalars(select(SessionStatsStale.job_id).order_by(SessionStatsStale.id)))
+
+    assert logged() == []  # the report refreshed everything
+    with session_scope(loaded) as s:
+        # One statement of three rows (as the receiver's), then more statements; to B and back to A.
+        s.execute(insert(Utterance).values([vars_of(utterance("job-a", "g-a", f"10_{i}", 40.0 + i, 40.5 + i))
+                                            for i in range(3)]))
+        s.add(utterance("job-a", "g-a", "10_3", 50.0, 50.5))
+        s.flush()
+        s.add(utterance("job-b", "g-b", "10_4", 50.0, 50.5))
+        s.flush()
+        s.add(utterance("job-a", "g-a", "10_5", 51.0, 51.5))
+        s.flush()
+    assert logged() == ["job-a", "job-b", "job-a"]
+    with session_scope(loaded) as s:  # a new transaction logs the session again
+        s.add(utterance("job-b", "g-b", "10_6", 51.0, 51.5))
+    assert logged() == ["job-a", "job-b", "job-a", "job-b"]
+    with session_scope(loaded) as s:  # a rolled-back savepoint takes its log row with it, and the mark
+        savepoint = s.begin_nested()
+        s.add(utterance("job-c", "g-c", "10_7", 1.0, 1.5))
+        s.flush()
+        savepoint.rollback()
+        s.add(utterance("job-c", "g-c", "10_8", 1.0, 1.5))
+        s.flush()
+    assert logged().count("job-c") == 1
+    assert next(r for r in rows(loaded, "session_summary") if r["job_id"] == "job-c")["utterances"] == before + 1
+    assert logged() == []
+
+
+def vars_of(row: Utterance) -> dict:
+    """An unsaved utterance's values, for a multi-row INSERT (which applies the column defaults to the rest)."""
+    values = {column.key: getattr(row, column.key) for column in Utterance.__table__.columns}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def test_cache_of_a_deleted_job_disappears(loaded):
