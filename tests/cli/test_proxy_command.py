@@ -45,9 +45,9 @@ def test_nginx_drops_an_idle_upstream_connection_before_gunicorn_does(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="needs nginx")
-@pytest.mark.parametrize("access_log", ["/dev/stdout", "off"])
-def test_nginx_accepts_the_config(tmp_path, access_log):
-    text = render(tmp_path, "--access-log", access_log)
+@pytest.mark.parametrize("access_log, log_format", [("/dev/stdout", "text"), ("/dev/stdout", "json"), ("off", "text")])
+def test_nginx_accepts_the_config(tmp_path, access_log, log_format):
+    text = render(tmp_path, "--access-log", access_log, LOG_FORMAT=log_format)
     (tmp_path / "px" / "temp").mkdir(parents=True)
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)

@@ -6,6 +6,7 @@ gunicorn's ``--access-logfile -`` wrote it on every callback.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -97,6 +98,25 @@ def test_behind_the_proxy_the_receiver_can_leave_the_access_log_to_it(db_url, tm
     finally:
         stack.stop()  # gunicorn has written every line it was going to
     assert "POST " not in stack.log("web.out") and "POST " not in stack.log("web.err"), stack.log("web.out")
+    assert_redacted(stack, tokens, ["proxy.out"])
+
+
+def test_with_log_format_json_the_proxy_writes_one_json_object_per_request(db_url, tmp_path: Path):
+    stack = ReceiverStack(db_url, tmp_path, key=signing_key(), access_log=False)
+    stack.env["LOG_FORMAT"] = "json"
+    stack.start()
+    try:
+        tokens = post_callbacks(stack, *streaming_job(db_url))
+        assert stack.wait_log("proxy.out", '"status":413', 1) == 1, stack.log("proxy.out")
+    finally:
+        stack.stop()
+    lines = [json.loads(line) for line in stack.log("proxy.out").splitlines()]
+    assert all(line["request"].startswith("GET /healthz ") for line in lines[:-3])  # the stack's start
+    lines = lines[-3:]
+    assert [(line["logger"], line["level"], line["status"]) for line in lines] == [
+        ("nginx.access", "INFO", 200), ("nginx.access", "INFO", 404), ("nginx.access", "INFO", 413)]
+    assert all(line["request"] == f"POST {REDACTED_PATH} HTTP/1.1" and REDACTED_PATH in line["message"]
+               and line["time"] and line["worker"] for line in lines), lines
     assert_redacted(stack, tokens, ["proxy.out"])
 
 

@@ -14,7 +14,8 @@ gunicorn's threads only ever see complete requests. On top of that:
 * ``limit_conn`` per client address: ``PROXY_MAX_CONN_PER_IP`` (429 beyond);
 * ``client_max_body_size``: ``MAX_CALLBACK_BYTES``, the receiver's own limit;
 * the access log writes the callback path as ``/callbacks/gladia/<redacted>``
-  (a ``map`` on the request line; the raw line is never logged);
+  (a ``map`` on the request line; the raw line is never logged), one JSON object
+  per line with ``LOG_FORMAT=json``;
 * the client address goes upstream in ``X-Forwarded-For``/``X-Real-IP``,
   replacing whatever the client sent; the app believes it only from
   ``FORWARDED_ALLOW_IPS``.
@@ -77,6 +78,22 @@ def _error_pages() -> str:
     return "\n".join(lines)
 
 
+def _log_format(log_format: str) -> str:
+    """The access log's format: a text line, or with ``LOG_FORMAT=json`` one JSON object per line.
+
+    The JSON has the keys of the service's own JSON lines (``time``, ``level``, ``logger``, ``message``,
+    ``worker``) and the request's fields; ``escape=json`` escapes every value nginx puts in it.
+    """
+    if log_format == "json":
+        return ("    log_format redacted escape=json '{\"time\":\"$time_iso8601\",\"level\":\"INFO\",'\n"
+                "        '\"logger\":\"nginx.access\",\"worker\":\"$hostname:$pid\",'\n"
+                "        '\"message\":\"$remote_addr $loggable_request $status\",\"remote_addr\":\"$remote_addr\",'\n"
+                "        '\"request\":\"$loggable_request\",\"status\":$status,\"bytes_sent\":$body_bytes_sent,'\n"
+                "        '\"request_time\":$request_time,\"user_agent\":\"$http_user_agent\"}';")
+    return ("    log_format redacted '$remote_addr - [$time_local] \"$loggable_request\" '\n"
+            "                        '$status $body_bytes_sent $request_time \"$http_user_agent\"';")
+
+
 def render(settings: Settings, *, listen: str, upstream: str, paths: ProxyPaths, access_log: str) -> str:
     """nginx.conf for a proxy listening on ``listen`` in front of gunicorn on ``upstream``."""
     timeout = f"{int(settings.proxy_client_timeout_s)}s"
@@ -101,8 +118,7 @@ http {{
         "~*^(?<before_token>\\S+ /+callbacks(/|%2f)+gladia(/|%2f)+)[^?\\s]*(?<after_token>.*)$" "${{before_token}}{REDACTED}${{after_token}}";
         default $request;
     }}
-    log_format redacted '$remote_addr - [$time_local] "$loggable_request" '
-                        '$status $body_bytes_sent $request_time "$http_user_agent"';
+{_log_format(settings.log_format)}
     {access_log_line}
 
     limit_conn_zone $binary_remote_addr zone=per_ip:10m;
