@@ -26,7 +26,8 @@ What it does, in one run:
 6. prints callbacks/s, p50/p99 latency, the server's CPU per request (from
    ``/proc``) and its ratio to the bare route's, overall and per round; on
    PostgreSQL also the WAL written per callback and its full-page images
-   (``pg_stat_wal``: the whole server's, so on a quiet server).
+   (``pg_stat_wal``: the whole server's, so on a quiet server), and the
+   checkpoints that fell in the callbacks' phases.
 
 The client runs on the same machine and takes CPU from the server: on a
 2-core machine the figures are a floor, not a ceiling.
@@ -325,15 +326,23 @@ def _database_pids(url: str) -> list[int]:
     return pids
 
 
-def _wal(url: str) -> tuple[int, int]:
-    """PostgreSQL's WAL written so far (bytes, full-page images), for the whole server (``pg_stat_wal``)."""
+def _wal(url: str) -> tuple[int, int, int]:
+    """PostgreSQL's WAL written so far (bytes, full-page images) and its checkpoints, for the whole server.
+
+    A page's first change after a checkpoint is logged whole, so a run that a checkpoint falls in counts
+    full-page images that a run between two checkpoints does not.
+    """
     if not url.startswith("postgresql"):
-        return 0, 0
+        return 0, 0, 0
     engine = create_engine(url)
     with engine.connect() as conn:
         written, fpi = conn.execute(text("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")).one()
+        if conn.dialect.server_version_info >= (17,):
+            checkpoints = conn.execute(text("SELECT num_timed + num_requested FROM pg_stat_checkpointer")).scalar_one()
+        else:
+            checkpoints = conn.execute(text("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")).scalar_one()
     engine.dispose()
-    return int(written), int(fpi)
+    return int(written), int(fpi), int(checkpoints)
 
 
 def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
@@ -348,7 +357,7 @@ def run_phase(port: int, requests: list[tuple[str, bytes]], connections: int,
     cpu1 = (_cpu_seconds(server_pids), _cpu_seconds(db_pids))
     wal1 = _wal(url)
     return {"server_cpu_s": cpu1[0] - cpu0[0], "database_cpu_s": cpu1[1] - cpu0[1], "client_cpu_s": client_cpu,
-            "wal_bytes": wal1[0] - wal0[0], "wal_fpi": wal1[1] - wal0[1],
+            "wal_bytes": wal1[0] - wal0[0], "wal_fpi": wal1[1] - wal0[1], "checkpoints": wal1[2] - wal0[2],
             "requests": len(requests), "elapsed_s": elapsed, "latencies": latencies, "statuses": statuses}
 
 
@@ -368,6 +377,7 @@ def summarize(phases: list[dict]) -> dict:
         # PostgreSQL: the WAL the server wrote during the phases (the whole server's: run it on a quiet one).
         "wal_bytes_per_request": sum(p["wal_bytes"] for p in phases) / n,
         "wal_fpi_per_request": sum(p["wal_fpi"] for p in phases) / n,
+        "checkpoints": sum(p["checkpoints"] for p in phases),
         "requests": n,
         "rps": n / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
@@ -537,7 +547,8 @@ def main() -> int:
                       f"statuses {r['statuses']}")
             if result["database"] == "postgresql":
                 print(f"WAL           {cb_result['wal_bytes_per_request'] / 1024:.1f} KiB per callback, "
-                      f"{cb_result['wal_fpi_per_request']:.2f} full-page images per callback (the whole server's WAL)")
+                      f"{cb_result['wal_fpi_per_request']:.2f} full-page images per callback, "
+                      f"{cb_result['checkpoints']} checkpoint(s) during the callbacks (the whole server's WAL)")
             print(f"ratio         throughput {result['ratio']:.2f}; server CPU per callback / per bare request "
                   f"{result['cpu_ratio']:.2f}x (per round: {', '.join(f'{r:.2f}' for r in ratios)})   "
                   f"(load average at the end {result['load_average_1m']})")
