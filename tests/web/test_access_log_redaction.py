@@ -117,6 +117,9 @@ def test_with_log_format_json_the_proxy_writes_one_json_object_per_request(db_ur
         ("nginx.access", "INFO", 200), ("nginx.access", "INFO", 404), ("nginx.access", "INFO", 413)]
     assert all(line["request"] == f"POST {REDACTED_PATH} HTTP/1.1" and REDACTED_PATH in line["message"]
                and line["time"] and line["worker"] for line in lines), lines
+    # The receiver answered the first two; nginx refused the oversized body itself.
+    assert [bool(line["upstream_time"]) for line in lines] == [True, True, False], lines
+    assert float(lines[0]["upstream_time"]) <= lines[0]["request_time"] + 0.001
     assert_redacted(stack, tokens, ["proxy.out"])
 
 

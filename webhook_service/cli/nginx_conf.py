@@ -82,16 +82,19 @@ def _log_format(log_format: str) -> str:
     """The access log's format: a text line, or with ``LOG_FORMAT=json`` one JSON object per line.
 
     The JSON has the keys of the service's own JSON lines (``time``, ``level``, ``logger``, ``message``,
-    ``worker``) and the request's fields; ``escape=json`` escapes every value nginx puts in it.
+    ``worker``) and the request's fields; ``escape=json`` escapes every value nginx puts in it. Both end
+    with the receiver's own time (``$upstream_response_time``; ``-`` in text and empty in JSON for what
+    nginx answered itself), so that a slow client (``request_time``) and a slow receiver tell apart.
     """
     if log_format == "json":
         return ("    log_format redacted escape=json '{\"time\":\"$time_iso8601\",\"level\":\"INFO\",'\n"
                 "        '\"logger\":\"nginx.access\",\"worker\":\"$hostname:$pid\",'\n"
                 "        '\"message\":\"$remote_addr $loggable_request $status\",\"remote_addr\":\"$remote_addr\",'\n"
                 "        '\"request\":\"$loggable_request\",\"status\":$status,\"bytes_sent\":$body_bytes_sent,'\n"
-                "        '\"request_time\":$request_time,\"user_agent\":\"$http_user_agent\"}';")
+                "        '\"request_time\":$request_time,\"upstream_time\":\"$upstream_response_time\",'\n"
+                "        '\"user_agent\":\"$http_user_agent\"}';")
     return ("    log_format redacted '$remote_addr - [$time_local] \"$loggable_request\" '\n"
-            "                        '$status $body_bytes_sent $request_time \"$http_user_agent\"';")
+            "                        '$status $body_bytes_sent $request_time \"$http_user_agent\" $upstream_response_time';")
 
 
 def render(settings: Settings, *, listen: str, upstream: str, paths: ProxyPaths, access_log: str) -> str:
