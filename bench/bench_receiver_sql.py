@@ -42,6 +42,7 @@ from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from webhook_service.models import Event, InboxItem, Utterance  # noqa: E402
 
+
 def _migration(name: str):
     """A module of migrations/versions (not a package), for a variant that undoes one of them."""
     path = BENCH.parent / "migrations" / "versions" / f"{name}.py"
