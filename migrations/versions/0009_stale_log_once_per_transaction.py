@@ -36,7 +36,13 @@ depends_on = None
 
 SETTING = "webhook_service.stale_job"
 
-ONCE_PER_TRANSACTION = f"""
+
+def _mark_stale(new_row: str) -> str:
+    """The trigger function, with ``new_row``: what it logs of the row an INSERT or UPDATE leaves.
+
+    What it logs of the row an UPDATE moves away or a DELETE removes is the same in both versions.
+    """
+    return f"""
 CREATE OR REPLACE FUNCTION session_stats_mark_stale() RETURNS trigger LANGUAGE plpgsql AS $body$
 BEGIN
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.job_id IS DISTINCT FROM NEW.job_id) THEN
@@ -44,35 +50,28 @@ BEGIN
             INSERT INTO session_stats_stale (job_id, marked_at) VALUES (OLD.job_id, now());
         END IF;
     END IF;
-    -- The last session this transaction logged: '' or NULL when none.
-    IF TG_OP <> 'DELETE' AND NEW.job_id IS NOT NULL
-            AND NEW.job_id IS DISTINCT FROM current_setting('{SETTING}', true) THEN
-        INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now());
-        PERFORM set_config('{SETTING}', NEW.job_id, true);
-    END IF;
+{new_row}
     RETURN NULL;
 END
 $body$
 """
 
+
+ONCE_PER_TRANSACTION = _mark_stale(f"""\
+    -- The last session this transaction logged: '' or NULL when none.
+    IF TG_OP <> 'DELETE' AND NEW.job_id IS NOT NULL
+            AND NEW.job_id IS DISTINCT FROM current_setting('{SETTING}', true) THEN
+        INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now());
+        PERFORM set_config('{SETTING}', NEW.job_id, true);
+    END IF;""")
+
 # 0002's: every row logged.
-EVERY_ROW = """
-CREATE OR REPLACE FUNCTION session_stats_mark_stale() RETURNS trigger LANGUAGE plpgsql AS $body$
-BEGIN
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.job_id IS DISTINCT FROM NEW.job_id) THEN
-        IF OLD.job_id IS NOT NULL THEN
-            INSERT INTO session_stats_stale (job_id, marked_at) VALUES (OLD.job_id, now());
-        END IF;
-    END IF;
+EVERY_ROW = _mark_stale("""\
     IF TG_OP <> 'DELETE' THEN
         IF NEW.job_id IS NOT NULL THEN
             INSERT INTO session_stats_stale (job_id, marked_at) VALUES (NEW.job_id, now());
         END IF;
-    END IF;
-    RETURN NULL;
-END
-$body$
-"""
+    END IF;""")
 
 
 def upgrade() -> None:
